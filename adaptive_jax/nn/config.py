@@ -1,0 +1,59 @@
+"""Model hyperparameters as a frozen dataclass, validated where they enter the library."""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from adaptive_jax.typed_config import from_mapping
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A Llama-style decoder whose FFN layers are Duo-FFNs (big + small) or plain SwiGLU."""
+  vocab_size: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  head_dim: int
+  d_ff_big: int
+  d_ff_small: int
+  max_len: int
+  duo: bool = True  # False: a plain dense transformer with one FFN of width d_ff_big
+  rope_theta: float = 10_000.0
+  norm_eps: float = 1e-6
+  tie_embeddings: bool = True
+  dtype: str = "float32"  # activations; bfloat16 on TPU/GPU
+  param_dtype: str = "float32"
+  remat: bool = False  # rematerialize each layer in the backward pass
+
+  def __post_init__(self):
+    for name in ("vocab_size", "num_layers", "d_model", "num_heads", "head_dim", "d_ff_big",
+                 "max_len"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+    if (isinstance(self.d_ff_small, bool) or not isinstance(self.d_ff_small, int)
+        or self.d_ff_small <= 0 and self.duo):
+      raise ValueError(f"model.d_ff_small must be a positive integer for a Duo model, "
+                       f"got {self.d_ff_small!r}")
+    if self.head_dim % 2:
+      raise ValueError(f"model.head_dim must be even (rotary positions rotate pairs), "
+                       f"got {self.head_dim}")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in DTYPES:
+        raise ValueError(f"model.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+
+  @property
+  def activation_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weight_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  @classmethod
+  def from_dict(cls, values) -> "ModelConfig":
+    """Builds from a ConfigDict or mapping; unknown keys raise an error naming them."""
+    return from_mapping(cls, values, "model")

@@ -1,0 +1,103 @@
+"""Stage-1 training: random-routing Duo (or dense) LM on the configured corpus, then evaluation."""
+
+import json
+import os
+import time
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from adaptive_jax import data as data_lib
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.train import checkpoint as ckpt_lib
+from adaptive_jax.train import mesh as mesh_lib
+from adaptive_jax.train import state as state_lib
+from adaptive_jax.train.config import EvalConfig, RoutingConfig, TrainConfig
+from adaptive_jax.train.evaluate import evaluate
+from adaptive_jax.train.metrics import MetricWriter, read_metrics
+from adaptive_jax.train.step import make_train_step
+
+
+def typed_configs(config: ml_collections.ConfigDict):
+  """(model, data, routing, train, eval) dataclasses, validated and mutually consistent."""
+  model = ModelConfig.from_dict(config.model)
+  data_values = dict(config.data)
+  data_values["data_dir"] = os.path.expanduser(data_values["data_dir"])
+  data = data_lib.DataConfig(**data_values)
+  if data.vocab_size != model.vocab_size:
+    raise ValueError(f"data.vocab_size ({data.vocab_size}) must equal model.vocab_size "
+                     f"({model.vocab_size})")
+  if data.seq_len > model.max_len:
+    raise ValueError(f"data.seq_len ({data.seq_len}) must be <= model.max_len ({model.max_len})")
+  return (model, data, RoutingConfig.from_dict(config.routing),
+          TrainConfig.from_dict(config.train), EvalConfig.from_dict(config.eval))
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> None:
+  for step, metrics in pending:
+    loss = float(np.asarray(metrics["train/loss"]))
+    if not np.isfinite(loss):
+      raise FloatingPointError(f"train/loss is {loss} at step {step}; stopping. Lower "
+                               f"train.learning_rate or check the data.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains to `train.num_steps` (resuming from `workdir`), evaluates, writes results.json."""
+  model_cfg, data_cfg, routing_cfg, train_cfg, eval_cfg = typed_configs(config)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
+  if data_cfg.batch_size % mesh.shape["data"]:
+    raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
+                     f"data axis ({mesh.shape['data']})")
+  tokenizer = data_lib.prepare(data_cfg)
+  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
+
+  init_fn, abstract_state = state_lib.sharded_state_init(
+      model_cfg, train_cfg, routing_cfg, mesh, data_cfg.seq_len)
+  manager = ckpt_lib.make_manager(workdir, max_to_keep=train_cfg.max_checkpoints)
+  state = ckpt_lib.restore_latest(manager, abstract_state, train_iter)
+  if state is None:
+    state = init_fn()
+  start = int(state.step)
+  logging.info("model: %d parameters, mesh %s, starting at step %d",
+               state_lib.count_params(state.params), dict(mesh.shape), start)
+
+  writer = MetricWriter(workdir)
+  writer.truncate_after(start)
+  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+  step_fn = make_train_step(model_cfg, routing_cfg, jax.random.key(train_cfg.seed + 1),
+                            state_shardings, mesh_lib.batch_sharding(mesh))
+  pending, metrics, tick = [], None, time.time()
+  # Logical axis rules must be active while the step is traced.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(train_cfg.logical_axis_rules):
+    for step in range(start, train_cfg.num_steps):
+      batch = mesh_lib.global_batch(next(train_iter), mesh)
+      state, metrics = step_fn(state, batch)
+      pending.append((step, metrics))
+      done = step + 1
+      if done % train_cfg.log_every == 0 or done == train_cfg.num_steps:
+        _check_finite(pending)
+        rate = len(pending) / (time.time() - tick)
+        writer.write_scalars(done, {**metrics, "train/steps_per_sec": rate})
+        print(f"step {done}/{train_cfg.num_steps}  loss {float(metrics['train/loss']):.4f}  "
+              f"{rate:.2f} steps/s", flush=True)
+        pending, tick = [], time.time()
+      if done % train_cfg.checkpoint_every == 0 or done == train_cfg.num_steps:
+        ckpt_lib.save(manager, done, state, train_iter)
+  manager.wait_until_finished()
+
+  eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
+  with jax.set_mesh(mesh):
+    results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
+  final = [row for row in read_metrics(workdir) if row["step"] == train_cfg.num_steps]
+  results = {"step": train_cfg.num_steps,
+             "train/loss": final[-1]["train/loss"] if final else None,
+             "num_params": state_lib.count_params(state.params), **results}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  writer.close()
+  return results
+

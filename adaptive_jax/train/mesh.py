@@ -1,0 +1,41 @@
+"""Device mesh with ('data', 'model') axes and logical-to-mesh shardings."""
+
+import flax.linen as nn
+import jax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "model")
+
+
+def make_mesh(mesh_shape: tuple[int, int]) -> jax.sharding.Mesh:
+  """A (data, model) mesh over all devices; a -1 entry takes the devices left over."""
+  num_devices = jax.device_count()
+  shape = list(mesh_shape)
+  if shape.count(-1) > 1:
+    raise ValueError(f"train.mesh_shape may hold at most one -1, got {tuple(mesh_shape)}")
+  if -1 in shape:
+    known = -shape[0] * shape[1]  # product of the sizes that are not -1
+    if num_devices % known:
+      raise ValueError(f"train.mesh_shape {tuple(mesh_shape)} does not divide {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  if shape[0] * shape[1] != num_devices:
+    raise ValueError(f"train.mesh_shape {tuple(shape)} needs {shape[0] * shape[1]} devices, "
+                     f"have {num_devices}")
+  # Flax linen logical partitioning works with Auto axes (make_mesh defaults to Explicit).
+  return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_shardings(abstract_tree, mesh, rules):
+  """NamedShardings for a tree whose leaves carry flax logical axis names (boxes)."""
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_tree), mesh, rules)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Batches are split over 'data' along their leading axis and replicated over 'model'."""
+  return NamedSharding(mesh, P("data"))
+
+
+def global_batch(batch: dict, mesh) -> dict:
+  """Places a host batch (numpy, global shape) on the mesh, split over the data axis."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -1,0 +1,44 @@
+"""Metrics to TensorBoard event files (tensorboardX: no TensorFlow) and to log lines."""
+
+import json
+import os
+
+import numpy as np
+from absl import logging
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+  """Writes scalars to `<workdir>/tensorboard` and appends them to `<workdir>/metrics.jsonl`."""
+
+  def __init__(self, workdir: str):
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
+
+  def truncate_after(self, step: int) -> None:
+    """Drops logged lines past `step` (a resumed run re-logs them)."""
+    if not os.path.exists(self._jsonl_path):
+      return
+    with open(self._jsonl_path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    with open(self._jsonl_path, "w") as f:
+      for row in rows:
+        if row["step"] <= step:
+          f.write(json.dumps(row) + "\n")
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    for key, value in scalars.items():
+      self._tb.add_scalar(key, value, step)
+    with open(self._jsonl_path, "a") as f:
+      f.write(json.dumps({"step": step, **scalars}) + "\n")
+    logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+
+  def close(self) -> None:
+    self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """Rows of `<workdir>/metrics.jsonl` in step order."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
