@@ -26,6 +26,7 @@ def get_config():
   config.train.num_steps = 100_000
   config.train.learning_rate = 3e-4
   config.train.warmup_steps = 2000
+  config.train.lr_decay_steps = 100_000
   config.train.log_every = 100
   config.train.checkpoint_every = 2000
   config.eval.num_batches = 50

@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 600
   config.train.learning_rate = 3e-3  # peak, after linear warmup, then cosine to 10%
   config.train.warmup_steps = 60
+  # Cosine horizon; kept apart from num_steps so that resuming with more steps is exact.
+  config.train.lr_decay_steps = 600
   config.train.weight_decay = 0.1  # AdamW, on matrices only
   config.train.b2 = 0.95
   config.train.grad_clip = 1.0  # global-norm clipping

@@ -10,7 +10,7 @@ from configs import duo_small
 
 def get_config():
   config = duo_small.get_config()
-  config.model.vocab_size = 256
+  config.model.vocab_size = 512
   config.model.num_layers = 3
   config.model.d_model = 32
   config.model.num_heads = 2
@@ -21,6 +21,7 @@ def get_config():
   config.data.batch_size = 8
   config.train.num_steps = 20
   config.train.warmup_steps = 5
+  config.train.lr_decay_steps = 20
   config.train.log_every = 5
   config.train.checkpoint_every = 10
   config.eval.num_batches = 2

@@ -39,6 +39,7 @@ class TrainConfig:
   num_steps: int = 100
   learning_rate: float = 3e-3
   warmup_steps: int = 10
+  lr_decay_steps: int = 100
   weight_decay: float = 0.1
   b2: float = 0.95
   grad_clip: float = 1.0
@@ -53,9 +54,10 @@ class TrainConfig:
     _positive_int("train", "warmup_steps", self.warmup_steps, allow_zero=True)
     for name in ("log_every", "checkpoint_every", "max_checkpoints"):
       _positive_int("train", name, getattr(self, name))
-    if self.warmup_steps >= self.num_steps:
-      raise ValueError(f"train.warmup_steps must be < train.num_steps, got "
-                       f"{self.warmup_steps} >= {self.num_steps}")
+    _positive_int("train", "lr_decay_steps", self.lr_decay_steps)
+    if self.warmup_steps >= self.lr_decay_steps:
+      raise ValueError(f"train.warmup_steps must be < train.lr_decay_steps, got "
+                       f"{self.warmup_steps} >= {self.lr_decay_steps}")
     if not self.learning_rate > 0:
       raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
     if not 0 <= self.b2 < 1:

@@ -18,10 +18,14 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
-  """Linear warmup to the peak, then cosine decay to 10% of it."""
+  """Linear warmup to the peak, cosine decay to 10% of it at `lr_decay_steps`, then constant.
+
+  The horizon is its own field, not num_steps, so a run stopped early and resumed with a
+  larger num_steps follows the same schedule as an uninterrupted run.
+  """
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-      decay_steps=cfg.num_steps, end_value=0.1 * cfg.learning_rate)
+      decay_steps=cfg.lr_decay_steps, end_value=0.1 * cfg.learning_rate)
 
 
 def _param_labels(params):

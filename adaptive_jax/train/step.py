@@ -41,7 +41,7 @@ def train_step(state, batch, *, model_cfg: ModelConfig, routing_cfg: RoutingConf
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state = state.apply_gradients(grads=grads)
-  metrics = {"train/loss": loss, "train/grad_norm": optax.global_norm(grads)}
+  metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads)}
   if model_cfg.duo:
     metrics["train/big_fraction"] = jnp.mean(route_BxTxL == routing.Route.BIG)
   return state, metrics

@@ -1,0 +1,95 @@
+"""Every config in configs/ loads, validates and builds its model under jax.eval_shape."""
+
+import importlib
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.train.loop import typed_configs
+from adaptive_jax.train.state import count_params
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
+
+
+def _load_module(path, arg):
+  module = importlib.import_module(f"configs.{path.stem}")
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def _abstract_params(config):
+  model_cfg, data_cfg, *_ = typed_configs(config)
+  tokens = jax.ShapeDtypeStruct((1, data_cfg.seq_len), jnp.int32)
+  routes = (jax.ShapeDtypeStruct((1, data_cfg.seq_len, model_cfg.num_layers), jnp.int32)
+            if model_cfg.duo else None)
+  return jax.eval_shape(
+      lambda t, r: Transformer(model_cfg).init(jax.random.key(0), t, route_BxTxL=r),
+      tokens, routes)["params"]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_builds_under_eval_shape(path):
+  config = _load_module(path, None)
+  params = _abstract_params(config)
+  layers = nn.meta.unbox(params)["layers"]
+  assert layers["attention"]["query"].shape[0] == config.model.num_layers
+
+
+def test_paper_config_has_about_1_4b_parameters():
+  num = count_params(_abstract_params(_load_module(CONFIG_DIR / "duo_paper.py", None)))
+  print(f"duo_paper parameters: {num:,}")
+  assert 1.35e9 < num < 1.45e9
+
+
+@pytest.mark.parametrize("p_big", ["0", "0.25", "0.5", "0.75", "1"])
+def test_pbig_ablation_configs(p_big):
+  config = _load_module(CONFIG_DIR / "duo_pbig_ablation.py", p_big)
+  assert config.routing.p_big == float(p_big)
+  _abstract_params(config)
+
+
+def test_pbig_ablation_rejects_other_values():
+  with pytest.raises(ValueError, match="p_big in"):
+    _load_module(CONFIG_DIR / "duo_pbig_ablation.py", "0.3")
+
+
+@pytest.mark.parametrize("section, field, value, message", [
+    ("model", "num_layers", 0, "model.num_layers must be a positive integer"),
+    ("model", "dtype", "float8", "model.dtype must be one of"),
+    ("model", "head_dim", 7, "model.head_dim must be even"),
+    ("routing", "p_big", 1.5, "routing.p_big must be a probability"),
+    ("routing", "freeze_big_after", -5, "routing.freeze_big_after must be -1"),
+    ("train", "num_steps", 0, "train.num_steps must be an integer >= 1"),
+    ("train", "learning_rate", -1.0, "train.learning_rate must be > 0"),
+    ("train", "mesh_shape", (0, 1), "train.mesh_shape must be"),
+    ("eval", "num_batches", 0, "eval.num_batches must be an integer >= 1"),
+    ("data", "name", "imagenet", "name"),
+    ("data", "batch_size", 0, "data.batch_size must be positive"),
+])
+def test_bad_config_values_raise_naming_the_field(section, field, value, message):
+  config = _load_module(CONFIG_DIR / "duo_tiny.py", None)
+  config[section][field] = value
+  with pytest.raises(ValueError, match=message):
+    typed_configs(config)
+
+
+def test_unknown_config_field_is_rejected():
+  config = _load_module(CONFIG_DIR / "duo_tiny.py", None)
+  config.model.num_expert = 4
+  with pytest.raises(ValueError, match=r"unknown model config fields \['num_expert'\]"):
+    typed_configs(config)
+
+
+def test_vocab_mismatch_is_rejected():
+  config = _load_module(CONFIG_DIR / "duo_tiny.py", None)
+  config.model.vocab_size = 300  # one shared reference: the tokenizer follows
+  assert config.data.vocab_size == 300
+  values = config.to_dict()
+  values["data"]["vocab_size"] = 512
+  with pytest.raises(ValueError, match="data.vocab_size"):
+    typed_configs(ml_collections.ConfigDict(values))
