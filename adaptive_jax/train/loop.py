@@ -44,8 +44,52 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
                                f"train.learning_rate or check the data.")
 
 
+def _train(model_cfg, data_cfg, routing_cfg, train_cfg, mesh, workdir, tokenizer):
+  """Runs (or resumes) training to `train_cfg.num_steps`; returns the final state."""
+  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
+  init_fn, abstract_state = state_lib.sharded_state_init(
+      model_cfg, train_cfg, routing_cfg, mesh, data_cfg.seq_len)
+  # The context closes the manager (waiting for async saves) even when a step raises.
+  with ckpt_lib.make_manager(workdir, max_to_keep=train_cfg.max_checkpoints) as manager:
+    state = ckpt_lib.restore_latest(manager, abstract_state, train_iter)
+    if state is None:
+      state = init_fn()
+    start = int(state.step)
+    logging.info("model: %d parameters, mesh %s, starting at step %d",
+                 state_lib.count_params(state.params), dict(mesh.shape), start)
+    writer = MetricWriter(workdir)
+    writer.truncate_after(start)
+    step_fn = make_train_step(model_cfg, routing_cfg, jax.random.key(train_cfg.seed + 1),
+                              jax.tree.map(lambda x: x.sharding, abstract_state),
+                              mesh_lib.batch_sharding(mesh))
+    pending, tick = [], time.time()
+    # Logical axis rules must be active while the step is traced.
+    with jax.set_mesh(mesh), nn.logical_axis_rules(train_cfg.logical_axis_rules):
+      for step in range(start, train_cfg.num_steps):
+        state, metrics = step_fn(state, mesh_lib.global_batch(next(train_iter), mesh))
+        pending.append((step, metrics))
+        done = step + 1
+        if done % train_cfg.log_every == 0 or done == train_cfg.num_steps:
+          _check_finite(pending)
+          rate = len(pending) / (time.time() - tick)
+          # Means over the steps since the last log line: less noisy than the last step alone.
+          means = {k: np.mean([np.asarray(m[k]) for _, m in pending]) for k in metrics}
+          writer.write_scalars(done, {**means, "train/steps_per_sec": rate})
+          print(f"step {done}/{train_cfg.num_steps}  loss {means['train/loss']:.4f}  "
+                f"{rate:.2f} steps/s", flush=True)
+          pending, tick = [], time.time()
+        if done % train_cfg.checkpoint_every == 0 or done == train_cfg.num_steps:
+          ckpt_lib.save(manager, done, state, train_iter)
+    writer.close()
+  return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains to `train.num_steps` (resuming from `workdir`), evaluates, writes results.json."""
+  """Trains to `train.num_steps` (resuming from `workdir`), evaluates, writes results.json.
+
+  results.json: 'train/loss' (mean over the last log interval), 'eval/loss@<policy>' and
+  'eval/ppl@<policy>' on held-out batches for all-small, random and all-big routing.
+  """
   model_cfg, data_cfg, routing_cfg, train_cfg, eval_cfg = typed_configs(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
@@ -53,51 +97,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
                      f"data axis ({mesh.shape['data']})")
   tokenizer = data_lib.prepare(data_cfg)
-  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
-
-  init_fn, abstract_state = state_lib.sharded_state_init(
-      model_cfg, train_cfg, routing_cfg, mesh, data_cfg.seq_len)
-  manager = ckpt_lib.make_manager(workdir, max_to_keep=train_cfg.max_checkpoints)
-  state = ckpt_lib.restore_latest(manager, abstract_state, train_iter)
-  if state is None:
-    state = init_fn()
-  start = int(state.step)
-  logging.info("model: %d parameters, mesh %s, starting at step %d",
-               state_lib.count_params(state.params), dict(mesh.shape), start)
-
-  writer = MetricWriter(workdir)
-  writer.truncate_after(start)
-  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
-  step_fn = make_train_step(model_cfg, routing_cfg, jax.random.key(train_cfg.seed + 1),
-                            state_shardings, mesh_lib.batch_sharding(mesh))
-  pending, metrics, tick = [], None, time.time()
-  # Logical axis rules must be active while the step is traced.
-  with jax.set_mesh(mesh), nn.logical_axis_rules(train_cfg.logical_axis_rules):
-    for step in range(start, train_cfg.num_steps):
-      batch = mesh_lib.global_batch(next(train_iter), mesh)
-      state, metrics = step_fn(state, batch)
-      pending.append((step, metrics))
-      done = step + 1
-      if done % train_cfg.log_every == 0 or done == train_cfg.num_steps:
-        _check_finite(pending)
-        rate = len(pending) / (time.time() - tick)
-        writer.write_scalars(done, {**metrics, "train/steps_per_sec": rate})
-        print(f"step {done}/{train_cfg.num_steps}  loss {float(metrics['train/loss']):.4f}  "
-              f"{rate:.2f} steps/s", flush=True)
-        pending, tick = [], time.time()
-      if done % train_cfg.checkpoint_every == 0 or done == train_cfg.num_steps:
-        ckpt_lib.save(manager, done, state, train_iter)
-  manager.wait_until_finished()
+  state = _train(model_cfg, data_cfg, routing_cfg, train_cfg, mesh, workdir, tokenizer)
 
   eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
-  with jax.set_mesh(mesh):
-    results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
+  results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
   final = [row for row in read_metrics(workdir) if row["step"] == train_cfg.num_steps]
   results = {"step": train_cfg.num_steps,
              "train/loss": final[-1]["train/loss"] if final else None,
              "num_params": state_lib.count_params(state.params), **results}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
-  writer.close()
   return results
-
