@@ -12,7 +12,7 @@ import pytest
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
-from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
 from tests import reference_transformer
 
 CFG = ModelConfig(vocab_size=50, num_layers=3, d_model=16, num_heads=2, head_dim=8, d_ff_big=32,
@@ -105,3 +105,20 @@ def test_duo_model_requires_exactly_one_routing_input(tokens_and_params):
   tokens, params = tokens_and_params
   with pytest.raises(ValueError, match="exactly one"):
     Transformer(CFG).apply({"params": params}, tokens)
+
+
+def test_layer_by_layer_application_equals_full_call(tokens_and_params):
+  """The pieces the oracles walk through compose to the scanned model."""
+  tokens, params = tokens_and_params
+  route = routing.random_routes(jax.random.key(6), (2, 7, CFG.num_layers), p_big=0.4, p_skip=0.3)
+  model = Transformer(CFG)
+  x = model.apply({"params": params}, tokens, method=Transformer.embed_tokens)
+  positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
+  for l in range(CFG.num_layers):
+    layer = {"params": layer_params(params, l)}
+    x = DecoderLayer(CFG).apply(layer, x, positions, method=DecoderLayer.attention_block)
+    x = DecoderLayer(CFG).apply(layer, x, {"route": route[..., l]}, method=DecoderLayer.ffn_block)
+  logits = model.apply({"params": params}, x, method=Transformer.logits)
+  np.testing.assert_allclose(np.asarray(logits),
+                             np.asarray(model.apply({"params": params}, tokens, route_BxTxL=route)),
+                             atol=1e-5)
