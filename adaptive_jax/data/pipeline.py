@@ -11,11 +11,15 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from adaptive_jax.data import shakespeare  # Importing registers the builder with tfds.
+# Importing the builders registers them with tfds.
+from adaptive_jax.data import python_code
+from adaptive_jax.data import shakespeare
 from adaptive_jax.data import tokenizer as tokenizer_lib
 
-_TFDS_NAMES = {"shakespeare": shakespeare.ShakespearePlays.name, "lm1b": "lm1b", "c4": "c4/en"}
-HELD_OUT_SPLITS = {"shakespeare": "validation", "lm1b": "test", "c4": "validation"}
+_TFDS_NAMES = {"shakespeare": shakespeare.ShakespearePlays.name,
+               "python_stdlib": python_code.PythonStdlib.name, "lm1b": "lm1b", "c4": "c4/en"}
+HELD_OUT_SPLITS = {"shakespeare": "validation", "python_stdlib": "validation", "lm1b": "test",
+                   "c4": "validation"}
 # Tokenizer training reads the train split in order up to this many characters.
 _TOKENIZER_CHARS = 50_000_000
 
@@ -70,10 +74,16 @@ def _texts(source, text_key: str, max_chars: int) -> Iterator[str]:
     yield text
 
 
-def prepare(cfg: DataConfig) -> tokenizer_lib.Tokenizer:
-  """Builds the dataset under `cfg.data_dir` and trains the tokenizer, unless already there."""
+def prepare_dataset(cfg: DataConfig) -> tfds.core.DatasetBuilder:
+  """Builds the dataset under `cfg.data_dir` unless already there; returns its builder."""
   builder = _builder(cfg)
   builder.download_and_prepare()  # Returns at once when the data is already prepared.
+  return builder
+
+
+def prepare(cfg: DataConfig) -> tokenizer_lib.Tokenizer:
+  """Builds the dataset under `cfg.data_dir` and trains the tokenizer, unless already there."""
+  builder = prepare_dataset(cfg)
   texts = _texts(builder.as_data_source(split="train"), cfg.text_key, _TOKENIZER_CHARS)
   path = pathlib.Path(cfg.data_dir) / f"{cfg.name}_spm{cfg.vocab_size}.model"
   return tokenizer_lib.train_or_load(path, texts, cfg.vocab_size)
