@@ -36,3 +36,11 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
                      f"{type(e).__name__}: {e}. Delete that step's folder to resume from an "
                      f"earlier one, or use a fresh --workdir.") from e
   return restored.state
+
+
+def restore_params(manager: ocp.CheckpointManager, abstract_state):
+  """The params of the newest checkpoint (the data-iterator item is left alone)."""
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  return restored.state.params

@@ -21,6 +21,9 @@ from adaptive_jax.train.metrics import MetricWriter, read_metrics
 from adaptive_jax.train.step import make_train_step
 
 
+CONFIG_FILE = "config.json"
+
+
 def typed_configs(config: ml_collections.ConfigDict):
   """(model, data, routing, train, eval) dataclasses, validated and mutually consistent."""
   model = ModelConfig.from_dict(config.model)
@@ -92,6 +95,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   model_cfg, data_cfg, routing_cfg, train_cfg, eval_cfg = typed_configs(config)
   os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json(indent=2))  # later stages rebuild the model from it
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
   if data_cfg.batch_size % mesh.shape["data"]:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
