@@ -158,7 +158,7 @@ def test_bad_config_names_the_field(cfg, field, value):
 
 
 def test_bad_name_lists_allowed_values(cfg):
-  with pytest.raises(ValueError, match=r"\('shakespeare', 'lm1b', 'c4'\), got 'x'"):
+  with pytest.raises(ValueError, match=r"\('shakespeare', 'python_stdlib', 'lm1b', 'c4'\), got 'x'"):
     dataclasses.replace(cfg, name="x")
 
 

@@ -50,6 +50,14 @@ def make_optimizer(train: TrainConfig, routing_cfg: RoutingConfig) -> optax.Grad
                                _param_labels)
 
 
+def _strip_boxes(tree):
+  """Drops the logical-axis boxes without applying their sharding constraints (abstract
+  values carry no sharding, and a caller may have axis rules active)."""
+  is_box = lambda x: isinstance(x, nn.Partitioned)
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                      is_leaf=is_box)
+
+
 def sharded_state_init(model_cfg: ModelConfig, train: TrainConfig, routing_cfg: RoutingConfig,
                        mesh, seq_len: int):
   """Returns (init_fn, abstract_state): init_fn() builds the state directly in its shardings;
@@ -69,7 +77,7 @@ def sharded_state_init(model_cfg: ModelConfig, train: TrainConfig, routing_cfg: 
     boxed = jax.eval_shape(init_boxed, key)
     shardings = mesh_lib.logical_shardings(boxed, mesh, train.logical_axis_rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.meta.unbox(boxed), shardings)
+                          _strip_boxes(boxed), shardings)
   init_jit = jax.jit(lambda k: nn.meta.unbox(init_boxed(k)), out_shardings=shardings)
 
   def init_fn():
