@@ -9,7 +9,6 @@ library folder (sorted by name; the set depends on the Python version, 3.11 here
 import pathlib
 import sysconfig
 
-from etils import epath
 import tensorflow_datasets as tfds
 
 _CHUNK_CHARS = 2000
@@ -38,11 +37,6 @@ class PythonStdlib(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:  # see ShakespearePlays.code_path
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -14,7 +14,6 @@ import importlib.util
 import pathlib
 import re
 
-from etils import epath
 import tensorflow_datasets as tfds
 
 _CHUNK_CHARS = 2000  # A chunk ends at the first speech boundary past this length.
@@ -84,13 +83,6 @@ class ShakespearePlays(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-  # tfds 4.9.10 finds a packaged builder's source through `importlib_resources`, which
-  # it only requires on Python < 3.9, so `download_and_prepare` fails without it.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
