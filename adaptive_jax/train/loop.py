@@ -47,11 +47,14 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
                                f"train.learning_rate or check the data.")
 
 
-def _train(model_cfg, data_cfg, routing_cfg, train_cfg, mesh, workdir, tokenizer):
-  """Runs (or resumes) training to `train_cfg.num_steps`; returns the final state."""
-  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
+def train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, seq_len: int):
+  """Runs (or resumes) training to `train_cfg.num_steps`; returns the final state.
+
+  `train_iter` yields host batches {'inputs', 'targets'} of int32 [B, seq_len] and is a grain
+  DatasetIterator, whose state is checkpointed with the model so a resume sees the same batches.
+  """
   init_fn, abstract_state = state_lib.sharded_state_init(
-      model_cfg, train_cfg, routing_cfg, mesh, data_cfg.seq_len)
+      model_cfg, train_cfg, routing_cfg, mesh, seq_len)
   # The context closes the manager (waiting for async saves) even when a step raises.
   with ckpt_lib.make_manager(workdir, max_to_keep=train_cfg.max_checkpoints) as manager:
     state = ckpt_lib.restore_latest(manager, abstract_state, train_iter)
@@ -102,7 +105,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
                      f"data axis ({mesh.shape['data']})")
   tokenizer = data_lib.prepare(data_cfg)
-  state = _train(model_cfg, data_cfg, routing_cfg, train_cfg, mesh, workdir, tokenizer)
+  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
+  state = train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, data_cfg.seq_len)
 
   eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
   results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
