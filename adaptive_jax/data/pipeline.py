@@ -113,10 +113,11 @@ def _is_full(window) -> bool:
   return window["tokens_segment_ids"][-1] != 0  # Segment id 0 marks padding.
 
 
-def _packed_batches(ds: grain.IterDataset, cfg: DataConfig, batch_size: int) -> grain.IterDataset:
+def packed_batches(ds: grain.IterDataset, seq_len: int, batch_size: int) -> grain.IterDataset:
+  """{'tokens': int32[n]} documents -> {'inputs', 'targets'} int32 [batch_size, seq_len]."""
   # Concatenate documents and cut windows of seq_len + 1 tokens: no padding, except in
   # the last window of a finite split, which is dropped.
-  ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={"tokens": cfg.seq_len + 1})
+  ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={"tokens": seq_len + 1})
   ds = ds.filter(_is_full)
   return ds.batch(batch_size, drop_remainder=True).map(_shift)
 
@@ -134,7 +135,7 @@ def make_train_iterator(cfg: DataConfig, tokenizer: tokenizer_lib.Tokenizer, *,
   source = _builder(cfg).as_data_source(split="train")
   ds = grain.MapDataset.source(source)[process_index::process_count]
   ds = ds.shuffle(seed=cfg.seed).repeat().map(_Encode(tokenizer, cfg.text_key))
-  ds = _packed_batches(ds.to_iter_dataset(), cfg, cfg.batch_size // process_count)
+  ds = packed_batches(ds.to_iter_dataset(), cfg.seq_len, cfg.batch_size // process_count)
   if cfg.worker_count:
     # grain reads absl flags when it starts workers; outside absl.app (tests, notebooks)
     # nothing has parsed them, so take the defaults.
@@ -154,8 +155,8 @@ def make_eval_batches(cfg: DataConfig, tokenizer: tokenizer_lib.Tokenizer,
   split = split or HELD_OUT_SPLITS[cfg.name]
   source = _builder(cfg).as_data_source(split=split)
   ds = grain.MapDataset.source(source).map(_Encode(tokenizer, cfg.text_key))
-  batches = list(itertools.islice(_packed_batches(ds.to_iter_dataset(), cfg, cfg.batch_size),
-                                  num_batches))
+  batches = list(itertools.islice(
+      packed_batches(ds.to_iter_dataset(), cfg.seq_len, cfg.batch_size), num_batches))
   if num_batches is not None and len(batches) < num_batches:
     raise ValueError(
         f"split {split!r} of {cfg.name!r} holds only {len(batches)} batches of "

@@ -23,8 +23,11 @@ def plot_stage1(runs: dict[str, tuple[dict, list[dict]]], path: str) -> None:
     ax_ppl.bar_label(bars, fmt="%.1f", fontsize=8)
   ax_ppl.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(policies))], policies)
   ax_ppl.set(ylabel="held-out perplexity", title="Routing at evaluation")
-  lows = [results[f"eval/ppl@{p}"] for results, _ in runs.values() for p in policies]
-  ax_ppl.set_ylim(0.9 * min(lows), 1.05 * max(lows))
+  values = [results[f"eval/ppl@{p}"] for results, _ in runs.values() for p in policies]
+  if max(values) > 5 * min(values):  # e.g. an ablation whose untrained module explodes
+    ax_ppl.set_yscale("log")
+  else:
+    ax_ppl.set_ylim(0.9 * min(values), 1.05 * max(values))
   ax_ppl.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
