@@ -1,0 +1,128 @@
+"""Post-hoc calibration baselines, fitted on a calibration split and applied to new predictions.
+
+Each is a frozen dataclass: `Method.fit(p_N, y_N, ...)` returns the fitted calibrator and
+`calibrator(p) -> p` maps new probabilities (numpy in, numpy out). Targets y may be
+fractions (Monte-Carlo success rates). `ConformalLowerBound` corrects a lower quantile instead.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import scipy.optimize
+import sklearn.isotonic
+
+from adaptive_jax.prm.metrics import bin_index, check_pair, check_probs
+
+_LOGIT_EPS = 1e-6  # p is clipped to [eps, 1 - eps] before the logit: saturated PRMs stay finite
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(p, _LOGIT_EPS, 1 - _LOGIT_EPS)
+  return np.log(p) - np.log1p(-p)
+
+
+@dataclasses.dataclass(frozen=True)
+class TemperatureScaling:
+  """p -> sigmoid(logit(p) / temperature); T > 1 softens an overconfident PRM."""
+  temperature: float
+
+  @classmethod
+  def fit(cls, p, y, *, bounds=(1e-2, 1e2)) -> "TemperatureScaling":
+    """Minimizes the mean binary cross-entropy against fractional targets over T in `bounds`.
+
+    The loss is convex in 1/T (a one-feature logistic regression without bias), so a bounded
+    scalar search over log T (scipy's Brent) finds the global minimum on the interval.
+    """
+    p, y = check_pair(p, y)
+    z = _logit(p).ravel()
+    y = y.ravel()
+
+    def bce(log_t):
+      s = z / math.exp(log_t)
+      return float(np.mean(np.logaddexp(0.0, s) - y * s))  # -y log sig(s) - (1-y) log sig(-s)
+
+    result = scipy.optimize.minimize_scalar(
+        bce, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
+        options={"xatol": 1e-8})
+    return cls(temperature=math.exp(result.x))
+
+  def __call__(self, p) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-_logit(check_probs(p, "p")) / self.temperature))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class IsotonicCalibration:
+  """Non-decreasing piecewise-linear map through scikit-learn's isotonic fit, clipped outside."""
+  x_K: np.ndarray  # the fit's thresholds (sklearn's X_thresholds_, y_thresholds_)
+  y_K: np.ndarray
+
+  @classmethod
+  def fit(cls, p, y) -> "IsotonicCalibration":
+    p, y = check_pair(p, y)
+    iso = sklearn.isotonic.IsotonicRegression(
+        y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(p.ravel(), y.ravel())
+    return cls(x_K=iso.X_thresholds_, y_K=iso.y_thresholds_)
+
+  def __call__(self, p) -> np.ndarray:
+    # Same as sklearn's predict: clip to the fitted range, interpolate linearly between thresholds.
+    return np.interp(check_probs(p, "p"), self.x_K, self.y_K)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HistogramBinning:
+  """Piecewise constant: p in bin b (edges[b] <= p < edges[b+1], last closed) -> values[b].
+
+  values[b] is the mean target of the calibration points in bin b; an empty bin keeps the
+  identity at its centre. Equal-width edges are k/B; equal-mass edges are the quantiles of the
+  calibration p with the ends set to 0 and 1, duplicates merged (so there may be fewer bins).
+  """
+  edges_B1: np.ndarray
+  values_B: np.ndarray
+
+  @classmethod
+  def fit(cls, p, y, *, num_bins: int = 10, equal_mass: bool = False) -> "HistogramBinning":
+    p, y = check_pair(p, y)
+    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
+      raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
+    if equal_mass:
+      edges = np.quantile(p, np.linspace(0, 1, num_bins + 1))
+      edges[0], edges[-1] = 0.0, 1.0
+      edges = np.unique(edges)
+    else:
+      edges = np.arange(num_bins + 1) / num_bins
+    nb = len(edges) - 1
+    bin_N = bin_index(p.ravel(), edges)
+    counts = np.bincount(bin_N, minlength=nb)
+    sums = np.bincount(bin_N, weights=y.ravel(), minlength=nb)
+    centres = (edges[:-1] + edges[1:]) / 2
+    values = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
+    return cls(edges_B1=edges, values_B=values)
+
+  def __call__(self, p) -> np.ndarray:
+    return self.values_B[bin_index(check_probs(p, "p"), self.edges_B1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConformalLowerBound:
+  """Split-conformal correction of a lower quantile: q -> clip(q - shift, 0, 1).
+
+  With scores s_i = q_i - y_i on n calibration points, shift is the k-th smallest score,
+  k = ceil((n + 1)(1 - alpha)) (+inf when k > n, giving q = 0). On exchangeable data a new
+  point then has P(y >= corrected q) >= 1 - alpha. The shift is negative (q moves up) when the
+  input bound is more conservative than needed. Clipping to [0, 1] keeps the guarantee.
+  """
+  shift: float
+  alpha: float
+
+  @classmethod
+  def fit(cls, q_lo, y, *, alpha: float = 0.1) -> "ConformalLowerBound":
+    q_lo, y = check_pair(q_lo, y, "q_lo", "y")
+    if not 0 < alpha < 1:
+      raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    scores = np.sort((q_lo - y).ravel())
+    k = math.ceil((scores.size + 1) * (1 - alpha))
+    return cls(shift=float(scores[k - 1]) if k <= scores.size else math.inf, alpha=alpha)
+
+  def __call__(self, q_lo) -> np.ndarray:
+    return np.clip(check_probs(q_lo, "q_lo") - self.shift, 0.0, 1.0)

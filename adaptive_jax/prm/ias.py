@@ -1,0 +1,83 @@
+"""Instance-adaptive scaling (IAS): how many samples a prefix needs, from its success probability.
+
+N(p) = ceil(log(1 - q) / log(1 - p)) is the fewest independent samples that contain at least
+one success with probability >= q, when each succeeds with probability p (paper, q = 0.99:
+p = 0.9 -> 2, 0.5 -> 7, 0.1 -> 44). jax.numpy throughout, so it runs inside `jit`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+P_CLIP = 1e-4  # p is clipped to [P_CLIP, 1 - P_CLIP], as in the paper
+# The log ratio is shrunk by this relative amount before the ceil: in float32 log(0.01) / log(0.1)
+# comes out 2.0000007, which must give 2, not 3. The confidence given up is at most about
+# (1 - q) * 1e-5 * |log(1 - q)| (5e-7 at q = 0.99).
+_CEIL_RTOL = 1e-5
+
+
+def _check_q(q) -> None:
+  if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < q < 1:
+    raise ValueError(f"q must be a confidence level in (0, 1), got {q!r}")
+
+
+def _check_count(value, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_p(p, name: str) -> jax.Array:
+  p = jnp.asarray(p, dtype=jnp.result_type(float))
+  if not isinstance(p, jax.core.Tracer):
+    values = np.asarray(p)
+    if np.isnan(values).any() or (values < 0).any() or (values > 1).any():
+      raise ValueError(f"{name} must be probabilities in [0, 1] (no NaN), got {values}")
+  return p
+
+
+def _uncapped(p: jax.Array, q: float) -> jax.Array:
+  p = jnp.clip(p, P_CLIP, 1 - P_CLIP)
+  return jnp.ceil(jnp.log1p(-q) / jnp.log1p(-p) * (1 - _CEIL_RTOL)).astype(jnp.int32)
+
+
+def num_samples(p, *, n_max: int, q: float = 0.99) -> jax.Array:
+  """min(N(p), n_max) elementwise, int32; p of any shape, clipped to [1e-4, 1 - 1e-4]."""
+  _check_q(q)
+  _check_count(n_max, "n_max")
+  return jnp.minimum(_uncapped(_check_p(p, "p"), q), n_max)
+
+
+def num_beams(p_xK, *, m_max: int, q: float = 0.99) -> jax.Array:
+  """IAS-of-K: how many of the K candidate beams to keep, int32 of shape p_xK.shape[:-1].
+
+  With the beams' probabilities sorted descending p_1 >= ... >= p_K (sorted here), keep the
+  smallest k with k * m_max >= N(p_k) (the k kept beams, m_max expansions each, are enough
+  for the weakest of them), and all K if no k qualifies. N is not capped here. This is the
+  rule of the paper's code (`determine_K` in young-j-park/prm-calibration, utils/ias.py).
+  Example, m_max = 8: p = (0.3, 0.3, 0.1) has N = (13, 13, 44): k = 1 fails (8 < 13),
+  k = 2 holds (16 >= 13) -> 2 beams.
+  """
+  _check_q(q)
+  _check_count(m_max, "m_max")
+  p_xK = _check_p(p_xK, "p_xK")
+  if p_xK.ndim < 1 or p_xK.shape[-1] < 1:
+    raise ValueError(f"p_xK must have a last axis of K >= 1 beams, got shape {p_xK.shape}")
+  k_K = jnp.arange(1, p_xK.shape[-1] + 1)
+  enough_xK = k_K * m_max >= _uncapped(-jnp.sort(-p_xK, axis=-1), q)
+  # argmax gives the first True; with none, all K beams are kept.
+  return jnp.where(enough_xK.any(-1), jnp.argmax(enough_xK, -1) + 1, p_xK.shape[-1]).astype(jnp.int32)
+
+
+def num_expansions(p_xK, *, m_max: int, q: float = 0.99) -> jax.Array:
+  """IAS-of-M: expansions per beam, min(ceil(N(min_k p_k) / K), m_max), over the K beams.
+
+  The K beams together draw N(weakest beam) samples (paper's code: `determine_M`).
+  """
+  _check_q(q)
+  _check_count(m_max, "m_max")
+  p_xK = _check_p(p_xK, "p_xK")
+  if p_xK.ndim < 1 or p_xK.shape[-1] < 1:
+    raise ValueError(f"p_xK must have a last axis of K >= 1 beams, got shape {p_xK.shape}")
+  n_x = _uncapped(p_xK.min(-1), q)
+  k = p_xK.shape[-1]
+  return jnp.minimum((n_x + k - 1) // k, m_max).astype(jnp.int32)
