@@ -1,0 +1,42 @@
+"""Policy accuracy by difficulty: sample solutions with the device sampler, check the answers."""
+
+import jax
+import numpy as np
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, left_pad, sample
+from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.tasks.problem import format_prompt, is_correct
+
+
+def solve(params, model_cfg: ModelConfig, problems, tokenizer: ByteTokenizer, *, key,
+          max_new_tokens: int, policy: SamplingPolicy = SamplingPolicy(temperature=0.0),
+          samples_per_problem: int = 1) -> list[list[str]]:
+  """Completions [problem][sample] decoded to text, stopping at EOS."""
+  # EOS first: in training every document follows the previous one's EOS.
+  prompts = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
+  prompts = [ids for ids in prompts for _ in range(samples_per_problem)]
+  prompt_BxP, prompt_len_B = left_pad(prompts, tokenizer.pad_id)
+  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
+                     stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
+  out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(prompts)),
+               cfg=model_cfg, dec=dec)
+  tokens_BxM, lengths_B = np.asarray(out[0]), np.asarray(out[1])
+  texts = [tokenizer.decode(row[:n]) for row, n in zip(tokens_BxM, lengths_B)]
+  return [texts[i:i + samples_per_problem] for i in range(0, len(texts), samples_per_problem)]
+
+
+def accuracy_by_difficulty(params, model_cfg, source, tokenizer, *, key, max_new_tokens: int,
+                           batch_size: int = 64) -> dict[int, float]:
+  """Greedy accuracy per difficulty over every problem of `source`."""
+  correct, total = {}, {}
+  problems = [source[i] for i in range(len(source))]
+  for start in range(0, len(problems), batch_size):
+    chunk = problems[start:start + batch_size]
+    completions = solve(params, model_cfg, chunk, tokenizer, key=jax.random.fold_in(key, start),
+                        max_new_tokens=max_new_tokens)
+    for problem, (text,) in zip(chunk, completions):
+      d = problem.difficulty
+      correct[d] = correct.get(d, 0) + int(is_correct(problem, text))
+      total[d] = total.get(d, 0) + 1
+  return {d: correct[d] / total[d] for d in sorted(total)}

@@ -1,0 +1,66 @@
+"""Trains the policy (a dense transformer) on gold solutions, then measures accuracy by difficulty."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.policy.data import train_iterator
+from adaptive_jax.policy.evaluate import accuracy_by_difficulty
+from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.train import mesh as mesh_lib
+from adaptive_jax.train.config import RoutingConfig, TrainConfig
+from adaptive_jax.train.loop import CONFIG_FILE, train
+from adaptive_jax.typed_config import from_mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+  """Which problems the policy trains and is evaluated on (configs/policy_small.py)."""
+  train_problems: int = 200_000
+  train_seed: int = 0
+  train_difficulties: tuple[int, ...] = tuple(range(1, 9))
+  eval_problems_per_difficulty: int = 32
+  eval_seed: int = 1  # a different seed: held-out problems
+  seq_len: int = 256
+  batch_size: int = 32
+  max_new_tokens: int = 224
+
+
+def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from `workdir`), evaluates greedy accuracy per difficulty, writes results."""
+  model_cfg = ModelConfig.from_dict(config.model)
+  task = from_mapping(TaskConfig, config.task, "task")
+  train_cfg = TrainConfig.from_dict(config.train)
+  if model_cfg.duo:
+    raise ValueError("model.duo must be False: the policy is a dense transformer")
+  tokenizer = ByteTokenizer()
+  if model_cfg.vocab_size != tokenizer.vocab_size:
+    raise ValueError(f"model.vocab_size must be {tokenizer.vocab_size} (bytes + 3 specials), "
+                     f"got {model_cfg.vocab_size}")
+  if task.seq_len > model_cfg.max_len:
+    raise ValueError(f"task.seq_len ({task.seq_len}) must be <= model.max_len")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json(indent=2))
+  mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
+  source = ArithmeticSource(size=task.train_problems, seed=task.train_seed,
+                            difficulties=task.train_difficulties)
+  train_iter = train_iterator(source, tokenizer, seq_len=task.seq_len,
+                              batch_size=task.batch_size, seed=train_cfg.seed)
+  state = train(model_cfg, RoutingConfig(), train_cfg, mesh, workdir, train_iter, task.seq_len)
+
+  eval_source = ArithmeticSource(size=8 * task.eval_problems_per_difficulty, seed=task.eval_seed)
+  accuracy = accuracy_by_difficulty(state.params, model_cfg, eval_source, tokenizer,
+                                    key=jax.random.key(task.eval_seed),
+                                    max_new_tokens=task.max_new_tokens)
+  results = {"step": train_cfg.num_steps,
+             "accuracy_by_difficulty": {str(d): a for d, a in accuracy.items()},
+             "eval_problems_per_difficulty": task.eval_problems_per_difficulty}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results

@@ -1,0 +1,25 @@
+r"""Trains the reasoning policy and reports its accuracy by difficulty.
+
+  python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from adaptive_jax.policy.train import train_policy
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and results.", required=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Policy config file.", lock_config=True)
+
+
+def main(argv):
+  del argv
+  results = train_policy(_CONFIG.value, _WORKDIR.value)
+  print("difficulty  greedy accuracy")
+  for d, acc in results["accuracy_by_difficulty"].items():
+    print(f"{d:>10}  {acc:.3f}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,68 @@
+"""The reasoning policy: byte tokens, task batches, and the train + accuracy entry point."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy.data import train_iterator
+from adaptive_jax.policy.train import train_policy
+from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.tasks.problem import format_completion, format_prompt
+from configs import policy_small
+
+
+def test_byte_tokenizer_round_trips_and_reserves_specials():
+  tok = ByteTokenizer()
+  text = "question: a = 7, b = a * 3. b = ?\nb = 7 * 3 = 21\nanswer: 21\n é"
+  ids = tok.encode(text)
+  assert min(ids) >= 3 and max(ids) < tok.vocab_size == 259
+  assert tok.decode(ids) == text
+  assert tok.decode([tok.eos_id] + ids + [tok.pad_id]) == text
+
+
+def test_task_batches_hold_gold_solutions_and_are_seeded():
+  tok = ByteTokenizer()
+  source = ArithmeticSource(size=50, seed=0, difficulties=(1, 2))
+  batch = next(train_iterator(source, tok, seq_len=256, batch_size=4, seed=3))
+  assert batch["inputs"].shape == batch["targets"].shape == (4, 256)
+  np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+  again = next(train_iterator(source, tok, seq_len=256, batch_size=4, seed=3))
+  np.testing.assert_array_equal(batch["inputs"], again["inputs"])
+  text = "".join(tok.decode(row) for row in batch["inputs"])
+  gold = {format_prompt(p) + format_completion(p) for p in (source[i] for i in range(50))}
+  assert any(g in text for g in gold)  # whole documents appear verbatim in the windows
+
+
+def test_policy_config_builds():
+  config = policy_small.get_config()
+  model_cfg = ModelConfig.from_dict(config.model)
+  assert not model_cfg.duo and model_cfg.vocab_size == ByteTokenizer().vocab_size
+  tokens = jax.ShapeDtypeStruct((1, config.task.seq_len), jnp.int32)
+  params = jax.eval_shape(lambda t: Transformer(model_cfg).init(jax.random.key(0), t), tokens)
+  assert "ffn" in params["params"]["layers"]
+
+
+def test_train_policy_writes_accuracy_per_difficulty(tmp_path):
+  config = policy_small.get_config()
+  config.model.num_layers, config.model.d_model, config.model.d_ff_big = 1, 32, 64
+  config.model.num_heads, config.model.head_dim = 2, 16
+  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 64, 4, 8
+  config.task.eval_problems_per_difficulty = 1
+  config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
+  config.train.log_every = 3
+  results = train_policy(config, str(tmp_path))
+  assert set(results["accuracy_by_difficulty"]) == {str(d) for d in range(1, 9)}
+  assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_policy_rejects_a_duo_model(tmp_path):
+  config = policy_small.get_config()
+  config.model.duo = True
+  with pytest.raises(ValueError, match="model.duo must be False"):
+    train_policy(config, str(tmp_path))
