@@ -134,3 +134,13 @@ def test_nucleus_equals_sorted_reference():
     np.put_along_axis(expected_BxV, order_BxV, kept_sorted_BxV, -1)
     kept_BxV = decode._nucleus(jax.nn.softmax(logits_BxV), top_p)  # pylint: disable=protected-access
     np.testing.assert_array_equal(np.asarray(kept_BxV), expected_BxV)
+
+
+def test_sampler_rejects_decodes_longer_than_the_context():
+  cfg = ModelConfig(vocab_size=16, num_layers=1, d_model=8, num_heads=1, head_dim=8,
+                    d_ff_big=16, d_ff_small=4, max_len=8, duo=False)
+  params = Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  prompt_BxP, prompt_len_B = decode.left_pad([[1, 2, 3, 4]])
+  with pytest.raises(ValueError, match="exceeds model.max_len=8"):
+    decode.sample(params, prompt_BxP, prompt_len_B, jax.random.split(jax.random.key(1), 1),
+                  cfg=cfg, dec=decode.DecodeConfig(max_new_tokens=6))

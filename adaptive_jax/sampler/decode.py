@@ -191,6 +191,9 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
     routing.Route(dec.route)  # validates
   batch, prompt_len = prompt_BxP.shape
   m = dec.max_new_tokens
+  if prompt_len + m - 1 > cfg.max_len:
+    raise ValueError(f"prompt length {prompt_len} + max_new_tokens {m} - 1 exceeds "
+                     f"model.max_len={cfg.max_len}")
   shape = (batch, cfg.num_heads, prompt_len + m - 1, cfg.head_dim)
   cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
                 for _ in range(cfg.num_layers))
