@@ -9,20 +9,27 @@ from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt, is_correct
 
 
+def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: ByteTokenizer, *,
+             key, max_new_tokens: int, policy: SamplingPolicy) -> list[str]:
+  """One sampled continuation per prompt text, decoded, stopping at EOS (not included)."""
+  # EOS first: in training every document follows the previous one's EOS.
+  ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts]
+  prompt_BxP, prompt_len_B = left_pad(ids, tokenizer.pad_id)
+  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
+                     stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
+  out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
+               cfg=model_cfg, dec=dec)
+  tokens_BxM, lengths_B = np.asarray(out[0]), np.asarray(out[1])
+  return [tokenizer.decode(row[:n]) for row, n in zip(tokens_BxM, lengths_B)]
+
+
 def solve(params, model_cfg: ModelConfig, problems, tokenizer: ByteTokenizer, *, key,
           max_new_tokens: int, policy: SamplingPolicy = SamplingPolicy(temperature=0.0),
           samples_per_problem: int = 1) -> list[list[str]]:
-  """Completions [problem][sample] decoded to text, stopping at EOS."""
-  # EOS first: in training every document follows the previous one's EOS.
-  prompts = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
-  prompts = [ids for ids in prompts for _ in range(samples_per_problem)]
-  prompt_BxP, prompt_len_B = left_pad(prompts, tokenizer.pad_id)
-  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
-                     stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
-  out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(prompts)),
-               cfg=model_cfg, dec=dec)
-  tokens_BxM, lengths_B = np.asarray(out[0]), np.asarray(out[1])
-  texts = [tokenizer.decode(row[:n]) for row, n in zip(tokens_BxM, lengths_B)]
+  """Completions [problem][sample] of each problem's prompt."""
+  prompts = [format_prompt(p) for p in problems for _ in range(samples_per_problem)]
+  texts = complete(params, model_cfg, prompts, tokenizer, key=key,
+                   max_new_tokens=max_new_tokens, policy=policy)
   return [texts[i:i + samples_per_problem] for i in range(0, len(texts), samples_per_problem)]
 
 

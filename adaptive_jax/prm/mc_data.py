@@ -1,0 +1,90 @@
+"""Monte-Carlo PRM labels: responses, their step prefixes, and rollouts from each prefix.
+
+For each question the policy writes `num_responses` responses; each response is cut at its
+step boundaries into prefixes (step 0 = the question alone, step s = the question and the
+first s solution lines; the complete response is not a prefix). From every prefix the policy
+draws `num_rollouts` continuations; the prefix's target is the fraction that end with the
+correct answer (paper: 8 responses, 8 rollouts, steps 0..20, temperature 0.7). Records are
+JSON in array_record shards, one shard per block of questions, so an interrupted run resumes
+at the first missing shard.
+"""
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import grain
+import jax
+from array_record.python import array_record_module
+
+from adaptive_jax.tasks.problem import STEP_END, Problem, format_prompt, is_correct
+
+# complete(prompts, key) -> one sampled continuation per prompt text (see policy.evaluate).
+CompleteFn = Callable[[list[str], object], list[str]]
+
+
+def step_prefixes(completion: str, max_steps: int) -> list[str]:
+  """Solution prefixes ending at step boundaries: '', first line, first two lines, ...
+
+  Stops before the last complete line (a finished response is not a prefix) and at max_steps.
+  """
+  complete_lines = completion.split(STEP_END)[:-1]  # text after the last newline is unfinished
+  last = max(min(len(complete_lines) - 1, max_steps), 0)
+  return ["".join(line + STEP_END for line in complete_lines[:s]) for s in range(last + 1)]
+
+
+def question_records(problem: Problem, question_id: int, complete: CompleteFn, key, *,
+                     num_responses: int, num_rollouts: int, max_steps: int) -> list[dict]:
+  """All prefix records of one question: 2 batched calls of `complete` (responses, rollouts)."""
+  response_key, rollout_key = jax.random.split(key)
+  prompt = format_prompt(problem)
+  responses = complete([prompt] * num_responses, response_key)
+  prefixes = [(r, s, p) for r, response in enumerate(responses)
+              for s, p in enumerate(step_prefixes(response, max_steps))]
+  rollouts = complete([prompt + p for _, _, p in prefixes for _ in range(num_rollouts)],
+                      rollout_key)
+  records = []
+  for i, (r, s, prefix) in enumerate(prefixes):
+    outcomes = rollouts[i * num_rollouts:(i + 1) * num_rollouts]
+    correct = sum(is_correct(problem, prefix + o) for o in outcomes)
+    records.append({
+        "question_id": question_id, "difficulty": problem.difficulty, "response_id": r,
+        "step": s, "text": prompt + prefix, "num_rollouts": num_rollouts,
+        "rollouts_correct": correct, "target": correct / num_rollouts,
+        "response_correct": is_correct(problem, responses[r]), "rollouts": outcomes})
+  return records
+
+
+def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_dir: str, *,
+                    questions_per_shard: int, num_responses: int, num_rollouts: int,
+                    max_steps: int) -> list[str]:
+  """Writes `out_dir/mc-XXXXX.array_record` shards, skipping those already complete."""
+  for name, value in (("questions_per_shard", questions_per_shard),
+                      ("num_responses", num_responses), ("num_rollouts", num_rollouts)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for shard, start in enumerate(range(0, len(problems), questions_per_shard)):
+    path = os.path.join(out_dir, f"mc-{shard:05d}.array_record")
+    paths.append(path)
+    if os.path.exists(path):  # written whole (renamed into place): resume past it
+      continue
+    records = []
+    for q in range(start, min(start + questions_per_shard, len(problems))):
+      records += question_records(problems[q], q, complete, jax.random.fold_in(key, q),
+                                  num_responses=num_responses, num_rollouts=num_rollouts,
+                                  max_steps=max_steps)
+    tmp = path + ".tmp"
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    for record in records:
+      writer.write(json.dumps(record).encode("utf-8"))
+    writer.close()
+    os.replace(tmp, path)
+  return paths
+
+
+def read_records(paths: Sequence[str]) -> list[dict]:
+  """All records of the shards, in order, through grain's array_record source."""
+  source = grain.sources.ArrayRecordDataSource(list(paths))
+  return [json.loads(source[i]) for i in range(len(source))]
