@@ -146,8 +146,9 @@ def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg = from_mapping(OracleConfig, config.oracle, "oracle")
   train_command = (f"python -m experiments.train_duo --config={config.stage1_config} "
                    f"--workdir={config.stage1_workdir}")
-  _, model_cfg, data_cfg, params = load_trained(config.stage1_workdir,
-                                                train_command=train_command)
+  stage1_config, model_cfg, params = load_trained(config.stage1_workdir,
+                                                  train_command=train_command)
+  data_cfg = data_lib.DataConfig(**stage1_config.data)
   cfg.validate_for(model_cfg.num_layers, model_cfg.max_len)
   tokenizer = data_lib.prepare(data_cfg)
   os.makedirs(workdir, exist_ok=True)

@@ -27,9 +27,7 @@ CONFIG_FILE = "config.json"
 def typed_configs(config: ml_collections.ConfigDict):
   """(model, data, routing, train, eval) dataclasses, validated and mutually consistent."""
   model = ModelConfig.from_dict(config.model)
-  data_values = dict(config.data)
-  data_values["data_dir"] = os.path.expanduser(data_values["data_dir"])
-  data = data_lib.DataConfig(**data_values)
+  data = data_lib.DataConfig(**config.data)
   if data.vocab_size != model.vocab_size:
     raise ValueError(f"data.vocab_size ({data.vocab_size}) must equal model.vocab_size "
                      f"({model.vocab_size})")

@@ -5,16 +5,20 @@ import os
 
 import ml_collections
 
+from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.train import checkpoint as ckpt_lib
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train import state as state_lib
-from adaptive_jax.train.loop import CONFIG_FILE, typed_configs
+from adaptive_jax.train.config import RoutingConfig, TrainConfig
+from adaptive_jax.train.loop import CONFIG_FILE
 
 
 def load_trained(workdir: str, *, train_command: str):
-  """(config, model_cfg, data_cfg, params) of the newest checkpoint in a train_duo workdir.
+  """(config, model_cfg, params) of the newest checkpoint in a training workdir.
 
-  `train_command` is shown in the error when the workdir holds no finished run.
+  Works for any run that wrote `config.json` with `model`, `train` (and optionally `routing`)
+  sections beside its checkpoints: train_duo and train_policy. `train_command` is shown in
+  the error when the workdir holds no finished run.
   """
   config_path = os.path.join(workdir, CONFIG_FILE)
   manager = ckpt_lib.make_manager(workdir, max_to_keep=1) if os.path.exists(config_path) else None
@@ -23,10 +27,14 @@ def load_trained(workdir: str, *, train_command: str):
                             f"checkpoint). Train it first:\n  {train_command}")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  model_cfg, data_cfg, routing_cfg, train_cfg, _ = typed_configs(config)
+  model_cfg = ModelConfig.from_dict(config.model)
+  train_cfg = TrainConfig.from_dict(config.train)
+  routing_cfg = RoutingConfig.from_dict(config.get("routing", {}))
   mesh = mesh_lib.make_mesh((-1, 1))
+  # The optimizer state's structure depends on the routing config (freeze_big_after), so the
+  # restore target is built from the run's own sections.
   _, abstract_state = state_lib.sharded_state_init(model_cfg, train_cfg, routing_cfg, mesh,
-                                                   data_cfg.seq_len)
+                                                   seq_len=8)
   params = ckpt_lib.restore_params(manager, abstract_state)
   manager.close()
-  return config, model_cfg, data_cfg, params
+  return config, model_cfg, params
