@@ -1,7 +1,5 @@
-"""Process reward model maths: calibration metrics, post-hoc calibrators, instance-adaptive scaling.
-
-Imports only numpy, jax, scipy and scikit-learn.
-"""
+"""Process reward models: the PRM network and its training, Monte-Carlo labels, calibration
+metrics, post-hoc calibrators, and instance-adaptive scaling."""
 
 from adaptive_jax.prm.calibration import ConformalLowerBound
 from adaptive_jax.prm.calibration import HistogramBinning
@@ -16,3 +14,9 @@ from adaptive_jax.prm.metrics import per_bucket
 from adaptive_jax.prm.metrics import pinball_loss
 from adaptive_jax.prm.metrics import quantile_coverage
 from adaptive_jax.prm.metrics import reliability_curve
+from adaptive_jax.prm.fit import calibrate_quantiles
+from adaptive_jax.prm.fit import predict
+from adaptive_jax.prm.fit import train_base_prm
+from adaptive_jax.prm.model import PRM
+from adaptive_jax.prm.model import encode_records
+from adaptive_jax.prm.model import encode_texts

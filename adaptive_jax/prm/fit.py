@@ -1,0 +1,152 @@
+"""Training the PRM: a base PRM on final-outcome labels, then a quantile head on MC targets.
+
+`train_base_prm` trains everything with binary cross-entropy on `response_correct`: every
+prefix of a response gets that response's final outcome, as public PRMs are trained.
+`calibrate_quantiles` adds Q quantile offsets (`delta`, zero at the start, so every quantile
+starts at the base probability) and minimizes the pinball loss against the MC `target`.
+By default it is a light fine-tune: only `delta` and the backbone's final norm train, the rest
+is frozen (optax `set_to_zero`, and `stop_gradient` so no backward pass runs through it). The
+paper fine-tunes with LoRA instead; for large backbones that is the route, through qwix
+(`qwix.apply_lora_to_model` on the backbone's kernels), with the same loss.
+
+Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
+so a run is a pure function of (records, config, seed).
+"""
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.prm import metrics
+from adaptive_jax.prm.model import PRM, encode_records, record_field
+
+_GRAD_CLIP = 1.0
+
+
+def _check_training(steps: int, batch_size: int, learning_rate: float):
+  if steps < 0:
+    raise ValueError(f"steps must be >= 0, got {steps}")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+
+
+def init_params(model_cfg: ModelConfig, num_quantiles: int, seq_len: int, seed: int):
+  """Unboxed params of `PRM(model_cfg, num_quantiles)`."""
+  tokens_1xT = jnp.zeros((1, seq_len), jnp.int32)
+  return nn.meta.unbox(PRM(model_cfg, num_quantiles).init(jax.random.key(seed), tokens_1xT)["params"])
+
+
+def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, seed: int):
+  """`steps` AdamW updates of loss_fn(params, batch) on batches sampled from `data`."""
+  num = len(jax.tree.leaves(data)[0])
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, data, key):
+    idx_B = jax.random.randint(key, (batch_size,), 0, num)
+    batch = jax.tree.map(lambda x: x[idx_B], data)
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  # A copy: the step donates its params, and they may share buffers with the caller's.
+  params = jax.tree.map(jnp.array, params)
+  key, opt_state = jax.random.key(seed), tx.init(params)
+  data = jax.tree.map(jnp.asarray, data)
+  for i in range(steps):
+    params, opt_state, _ = step(params, opt_state, data, jax.random.fold_in(key, i))
+  return params
+
+
+def _adamw(learning_rate: float, weight_decay: float):
+  return optax.chain(optax.clip_by_global_norm(_GRAD_CLIP),
+                     optax.adamw(learning_rate, weight_decay=weight_decay))
+
+
+def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
+                   batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
+                   backbone_params=None):
+  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
+
+  `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
+  """
+  _check_training(steps, batch_size, learning_rate)
+  tokens_NxT = encode_records(records, model_cfg.max_len)
+  labels_N = record_field(records, "response_correct")
+  params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
+  if backbone_params is not None:
+    params = {**params, "backbone": nn.meta.unbox(backbone_params)}
+  model = PRM(model_cfg)
+
+  def loss_fn(params, batch):
+    logit_B = model.apply({"params": params}, batch["tokens"])[:, 0]
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit_B, batch["labels"]))
+
+  return _fit(params, loss_fn, _adamw(learning_rate, weight_decay),
+              {"tokens": tokens_NxT, "labels": labels_N}, steps=steps, batch_size=batch_size,
+              seed=seed)
+
+
+def _trains(path, train_backbone: bool) -> bool:
+  return train_backbone or path[0] == "delta" or path[:2] == ("backbone", "final_norm")
+
+
+def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
+                        levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
+                        learning_rate: float, seed: int, train_backbone: bool = False):
+  """Quantile PRM params: base params plus `delta` [D, Q], fit by pinball loss on `target`."""
+  _check_training(steps, batch_size, learning_rate)
+  levels_Q = np.asarray(levels, np.float32)
+  if levels_Q.ndim != 1 or levels_Q.size == 0 or not np.all((levels_Q > 0) & (levels_Q < 1)):
+    raise ValueError(f"levels must be quantile levels in (0, 1), got {tuple(levels)}")
+  tokens_NxT = encode_records(records, model_cfg.max_len)
+  targets_N = record_field(records, "target")
+  base_params = nn.meta.unbox(base_params)
+  if "delta" in base_params:
+    raise ValueError("base_params already has a quantile head ('delta'); pass a base PRM's params")
+  model = PRM(model_cfg, len(levels_Q))
+  # The module's own (zero) init of delta; under jit the unused backbone init is dropped.
+  delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
+  params = {**base_params, "delta": delta}
+  labels = traverse_util.path_aware_map(
+      lambda path, _: "train" if _trains(path, train_backbone) else "freeze", params)
+
+  def loss_fn(params, batch):
+    # Frozen leaves get symbolic-zero gradients: no backward pass through the frozen layers.
+    params = traverse_util.path_aware_map(
+        lambda path, p: p if _trains(path, train_backbone) else jax.lax.stop_gradient(p), params)
+    q_BxQ = jax.nn.sigmoid(model.apply({"params": params}, batch["tokens"]))
+    return metrics.pinball_loss(q_BxQ, batch["targets"], levels_Q)
+
+  tx = optax.multi_transform({"train": _adamw(learning_rate, 0.0), "freeze": optax.set_to_zero()},
+                             labels)
+  return _fit(params, loss_fn, tx, {"tokens": tokens_NxT, "targets": targets_N}, steps=steps,
+              batch_size=batch_size, seed=seed)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
+def _probs(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
+  return jax.nn.sigmoid(PRM(model_cfg, num_quantiles).apply({"params": params}, tokens_BxT))
+
+
+def predict(params, model_cfg: ModelConfig, records: Sequence[dict],
+            batch_size: int = 256) -> np.ndarray:
+  """Success probabilities probs_NxQ (Q = 1 for a base PRM, else one column per level)."""
+  params = nn.meta.unbox(params)
+  num_quantiles = params["delta"]["kernel"].shape[-1] if "delta" in params else 0
+  tokens_NxT = encode_records(records, model_cfg.max_len)
+  num = len(tokens_NxT)
+  batch_size = min(batch_size, num)
+  # Pad the last batch with rows of the first record, so every batch has one shape: one compile.
+  tokens_NxT = np.concatenate([tokens_NxT, np.repeat(tokens_NxT[:1], -num % batch_size, 0)])
+  probs = [_probs(params, tokens_NxT[i:i + batch_size], model_cfg=model_cfg,
+                  num_quantiles=num_quantiles) for i in range(0, len(tokens_NxT), batch_size)]
+  return np.asarray(jnp.concatenate(probs))[:num]

@@ -1,0 +1,108 @@
+"""Process reward model: the dense transformer read at the last real token, with a sigmoid head.
+
+Base PRM (`num_quantiles=0`): one logit, p = sigmoid(head(h)). Calibrated PRM
+(`num_quantiles=Q`): Q logits head(h) + delta_q(h), `delta` initialized to exactly 0 so every
+quantile starts at the base probability. `h` is the final-normed hidden state of the last real
+(non-pad) token, which for a record is the step boundary "\n" that ends its text.
+
+Padding: `encode_texts` pads on the right, the supported layout. Attention is causal, so the
+last real token never sees the pads after it and the output is exactly that of the unpadded
+sequence. Left padding is located correctly (the last real token is then position T - 1),
+but the backbone has no pad mask: real tokens attend to the leading pads and their rotary
+positions shift, so left-padded outputs differ from right-padded ones.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+
+TOKENIZER = ByteTokenizer()
+
+
+def last_real_index(tokens_BxT, pad_id: int = TOKENIZER.pad_id):
+  """Index of each row's last non-pad token (0 for an all-pad row)."""
+  positions_BxT = jnp.arange(tokens_BxT.shape[1])[None, :]
+  return jnp.max(jnp.where(tokens_BxT != pad_id, positions_BxT, 0), axis=1)
+
+
+class PRM(nn.Module):
+  """tokens_BxT -> success logits_BxQ (Q = 1 for the base PRM); probabilities are sigmoid."""
+  cfg: ModelConfig
+  num_quantiles: int = 0  # 0: base PRM with one output; Q > 0: Q quantile outputs
+
+  def setup(self):
+    if self.cfg.duo:
+      raise ValueError("model.duo must be False: the PRM backbone is a dense transformer")
+    if self.num_quantiles < 0:
+      raise ValueError(f"num_quantiles must be >= 0, got {self.num_quantiles}")
+    # params["backbone"] has exactly a Transformer's structure: a policy's params drop in.
+    self.backbone = Transformer(self.cfg)
+    self.head = nn.Dense(1, dtype=jnp.float32, name="head")
+    if self.num_quantiles:
+      self.delta = nn.Dense(self.num_quantiles, dtype=jnp.float32, name="delta",
+                            kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+
+  def __call__(self, tokens_BxT, last_B=None):
+    """`last_B`: index of each row's last real token; by default the last non-pad one."""
+    positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+    x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
+    last_B = last_real_index(tokens_BxT) if last_B is None else last_B
+    # RMSNorm is per token, so norm after the gather: one token per sequence instead of T.
+    h_BxD = self.backbone.final_norm(x_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B])
+    logit_Bx1 = self.head(h_BxD.astype(jnp.float32))
+    if not self.num_quantiles:
+      return logit_Bx1
+    return logit_Bx1 + self.delta(h_BxD.astype(jnp.float32))
+
+
+def encode_texts(texts: Sequence[str], max_len: int, *, left_pad: bool = False,
+                 tokenizer: ByteTokenizer = TOKENIZER) -> np.ndarray:
+  """int32 tokens_NxT of `[eos] + encode(text)`, padded to the longest (T <= max_len).
+
+  EOS first, as in the policy's training data, where every document follows an EOS.
+  """
+  ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in texts]
+  if not ids:
+    raise ValueError("texts must be non-empty")
+  for i, row in enumerate(ids):
+    if len(row) > max_len:
+      raise ValueError(f"text of record {i} is {len(row)} tokens with the leading eos, longer "
+                       f"than max_len={max_len}: {texts[i][:40]!r}...")
+  tokens_NxT = np.full((len(ids), max(map(len, ids))), tokenizer.pad_id, np.int32)
+  for i, row in enumerate(ids):
+    if left_pad:
+      tokens_NxT[i, tokens_NxT.shape[1] - len(row):] = row
+    else:
+      tokens_NxT[i, :len(row)] = row
+  return tokens_NxT
+
+
+def record_field(records: Sequence[dict], field: str) -> np.ndarray:
+  """One field of every record as an array; ValueError naming the field if missing or bad."""
+  if not records:
+    raise ValueError("records must be non-empty")
+  missing = [i for i, r in enumerate(records) if field not in r]
+  if missing:
+    raise ValueError(f"record {missing[0]} has no field {field!r}")
+  if field == "text":
+    bad = [i for i, r in enumerate(records) if not isinstance(r["text"], str)]
+    if bad:
+      raise ValueError(f"record {bad[0]} field 'text' must be a str, got {records[bad[0]]['text']!r}")
+    return np.asarray([r["text"] for r in records], dtype=object)
+  values = np.asarray([r[field] for r in records], np.float32)
+  bad = np.flatnonzero(~((values >= 0) & (values <= 1)))
+  if bad.size:
+    raise ValueError(f"record {bad[0]} field {field!r} must be in [0, 1], "
+                     f"got {records[bad[0]][field]!r}")
+  return values
+
+
+def encode_records(records: Sequence[dict], max_len: int, *, left_pad: bool = False) -> np.ndarray:
+  """tokens_NxT of the records' `text` fields (see `encode_texts`)."""
+  return encode_texts(list(record_field(records, "text")), max_len, left_pad=left_pad)

@@ -1,0 +1,151 @@
+"""PRM: reads the last real token, quantiles start at the base, training and calibration work."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.prm import fit, metrics
+from adaptive_jax.prm.model import PRM, encode_records, encode_texts, last_real_index
+
+CFG = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,
+                  d_ff_big=64, d_ff_small=0, max_len=32, duo=False)
+TEXTS = ["ab\n", "Q: 3+4\n7\n", "dcba\n", "a\n"]
+
+
+def _records(seed, n, label_rates):
+  """Half the texts contain 'x': MC target rate 0.9 with 'x', 0.2 without (8 rollouts);
+  `response_correct` is drawn at `label_rates` (x, no x), the rates of some other policy."""
+  rng = np.random.default_rng(seed)
+  records = []
+  for i in range(n):
+    chars = list(rng.choice(list("abcd"), rng.integers(3, 9)))
+    has_x = i % 2 == 0
+    if has_x:
+      chars[rng.integers(len(chars))] = "x"
+    rate, label_rate = (0.9, label_rates[0]) if has_x else (0.2, label_rates[1])
+    correct = int(rng.binomial(8, rate))
+    records.append({"question_id": i, "difficulty": int(has_x), "response_id": 0, "step": 0,
+                    "text": "".join(chars) + "\n", "num_rollouts": 8, "rollouts_correct": correct,
+                    "target": correct / 8, "response_correct": bool(rng.random() < label_rate)})
+  return records
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  model = PRM(CFG)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+  return jax.jit(model.apply), params
+
+
+def test_encoding_puts_eos_first_and_pads_on_the_right():
+  tokens_NxT = encode_texts(["ab\n", "a\n"], max_len=8)
+  np.testing.assert_array_equal(tokens_NxT, [[2, 100, 101, 13], [2, 100, 13, 0]])
+  np.testing.assert_array_equal(encode_texts(["ab\n", "a\n"], 8, left_pad=True)[1], [0, 2, 100, 13])
+  np.testing.assert_array_equal(last_real_index(jnp.asarray(tokens_NxT)), [3, 2])
+
+
+def test_head_reads_the_last_real_token(model_and_params):
+  apply, params = model_and_params
+  tokens_NxT = encode_texts(TEXTS, CFG.max_len)
+  out_Nx1 = apply({"params": params}, tokens_NxT)
+  # Each row alone, unpadded, gives its batched output: pads after the end are never seen.
+  for i, text in enumerate(TEXTS):
+    alone_1x1 = apply({"params": params}, encode_texts([text], CFG.max_len))
+    np.testing.assert_allclose(alone_1x1[0], out_Nx1[i], rtol=1e-5, atol=1e-6)
+  # Any tokens after the boundary (here random bytes, wider than before) change nothing.
+  last_N = last_real_index(jnp.asarray(tokens_NxT))
+  noise_NxT = np.random.default_rng(0).integers(3, 259, (len(TEXTS), tokens_NxT.shape[1] + 5))
+  after_NxT = np.arange(noise_NxT.shape[1])[None, :] > np.asarray(last_N)[:, None]
+  garbage_NxT = np.where(after_NxT, noise_NxT, np.pad(tokens_NxT, ((0, 0), (0, 5))))
+  np.testing.assert_allclose(apply({"params": params}, garbage_NxT, last_N), out_Nx1,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_left_padding_reads_the_end_but_sees_the_pads(model_and_params):
+  """Documented: left padding is located (last token = T - 1) but not masked."""
+  apply, params = model_and_params
+  right_NxT = encode_texts(TEXTS, CFG.max_len)
+  left_NxT = encode_texts(TEXTS, CFG.max_len, left_pad=True)
+  np.testing.assert_array_equal(last_real_index(jnp.asarray(left_NxT)), right_NxT.shape[1] - 1)
+  right_N = np.asarray(apply({"params": params}, right_NxT))[:, 0]
+  left_N = np.asarray(apply({"params": params}, left_NxT))[:, 0]
+  full = (right_NxT != 0).all(axis=1)  # the longest text has no padding: identical
+  np.testing.assert_allclose(left_N[full], right_N[full], rtol=1e-5, atol=1e-6)
+  assert np.all(np.abs(left_N[~full] - right_N[~full]) > 1e-4)
+
+
+def test_quantile_heads_start_at_the_base_probability():
+  records = _records(0, 6, (0.5, 0.5))
+  base = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)
+  calibrated = fit.calibrate_quantiles(base, records, CFG, steps=0, batch_size=4,
+                                       learning_rate=1e-3, seed=0)
+  assert calibrated["delta"]["kernel"].shape == (CFG.d_model, 3)
+  base_Nx1 = fit.predict(base, CFG, records, batch_size=4)
+  quantiles_NxQ = fit.predict(calibrated, CFG, records, batch_size=4)
+  assert base_Nx1.shape == (6, 1) and quantiles_NxQ.shape == (6, 3)
+  np.testing.assert_array_equal(quantiles_NxQ, np.repeat(base_Nx1, 3, axis=1))
+  assert base_Nx1.std() > 0  # a real check: outputs differ across records
+
+
+def test_light_fine_tune_freezes_all_but_delta_and_final_norm():
+  records = _records(1, 16, (0.5, 0.5))
+  base = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
+  kwargs = dict(steps=2, batch_size=8, learning_rate=1e-2, seed=0)
+  light = fit.calibrate_quantiles(base, records, CFG, **kwargs)
+  full = fit.calibrate_quantiles(base, records, CFG, train_backbone=True, **kwargs)
+  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
+  assert same(light["backbone"]["layers"], base["backbone"]["layers"])
+  assert same(light["backbone"]["embed"], base["backbone"]["embed"])
+  assert same(light["head"], base["head"])
+  assert not same(light["backbone"]["final_norm"], base["backbone"]["final_norm"])
+  assert not same(full["backbone"]["layers"], base["backbone"]["layers"])
+
+
+def test_base_training_and_quantile_calibration_on_a_synthetic_feature():
+  # The base PRM learns from an overconfident policy's outcomes (0.99 / 0.7 success with / without
+  # 'x'); the MC targets of the target policy are 0.9 / 0.2.
+  records = _records(0, 512, (0.99, 0.7))
+  labels_N = np.array([r["response_correct"] for r in records], np.float64)
+  targets_N = np.array([r["target"] for r in records])
+  has_x_N = np.array(["x" in r["text"] for r in records])
+  kwargs = dict(batch_size=32, learning_rate=3e-3, seed=0)
+  bce = lambda p_N: -np.mean(labels_N * np.log(p_N) + (1 - labels_N) * np.log1p(-p_N))
+
+  init_N = fit.predict(fit.train_base_prm(records, CFG, steps=0, **kwargs), CFG, records)[:, 0]
+  base = fit.train_base_prm(records, CFG, steps=200, **kwargs)
+  base_N = fit.predict(base, CFG, records)[:, 0]
+  # The label entropy (H(0.99) + H(0.7)) / 2 = 0.33 is the best achievable in expectation.
+  assert bce(base_N) < min(bce(init_N) - 0.1, 0.36)
+  assert base_N[has_x_N].mean() > 0.9 and base_N[~has_x_N].mean() > 0.5  # skewed as its labels
+
+  calibrated = fit.calibrate_quantiles(base, records, CFG, steps=200, batch_size=32,
+                                       learning_rate=1e-2, seed=1)
+  q_NxQ = fit.predict(calibrated, CFG, records)
+  base_brier, median_brier = metrics.brier(base_N, targets_N), metrics.brier(q_NxQ[:, 1], targets_N)
+  assert median_brier < 0.35 * base_brier
+  assert abs(np.median(q_NxQ[has_x_N, 1]) - 0.9) < 0.1
+  assert abs(np.median(q_NxQ[~has_x_N, 1]) - 0.2) < 0.1
+  ordered_N = (q_NxQ[:, 0] <= q_NxQ[:, 1]) & (q_NxQ[:, 1] <= q_NxQ[:, 2])
+  assert ordered_N.mean() > 0.9
+
+
+def test_bad_inputs_raise_errors_naming_the_field():
+  records = _records(0, 4, (0.5, 0.5))
+  with pytest.raises(ValueError, match="max_len=32"):
+    encode_records([{**records[0], "text": "a" * 40}], CFG.max_len)
+  with pytest.raises(ValueError, match="records must be non-empty"):
+    fit.train_base_prm([], CFG, steps=1, batch_size=2, learning_rate=1e-3, seed=0)
+  with pytest.raises(ValueError, match="'response_correct'"):
+    fit.train_base_prm([{"text": "a\n"}], CFG, steps=1, batch_size=2, learning_rate=1e-3, seed=0)
+  with pytest.raises(ValueError, match="'target'"):
+    fit.calibrate_quantiles({}, [{**records[0], "target": 1.5}], CFG, steps=1, batch_size=2,
+                            learning_rate=1e-3, seed=0)
+  for levels in [(0.1, 1.0), (0.0, 0.5), ()]:
+    with pytest.raises(ValueError, match="levels"):
+      fit.calibrate_quantiles({}, records, CFG, levels=levels, steps=1, batch_size=2,
+                              learning_rate=1e-3, seed=0)
+  with pytest.raises(ValueError, match="model.duo"):
+    PRM(ModelConfig(**{**CFG.__dict__, "duo": True, "d_ff_small": 16})).init(
+        jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
