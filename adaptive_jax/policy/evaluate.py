@@ -9,17 +9,37 @@ from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt, is_correct
 
 
+MAX_ROWS = 512  # sequences per decode call: bounds the KV cache's memory
+
+
 def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: ByteTokenizer, *,
              key, max_new_tokens: int, policy: SamplingPolicy) -> list[str]:
   """One sampled continuation per prompt text, decoded, stopping at EOS (not included)."""
+  if len(prompts) > MAX_ROWS:
+    return [text for start in range(0, len(prompts), MAX_ROWS)
+            for text in complete(params, model_cfg, prompts[start:start + MAX_ROWS], tokenizer,
+                                 key=jax.random.fold_in(key, start),
+                                 max_new_tokens=max_new_tokens, policy=policy)]
   # EOS first: in training every document follows the previous one's EOS.
   ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts]
+  # Shapes rounded up to buckets (rows to a power of two, prompt length to a multiple of
+  # 64), so calls with varied prompts reuse a few compiled decodes instead of one each.
+  num = len(ids)
+  ids += [[tokenizer.eos_id]] * (2 ** int(np.ceil(np.log2(num))) - num)
   prompt_BxP, prompt_len_B = left_pad(ids, tokenizer.pad_id)
-  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
+  width = -(-prompt_BxP.shape[1] // 64) * 64
+  prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - prompt_BxP.shape[1], 0)),
+                      constant_values=tokenizer.pad_id)
+  # A long prefix leaves less room: continuations stop at the model's context.
+  room = model_cfg.max_len - prompt_BxP.shape[1] + 1
+  if room < 1:
+    raise ValueError(f"a prompt of {prompt_BxP.shape[1]} tokens (bucketed) leaves no room in "
+                     f"model.max_len={model_cfg.max_len}")
+  dec = DecodeConfig(max_new_tokens=min(max_new_tokens, room), policy=policy,
                      stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
   out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
                cfg=model_cfg, dec=dec)
-  tokens_BxM, lengths_B = np.asarray(out[0]), np.asarray(out[1])
+  tokens_BxM, lengths_B = np.asarray(out[0])[:num], np.asarray(out[1])[:num]
   return [tokenizer.decode(row[:n]) for row, n in zip(tokens_BxM, lengths_B)]
 
 

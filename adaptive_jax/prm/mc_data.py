@@ -33,25 +33,33 @@ def step_prefixes(completion: str, max_steps: int) -> list[str]:
   return ["".join(line + STEP_END for line in complete_lines[:s]) for s in range(last + 1)]
 
 
-def question_records(problem: Problem, question_id: int, complete: CompleteFn, key, *,
+def question_records(problems: Sequence[Problem], first_id: int, complete: CompleteFn, key, *,
                      num_responses: int, num_rollouts: int, max_steps: int) -> list[dict]:
-  """All prefix records of one question: 2 batched calls of `complete` (responses, rollouts)."""
+  """All prefix records of some questions, in 2 batched calls of `complete`.
+
+  The first call writes every question's responses, the second every prefix's rollouts.
+  """
   response_key, rollout_key = jax.random.split(key)
-  prompt = format_prompt(problem)
-  responses = complete([prompt] * num_responses, response_key)
-  prefixes = [(r, s, p) for r, response in enumerate(responses)
-              for s, p in enumerate(step_prefixes(response, max_steps))]
-  rollouts = complete([prompt + p for _, _, p in prefixes for _ in range(num_rollouts)],
+  prompts = [format_prompt(p) for p in problems]
+  responses = complete([p for p in prompts for _ in range(num_responses)], response_key)
+  prefixes = []  # (question index, response index, step, prefix text)
+  for q in range(len(problems)):
+    for r in range(num_responses):
+      response = responses[q * num_responses + r]
+      prefixes += [(q, r, s, p) for s, p in enumerate(step_prefixes(response, max_steps))]
+  rollouts = complete([prompts[q] + p for q, _, _, p in prefixes for _ in range(num_rollouts)],
                       rollout_key)
   records = []
-  for i, (r, s, prefix) in enumerate(prefixes):
+  for i, (q, r, s, prefix) in enumerate(prefixes):
+    problem = problems[q]
     outcomes = rollouts[i * num_rollouts:(i + 1) * num_rollouts]
     correct = sum(is_correct(problem, prefix + o) for o in outcomes)
     records.append({
-        "question_id": question_id, "difficulty": problem.difficulty, "response_id": r,
-        "step": s, "text": prompt + prefix, "num_rollouts": num_rollouts,
+        "question_id": first_id + q, "difficulty": problem.difficulty, "response_id": r,
+        "step": s, "text": prompts[q] + prefix, "num_rollouts": num_rollouts,
         "rollouts_correct": correct, "target": correct / num_rollouts,
-        "response_correct": is_correct(problem, responses[r]), "rollouts": outcomes})
+        "response_correct": is_correct(problem, responses[q * num_responses + r]),
+        "rollouts": outcomes})
   return records
 
 
@@ -70,11 +78,9 @@ def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_
     paths.append(path)
     if os.path.exists(path):  # written whole (renamed into place): resume past it
       continue
-    records = []
-    for q in range(start, min(start + questions_per_shard, len(problems))):
-      records += question_records(problems[q], q, complete, jax.random.fold_in(key, q),
-                                  num_responses=num_responses, num_rollouts=num_rollouts,
-                                  max_steps=max_steps)
+    records = question_records(problems[start:start + questions_per_shard], start, complete,
+                               jax.random.fold_in(key, shard), num_responses=num_responses,
+                               num_rollouts=num_rollouts, max_steps=max_steps)
     tmp = path + ".tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     for record in records:

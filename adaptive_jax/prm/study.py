@@ -1,0 +1,142 @@
+"""Calibration study: MC labels from the policy, a base PRM, and every calibration method."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.policy.evaluate import complete
+from adaptive_jax.prm import calibration, fit, mc_data, metrics
+from adaptive_jax.sampler.decode import SamplingPolicy
+from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.train.trained import load_trained
+from adaptive_jax.typed_config import from_mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class McConfig:
+  """See configs/calibrate_small.py."""
+  calibration_questions: int = 64
+  test_questions: int = 48
+  calibration_seed: int = 10
+  test_seed: int = 11
+  num_responses: int = 4
+  num_rollouts: int = 4
+  max_steps: int = 8
+  temperature: float = 0.7
+  max_new_tokens: int = 224
+  questions_per_shard: int = 16
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmConfig:
+  model: ModelConfig
+  init_from_policy: bool = True
+  base_max_difficulty: int = 3
+  base_steps: int = 300
+  calibration_steps: int = 300
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  levels: tuple[float, ...] = (0.1, 0.5, 0.9)
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  num_bins: int = 10
+  conformal_alpha: float = 0.1
+  histogram_bins: int = 10
+
+
+def _mc_records(split, size, seed, policy, mc: McConfig, workdir):
+  """MC records of `size` questions (difficulties cycling 1..8), generated or resumed."""
+  params, model_cfg = policy
+  tokenizer = ByteTokenizer()
+  sampling = SamplingPolicy(temperature=mc.temperature)
+  complete_fn = lambda prompts, key: complete(params, model_cfg, prompts, tokenizer, key=key,
+                                              max_new_tokens=mc.max_new_tokens, policy=sampling)
+  source = ArithmeticSource(size=size, seed=seed)
+  paths = mc_data.generate_shards(
+      [source[i] for i in range(size)], complete_fn, jax.random.fold_in(jax.random.key(mc.seed),
+                                                                        seed),
+      os.path.join(workdir, f"mc_{split}"), questions_per_shard=mc.questions_per_shard,
+      num_responses=mc.num_responses, num_rollouts=mc.num_rollouts, max_steps=mc.max_steps)
+  return mc_data.read_records(paths)
+
+
+def _scores(p, y, difficulty, num_bins):
+  return {"brier": metrics.brier(p, y), "ece": metrics.ece(p, y, num_bins),
+          "brier_by_difficulty": {str(k): v for k, v in
+                                  metrics.per_bucket(metrics.brier, p, y, difficulty).items()},
+          "mean_prediction": float(np.mean(p))}
+
+
+def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Writes results.json (Brier/ECE per method on test questions) and predictions.npz."""
+  mc = from_mapping(McConfig, config.mc, "mc")
+  prm_values = dict(config.prm)
+  prm = from_mapping(PrmConfig, {**prm_values, "model": ModelConfig.from_dict(prm_values["model"])},
+                     "prm")
+  ev = from_mapping(EvalConfig, config.eval, "eval")
+  train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
+                   f"--workdir={config.policy_workdir}")
+  _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
+  policy = (policy_params, policy_cfg)
+  os.makedirs(workdir, exist_ok=True)
+  cal = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed, policy, mc,
+                    workdir)
+  test = _mc_records("test", mc.test_questions, mc.test_seed, policy, mc, workdir)
+  logging.info("MC records: %d calibration, %d test", len(cal), len(test))
+
+  # The base PRM learns from final outcomes of easier questions only, as public PRMs are
+  # trained on other data than the policy's hard questions: miscalibrated on the rest.
+  easy = [r for r in cal if r["difficulty"] <= prm.base_max_difficulty]
+  base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
+                            learning_rate=prm.learning_rate, seed=prm.seed,
+                            backbone_params=policy_params if prm.init_from_policy else None)
+  quantile = fit.calibrate_quantiles(base, cal, prm.model, levels=prm.levels,
+                                     steps=prm.calibration_steps, batch_size=prm.batch_size,
+                                     learning_rate=prm.learning_rate, seed=prm.seed)
+  target = lambda records: np.array([r["target"] for r in records])
+  y_cal, y_test = target(cal), target(test)
+  difficulty = np.array([r["difficulty"] for r in test])
+  p_cal = fit.predict(base, prm.model, cal)[:, 0]
+  p_test = fit.predict(base, prm.model, test)[:, 0]
+  q_cal = fit.predict(quantile, prm.model, cal)
+  q_test = fit.predict(quantile, prm.model, test)
+  median = list(prm.levels).index(0.5) if 0.5 in prm.levels else len(prm.levels) // 2
+  predictions = {
+      "base": p_test,
+      "quantile_median": q_test[:, median],
+      "temperature": calibration.TemperatureScaling.fit(p_cal, y_cal)(p_test),
+      "isotonic": calibration.IsotonicCalibration.fit(p_cal, y_cal)(p_test),
+      "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
+                                                    num_bins=ev.histogram_bins)(p_test),
+  }
+  conformal = calibration.ConformalLowerBound.fit(q_cal[:, 0], y_cal, alpha=ev.conformal_alpha)
+  lower = conformal(q_test[:, 0])
+  results = {
+      "num_records": {"calibration": len(cal), "test": len(test), "base_training": len(easy)},
+      "methods": {name: _scores(p, y_test, difficulty, ev.num_bins)
+                  for name, p in predictions.items()},
+      "coverage": {
+          **{f"q{level:g}": float(np.mean(y_test <= q_test[:, i]))
+             for i, level in enumerate(prm.levels)},
+          "lower_q0.1_raw": float(np.mean(y_test >= q_test[:, 0])),
+          "lower_q0.1_conformal": float(np.mean(y_test >= lower)),
+          "conformal_nominal": 1 - ev.conformal_alpha},
+      "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
+                               for k in sorted(set(difficulty.tolist()))},
+  }
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  np.savez(os.path.join(workdir, "predictions.npz"), target=y_test, difficulty=difficulty,
+           quantiles=q_test, lower_conformal=lower, **predictions)
+  return results

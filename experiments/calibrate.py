@@ -1,0 +1,28 @@
+r"""Calibrated PRM: MC labels, base PRM, calibration methods; Brier/ECE before and after.
+
+  python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_small
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from adaptive_jax.prm.study import run_calibration_study
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "MC shards, results.json, predictions.npz.",
+                               required=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Calibration config file.",
+                                          lock_config=True)
+
+
+def main(argv):
+  del argv
+  results = run_calibration_study(_CONFIG.value, _WORKDIR.value)
+  print(f"{'method':<18}{'Brier':>8}{'ECE':>8}   (test questions, MC targets)")
+  for name, scores in results["methods"].items():
+    print(f"{name:<18}{scores['brier']:>8.4f}{scores['ece']:>8.4f}")
+  print("coverage:", {k: round(v, 3) for k, v in results["coverage"].items()})
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

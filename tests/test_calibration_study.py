@@ -1,0 +1,79 @@
+"""The calibration study end to end on a tiny policy: MC shards, methods, results, figures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from adaptive_jax.policy.train import train_policy
+from adaptive_jax.prm.study import run_calibration_study
+from configs import calibrate_small, policy_small
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_model(model):
+  model.num_layers, model.d_model, model.d_ff_big = 1, 32, 64
+  model.num_heads, model.head_dim = 2, 16
+
+
+@pytest.fixture(scope="module")
+def policy_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("policy"))
+  config = policy_small.get_config()
+  _tiny_model(config.model)
+  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 64, 4, 8
+  config.task.eval_problems_per_difficulty = 1
+  config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
+  config.train.log_every = 3
+  train_policy(config, workdir)
+  return workdir
+
+
+def _config(policy_workdir):
+  config = calibrate_small.get_config()
+  config.policy_workdir = policy_workdir
+  config.mc.calibration_questions, config.mc.test_questions = 16, 16
+  config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 2, 2, 2
+  config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
+  _tiny_model(config.prm.model)
+  config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 3, 3, 8
+  return config
+
+
+def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
+  workdir = tmp_path / "calibrate"
+  results = run_calibration_study(_config(policy_workdir), str(workdir))
+  assert json.loads((workdir / "results.json").read_text()) == json.loads(json.dumps(results))
+  assert set(results["methods"]) == {"base", "quantile_median", "temperature", "isotonic",
+                                     "histogram"}
+  for scores in results["methods"].values():
+    assert 0 <= scores["brier"] <= 1 and 0 <= scores["ece"] <= 1
+  assert results["num_records"]["test"] >= 16 * 2  # at least the step-0 prefix per response
+  predictions = np.load(workdir / "predictions.npz")
+  assert predictions["quantiles"].shape == (results["num_records"]["test"], 3)
+  # The quantile head starts at the base probability and 3 steps move it little.
+  np.testing.assert_allclose(predictions["quantile_median"], predictions["base"], atol=0.2)
+  proc = subprocess.run([sys.executable, "-m", "experiments.calibrate_figures",
+                         f"--workdir={workdir}", f"--out_dir={tmp_path / 'figs'}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / "figs")) == ["prm_brier_by_difficulty.png",
+                                                   "prm_reliability.png"]
+
+
+def test_missing_policy_names_the_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match="python -m experiments.train_policy"):
+    run_calibration_study(_config(str(tmp_path / "none")), str(tmp_path / "out"))
+
+
+def test_calibrate_config_builds():
+  config = calibrate_small.get_config()
+  from adaptive_jax.prm.study import EvalConfig, McConfig, PrmConfig
+  from adaptive_jax.nn.config import ModelConfig
+  McConfig(**config.mc)
+  EvalConfig(**config.eval)
+  PrmConfig(**{**dict(config.prm), "model": ModelConfig.from_dict(config.prm.model)})
