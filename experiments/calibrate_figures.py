@@ -3,13 +3,13 @@ r"""Calibration figures from a finished calibrate run (never retrains).
   python -m experiments.calibrate_figures --workdir=workdir/calibrate_small --out_dir=docs/figures
 """
 
-import json
 import os
 
 import numpy as np
 from absl import app, flags
 
 from adaptive_jax.figures import prm_calibration
+from adaptive_jax.figures.results_file import load_results
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished experiments.calibrate workdir.",
                                required=True)
@@ -18,11 +18,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "docs/figures", "Folder for the PNGs."
 
 def main(argv):
   del argv
-  path = os.path.join(_WORKDIR.value, "results.json")
-  if not os.path.exists(path):
-    raise app.UsageError(f"{path} not found: run experiments.calibrate first")
-  with open(path) as f:
-    results = json.load(f)
+  results = load_results(_WORKDIR.value, "experiments.calibrate")
   predictions = dict(np.load(os.path.join(_WORKDIR.value, "predictions.npz")))
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   prm_calibration.plot_reliability(predictions, results,

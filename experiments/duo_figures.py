@@ -6,12 +6,12 @@ Several `--workdir`s (for example the p_big ablation) are drawn side by side, la
 their config's routing.p_big.
 """
 
-import json
 import os
 
 from absl import app, flags
 
 from adaptive_jax.figures.duo_stage1 import plot_stage1
+from adaptive_jax.figures.results_file import load_results
 from adaptive_jax.train.metrics import read_metrics
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "Finished train_duo workdirs.",
@@ -28,11 +28,7 @@ def main(argv):
                          f"got {len(labels)}")
   runs = {}
   for label, workdir in zip(labels, _WORKDIRS.value):
-    results_path = os.path.join(workdir, "results.json")
-    if not os.path.exists(results_path):
-      raise app.UsageError(f"{results_path} not found: run experiments.train_duo first")
-    with open(results_path) as f:
-      runs[label] = (json.load(f), read_metrics(workdir))
+    runs[label] = (load_results(workdir, "experiments.train_duo"), read_metrics(workdir))
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   plot_stage1(runs, _OUT.value)
   print(f"wrote {_OUT.value}")

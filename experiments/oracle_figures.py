@@ -5,13 +5,13 @@ r"""Stage-2 figures from a finished oracle study (never recomputes).
 Writes duo_fig2_oracle_layers.png, duo_fig4_budgets.png and duo_fig5_6_tokens_<domain>.png.
 """
 
-import json
 import os
 
 import numpy as np
 from absl import app, flags
 
 from adaptive_jax.figures import duo_oracle
+from adaptive_jax.figures.results_file import load_results
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished experiments.oracle workdir.",
                                required=True)
@@ -20,11 +20,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "docs/figures", "Folder for the PNGs."
 
 def main(argv):
   del argv
-  path = os.path.join(_WORKDIR.value, "results.json")
-  if not os.path.exists(path):
-    raise app.UsageError(f"{path} not found: run experiments.oracle first")
-  with open(path) as f:
-    results = json.load(f)
+  results = load_results(_WORKDIR.value, "experiments.oracle")
   os.makedirs(_OUT_DIR.value, exist_ok=True)
   out = lambda name: os.path.join(_OUT_DIR.value, name)
   duo_oracle.plot_layer_usage(results, out("duo_fig2_oracle_layers.png"))
