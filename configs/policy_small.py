@@ -31,9 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.task.max_new_tokens = 224  # enough for difficulty 8 (~180 bytes)
 
   config.train = duo_small.get_config().train
-  config.train.num_steps = 800
+  config.train.num_steps = 2000
   config.train.warmup_steps = 50
-  config.train.lr_decay_steps = 800
+  config.train.lr_decay_steps = 2000
   config.train.log_every = 50
   config.train.checkpoint_every = 200
   return config

@@ -132,7 +132,7 @@ def test_nucleus_equals_sorted_reference():
     kept_sorted_BxV = np.cumsum(sorted_BxV, -1) - sorted_BxV < top_p  # mass above it < top_p
     expected_BxV = np.zeros_like(kept_sorted_BxV)
     np.put_along_axis(expected_BxV, order_BxV, kept_sorted_BxV, -1)
-    kept_BxV = decode._nucleus(jax.nn.softmax(logits_BxV), top_p)  # pylint: disable=protected-access
+    kept_BxV = decode._nucleus(jax.nn.softmax(logits_BxV), top_p)
     np.testing.assert_array_equal(np.asarray(kept_BxV), expected_BxV)
 
 

@@ -26,11 +26,11 @@ def test_answer_equals_python_eval_of_the_question():
     env = {}
     for name, expr in _definitions(problem.question)[0]:
       assert name not in env  # each variable defined once, before use
-      env[name] = eval(expr, {}, dict(env))  # pylint: disable=eval-used
+      env[name] = eval(expr, {}, dict(env))
     assert problem.answer == env[_definitions(problem.question)[1]]
     for step in problem.steps:  # "b = 7 + 4 = 11": the arithmetic and the variable's value
       name, expr, result = step.split(" = ")
-      assert eval(expr) == int(result) == env[name]  # pylint: disable=eval-used
+      assert eval(expr) == int(result) == env[name]
     assert all(0 <= v <= arithmetic.VALUE_CAP for v in env.values())
 
 
@@ -92,7 +92,7 @@ def test_arithmetic_source_serves_through_grain():
   assert [source[i].difficulty for i in range(4)] == [2, 5, 2, 5]
   assert source.check(source[3], format_completion(source[3]))
   with pytest.raises(IndexError):
-    source[20]  # pylint: disable=pointless-statement
+    source[20]
 
 
 def test_gsm_adapter_reads_jsonl(tmp_path):

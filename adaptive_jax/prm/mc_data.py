@@ -66,7 +66,7 @@ def question_records(problems: Sequence[Problem], first_id: int, complete: Compl
 def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_dir: str, *,
                     questions_per_shard: int, num_responses: int, num_rollouts: int,
                     max_steps: int) -> list[str]:
-  """Writes `out_dir/mc-XXXXX.array_record` shards, skipping those already complete."""
+  """Writes `out_dir/mc-<shard>.array_record` shards, skipping those already complete."""
   for name, value in (("questions_per_shard", questions_per_shard),
                       ("num_responses", num_responses), ("num_rollouts", num_rollouts)):
     if value < 1:
