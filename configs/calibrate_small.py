@@ -22,13 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.policy_config = "configs/policy_small.py"  # named in the error when it is missing
 
   config.mc = ml_collections.ConfigDict()
-  config.mc.calibration_questions = 64  # fit split (difficulties cycle 1..8)
-  config.mc.test_questions = 48  # held-out split
+  config.mc.calibration_questions = 48  # fit split (difficulties cycle 1..8)
+  config.mc.test_questions = 32  # held-out split
   config.mc.calibration_seed = 10
   config.mc.test_seed = 11
   config.mc.num_responses = 4  # paper: 8
   config.mc.num_rollouts = 4  # paper: 8
-  config.mc.max_steps = 8  # prefixes at steps 0..max_steps (paper: 20)
+  config.mc.max_steps = 6  # prefixes at steps 0..max_steps (paper: 20)
   config.mc.temperature = 0.7  # as in the paper
   config.mc.max_new_tokens = 224
   config.mc.questions_per_shard = 16
