@@ -73,6 +73,12 @@ def random_best_of(loss_PxBxT, routes_PxL, k, *, num: int = 100,
   return int(drawn[best]), float(mean_N[best])
 
 
+def layer_usage(routes_PxL, index_BxT, route) -> list[float]:
+  """Fraction of tokens whose chosen pattern takes `route` at each layer, [L]."""
+  chosen_NxL = np.asarray(routes_PxL)[np.asarray(index_BxT).ravel()]
+  return (chosen_NxL == route).mean(axis=0).tolist()
+
+
 def budget_table(loss_PxBxT, routes_PxL, budgets, seed: int = 0, num_random: int = 100) -> dict:
   """Per budget k: perplexities of oracle / fixed / random best-of-`num_random`, and the
   oracle's fraction of tokens taking BIG at each layer (paper Fig. 2)."""
@@ -88,6 +94,6 @@ def budget_table(loss_PxBxT, routes_PxL, budgets, seed: int = 0, num_random: int
         "random_best_ppl": math.exp(random_loss),
         "fixed_pattern": int(fixed_index),
         "random_best_pattern": int(random_index),
-        "oracle_big_by_layer": (routes[index_BxT.ravel()] == Route.BIG).mean(0).tolist(),
+        "oracle_big_by_layer": layer_usage(routes, index_BxT, Route.BIG),
     }
   return table

@@ -77,12 +77,6 @@ def _held_out(data_cfg, tokenizer, domain, num_sequences, seq_len):
   return batch["inputs"], batch["targets"]
 
 
-def _layer_usage(routes_PxL, index_BxT, route):
-  """Fraction of tokens whose chosen pattern takes `route` at each layer, [L]."""
-  chosen_NxL = np.asarray(routes_PxL)[np.asarray(index_BxT).ravel()]
-  return (chosen_NxL == route).mean(axis=0).tolist()
-
-
 def _pattern_string(routes_L) -> str:
   """Routes as letters, first layer first: '-' skip, 's' small, 'b' big."""
   return "".join("-sb"[int(r)] for r in routes_L)
@@ -130,8 +124,8 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
     for k in (k for k in cfg.budgets if k in budgets):
       oracle_BxT, index_BxT = budget_lib.oracle(skip_loss, skip_routes_PxL, k)
       skip_rows[k] = {"oracle_ppl": _ppl(oracle_BxT),
-                      "big_by_layer": _layer_usage(skip_routes_PxL, index_BxT, routing.Route.BIG),
-                      "skip_by_layer": _layer_usage(skip_routes_PxL, index_BxT, routing.Route.SKIP)}
+                      "big_by_layer": budget_lib.layer_usage(skip_routes_PxL, index_BxT, routing.Route.BIG),
+                      "skip_by_layer": budget_lib.layer_usage(skip_routes_PxL, index_BxT, routing.Route.SKIP)}
     result["skip"] = {"num_patterns": cfg.skip_patterns, "num_tokens": n * tokens_BxT.shape[1],
                       "budgets": skip_rows}
 

@@ -14,7 +14,7 @@ from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.config import RoutingConfig, TrainConfig
-from adaptive_jax.train.loop import CONFIG_FILE, train
+from adaptive_jax.train.loop import train, write_run_config
 from adaptive_jax.typed_config import from_mapping
 
 
@@ -44,9 +44,7 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"got {model_cfg.vocab_size}")
   if task.seq_len > model_cfg.max_len:
     raise ValueError(f"task.seq_len ({task.seq_len}) must be <= model.max_len")
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))
+  write_run_config(config, workdir)
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
   source = ArithmeticSource(size=task.train_problems, seed=task.train_seed,
                             difficulties=task.train_difficulties)

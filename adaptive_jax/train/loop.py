@@ -24,6 +24,13 @@ from adaptive_jax.train.step import make_train_step
 CONFIG_FILE = "config.json"
 
 
+def write_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Saves the run's config beside its checkpoints; later stages rebuild the model from it."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json(indent=2))
+
+
 def typed_configs(config: ml_collections.ConfigDict):
   """(model, data, routing, train, eval) dataclasses, validated and mutually consistent."""
   model = ModelConfig.from_dict(config.model)
@@ -95,9 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   'eval/ppl@<policy>' on held-out batches for all-small, random and all-big routing.
   """
   model_cfg, data_cfg, routing_cfg, train_cfg, eval_cfg = typed_configs(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))  # later stages rebuild the model from it
+  write_run_config(config, workdir)
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
   if data_cfg.batch_size % mesh.shape["data"]:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
