@@ -40,6 +40,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.base_max_difficulty = 3  # the base PRM sees only easier questions' outcomes
   config.prm.base_steps = 300
   config.prm.calibration_steps = 300
+  # What the pinball fine-tune trains besides the quantile head and final norm: 'head'
+  # (nothing), 'lora' (rank-r adapters on every attention and FFN kernel, as the paper) or 'full'.
+  config.prm.adapter = "lora"
+  config.prm.lora_rank = 8
+  config.prm.lora_alpha = 16.0
   config.prm.batch_size = 32
   config.prm.learning_rate = 1e-3
   config.prm.levels = (0.1, 0.5, 0.9)  # quantile levels of the calibrated head

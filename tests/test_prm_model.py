@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.prm import fit, metrics
+from adaptive_jax.prm import fit, lora, metrics
 from adaptive_jax.prm.model import PRM, encode_records, encode_texts, last_real_index
 
 CFG = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,
@@ -89,21 +89,41 @@ def test_quantile_heads_start_at_the_base_probability():
   assert base_Nx1.std() > 0  # a real check: outputs differ across records
 
 
-def test_light_fine_tune_freezes_all_but_delta_and_final_norm():
+def _same(a, b):
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
+
+
+def test_adapters_train_what_they_name():
   records = _records(1, 16, (0.5, 0.5))
   base = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
   kwargs = dict(steps=2, batch_size=8, learning_rate=1e-2, seed=0)
-  light = fit.calibrate_quantiles(base, records, CFG, **kwargs)
-  full = fit.calibrate_quantiles(base, records, CFG, train_backbone=True, **kwargs)
-  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
-  assert same(light["backbone"]["layers"], base["backbone"]["layers"])
-  assert same(light["backbone"]["embed"], base["backbone"]["embed"])
-  assert same(light["head"], base["head"])
-  assert not same(light["backbone"]["final_norm"], base["backbone"]["final_norm"])
-  assert not same(full["backbone"]["layers"], base["backbone"]["layers"])
+  head = fit.calibrate_quantiles(base, records, CFG, **kwargs)
+  low_rank = fit.calibrate_quantiles(base, records, CFG, adapter="lora", lora_rank=2, **kwargs)
+  full = fit.calibrate_quantiles(base, records, CFG, adapter="full", **kwargs)
+  for tuned in (head, low_rank):
+    assert _same(tuned["backbone"]["embed"], base["backbone"]["embed"])
+    assert _same(tuned["head"], base["head"])
+    assert not _same(tuned["backbone"]["final_norm"], base["backbone"]["final_norm"])
+  assert _same(head["backbone"]["layers"], base["backbone"]["layers"])
+  assert not _same(full["backbone"]["layers"], base["backbone"]["layers"])
+  assert not _same(full["backbone"]["embed"], base["backbone"]["embed"])
+  # LoRA moved every attention and FFN kernel by a matrix of rank <= 2 per layer (in x out).
+  for name, num_in in lora.INPUT_AXES.items():
+    group = "attention" if name in ("query", "key", "value", "out") else "ffn"
+    w, tuned = base["backbone"]["layers"][group][name], low_rank["backbone"]["layers"][group][name]
+    delta = np.asarray(tuned - w, np.float64)
+    assert np.abs(delta).max() > 0, name
+    for l in range(CFG.num_layers):
+      matrix = delta[l].reshape(int(np.prod(w.shape[1:1 + num_in])), -1)
+      assert np.linalg.matrix_rank(matrix, tol=1e-6 * np.abs(matrix).max()) <= 2, name
+  assert _same(low_rank["backbone"]["layers"]["attention_norm"],
+               base["backbone"]["layers"]["attention_norm"])
+  with pytest.raises(ValueError, match="adapter must be one of"):
+    fit.calibrate_quantiles(base, records, CFG, adapter="qlora", **kwargs)
 
 
-def test_base_training_and_quantile_calibration_on_a_synthetic_feature():
+@pytest.mark.parametrize("adapter", ["head", "lora"])
+def test_base_training_and_quantile_calibration_on_a_synthetic_feature(adapter):
   # The base PRM learns from an overconfident policy's outcomes (0.99 / 0.7 success with / without
   # 'x'); the MC targets of the target policy are 0.9 / 0.2.
   records = _records(0, 512, (0.99, 0.7))
@@ -121,7 +141,7 @@ def test_base_training_and_quantile_calibration_on_a_synthetic_feature():
   assert base_N[has_x_N].mean() > 0.9 and base_N[~has_x_N].mean() > 0.5  # skewed as its labels
 
   calibrated = fit.calibrate_quantiles(base, records, CFG, steps=200, batch_size=32,
-                                       learning_rate=1e-2, seed=1)
+                                       learning_rate=1e-2, seed=1, adapter=adapter, lora_rank=4)
   q_NxQ = fit.predict(calibrated, CFG, records)
   base_brier, median_brier = metrics.brier(base_N, targets_N), metrics.brier(q_NxQ[:, 1], targets_N)
   assert median_brier < 0.35 * base_brier

@@ -4,10 +4,10 @@
 prefix of a response gets that response's final outcome, as public PRMs are trained.
 `calibrate_quantiles` adds Q quantile offsets (`delta`, zero at the start, so every quantile
 starts at the base probability) and minimizes the pinball loss against the MC `target`.
-By default it is a light fine-tune: only `delta` and the backbone's final norm train, the rest
-is frozen (optax `set_to_zero`, and `stop_gradient` so no backward pass runs through it). The
-paper fine-tunes with LoRA instead; for large backbones that is the route, through qwix
-(`qwix.apply_lora_to_model` on the backbone's kernels), with the same loss.
+What trains is the `adapter`: "head" (only `delta` and the backbone's final norm), "lora"
+(those plus low-rank adapters on the attention and FFN kernels, as the paper; see lora.py),
+or "full" (everything). Frozen leaves get optax `set_to_zero` and `stop_gradient`, so no
+backward pass runs through them.
 
 Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
 so a run is a pure function of (records, config, seed).
@@ -24,7 +24,7 @@ import optax
 from flax import traverse_util
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.prm import metrics
+from adaptive_jax.prm import lora, metrics
 from adaptive_jax.prm.model import PRM, encode_records, record_field
 
 _GRAD_CLIP = 1.0
@@ -95,15 +95,27 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
               seed=seed)
 
 
-def _trains(path, train_backbone: bool) -> bool:
-  return train_backbone or path[0] == "delta" or path[:2] == ("backbone", "final_norm")
+ADAPTERS = ("head", "lora", "full")
+
+
+def _trains_directly(path, adapter: str) -> bool:
+  """Whether the leaf at `path` of the PRM params trains itself (lora trains its adapters too)."""
+  return adapter == "full" or path[0] == "delta" or path[:2] == ("backbone", "final_norm")
 
 
 def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
                         levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
-                        learning_rate: float, seed: int, train_backbone: bool = False):
-  """Quantile PRM params: base params plus `delta` [D, Q], fit by pinball loss on `target`."""
+                        learning_rate: float, seed: int, adapter: str = "head",
+                        lora_rank: int = 8, lora_alpha: float = 16.0):
+  """Quantile PRM params: base params plus `delta` [D, Q], fit by pinball loss on `target`.
+
+  `adapter`: what trains besides `delta` and the final norm. "head": nothing else; "lora":
+  low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`) on every attention and
+  FFN kernel, merged into the returned params; "full": the whole backbone.
+  """
   _check_training(steps, batch_size, learning_rate)
+  if adapter not in ADAPTERS:
+    raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
   levels_Q = np.asarray(levels, np.float32)
   if levels_Q.ndim != 1 or levels_Q.size == 0 or not np.all((levels_Q > 0) & (levels_Q < 1)):
     raise ValueError(f"levels must be quantile levels in (0, 1), got {tuple(levels)}")
@@ -116,20 +128,33 @@ def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelCo
   # The module's own (zero) init of delta; under jit the unused backbone init is dropped.
   delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
   params = {**base_params, "delta": delta}
-  labels = traverse_util.path_aware_map(
-      lambda path, _: "train" if _trains(path, train_backbone) else "freeze", params)
+  trainable = {"params": params}
+  if adapter == "lora":
+    trainable["lora"] = lora.init_lora(params["backbone"], rank=lora_rank,
+                                       key=jax.random.fold_in(jax.random.key(seed), 1))
+  trains = lambda path: path[0] == "lora" or _trains_directly(path[1:], adapter)
 
-  def loss_fn(params, batch):
+  def merged(trainable):
     # Frozen leaves get symbolic-zero gradients: no backward pass through the frozen layers.
     params = traverse_util.path_aware_map(
-        lambda path, p: p if _trains(path, train_backbone) else jax.lax.stop_gradient(p), params)
-    q_BxQ = jax.nn.sigmoid(model.apply({"params": params}, batch["tokens"]))
+        lambda path, p: p if trains(("params", *path)) else jax.lax.stop_gradient(p),
+        trainable["params"])
+    if "lora" in trainable:
+      params = {**params, "backbone": lora.merge_lora(params["backbone"], trainable["lora"],
+                                                      alpha=lora_alpha, rank=lora_rank)}
+    return params
+
+  def loss_fn(trainable, batch):
+    q_BxQ = jax.nn.sigmoid(model.apply({"params": merged(trainable)}, batch["tokens"]))
     return metrics.pinball_loss(q_BxQ, batch["targets"], levels_Q)
 
+  labels = traverse_util.path_aware_map(lambda path, _: "train" if trains(path) else "freeze",
+                                        trainable)
   tx = optax.multi_transform({"train": _adamw(learning_rate, 0.0), "freeze": optax.set_to_zero()},
                              labels)
-  return _fit(params, loss_fn, tx, {"tokens": tokens_NxT, "targets": targets_N}, steps=steps,
-              batch_size=batch_size, seed=seed)
+  trained = _fit(trainable, loss_fn, tx, {"tokens": tokens_NxT, "targets": targets_N},
+                 steps=steps, batch_size=batch_size, seed=seed)
+  return jax.jit(merged)(trained)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))

@@ -42,6 +42,9 @@ class PrmConfig:
   base_max_difficulty: int = 3
   base_steps: int = 300
   calibration_steps: int = 300
+  adapter: str = "lora"
+  lora_rank: int = 8
+  lora_alpha: float = 16.0
   batch_size: int = 32
   learning_rate: float = 1e-3
   levels: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -103,7 +106,9 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             backbone_params=policy_params if prm.init_from_policy else None)
   quantile = fit.calibrate_quantiles(base, cal, prm.model, levels=prm.levels,
                                      steps=prm.calibration_steps, batch_size=prm.batch_size,
-                                     learning_rate=prm.learning_rate, seed=prm.seed)
+                                     learning_rate=prm.learning_rate, seed=prm.seed,
+                                     adapter=prm.adapter, lora_rank=prm.lora_rank,
+                                     lora_alpha=prm.lora_alpha)
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_test = target(cal), target(test)
   difficulty = np.array([r["difficulty"] for r in test])

@@ -21,14 +21,18 @@ ANSWER_PREFIX = "answer: "
 QUESTION_PREFIX = "question: "
 # "answer: N" (ours) or "#### N" (GSM-style); thousands separators allowed.
 _ANSWER_RE = re.compile(r"(?:answer:|####)[ \t]*(-?\d[\d,]*)")
+_ANSWER_TEXT_RE = re.compile(r"answer:([^\n]*)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-  """A question, its gold solution steps (one line each, no newlines), answer and difficulty."""
+  """A question, its gold solution steps (one line each, no newlines), answer and difficulty.
+
+  The answer is an int (our tasks, GSM) or one line of text (reasoning-gym).
+  """
   question: str
   steps: tuple[str, ...]
-  answer: int
+  answer: int | str
   difficulty: int
 
 
@@ -51,7 +55,16 @@ def extract_answer(text: str) -> int | None:
   return None if match is None else int(match.group(1).replace(",", ""))
 
 
+def extract_answer_text(text: str) -> str | None:
+  """The stripped rest of the line after the first `answer:` in `text`; None if none or empty."""
+  match = _ANSWER_TEXT_RE.search(text)
+  return (match.group(1).strip() or None) if match else None
+
+
 def is_correct(problem: Problem, completion: str) -> bool:
+  """Integer answers compare as numbers, text answers as exact (stripped) text."""
+  if isinstance(problem.answer, str):
+    return extract_answer_text(completion) == problem.answer.strip()
   return extract_answer(completion) == problem.answer
 
 
