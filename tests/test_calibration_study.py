@@ -37,6 +37,7 @@ def _config(policy_workdir):
   config = calibrate_small.get_config()
   config.policy_workdir = policy_workdir
   config.mc.calibration_questions, config.mc.test_questions = 16, 16
+  config.mc.conformal_questions = 8
   config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 2, 2, 2
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
   _tiny_model(config.prm.model)
@@ -53,6 +54,7 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   for scores in results["methods"].values():
     assert 0 <= scores["brier"] <= 1 and 0 <= scores["ece"] <= 1
   assert results["num_records"]["test"] >= 16 * 2  # at least the step-0 prefix per response
+  assert results["num_records"]["conformal"] >= 8 * 2
   predictions = np.load(workdir / "predictions.npz")
   assert predictions["quantiles"].shape == (results["num_records"]["test"], 3)
   # The quantile head starts at the base probability and 3 steps move it little.

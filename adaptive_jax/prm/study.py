@@ -24,8 +24,10 @@ class McConfig:
   """See configs/calibrate_small.py."""
   calibration_questions: int = 64
   test_questions: int = 48
+  conformal_questions: int = 32
   calibration_seed: int = 10
   test_seed: int = 11
+  conformal_seed: int = 12
   num_responses: int = 4
   num_rollouts: int = 4
   max_steps: int = 8
@@ -42,6 +44,7 @@ class PrmConfig:
   base_max_difficulty: int = 3
   base_steps: int = 300
   calibration_steps: int = 300
+  calibration_learning_rate: float = 3e-3
   adapter: str = "lora"
   lora_rank: int = 8
   lora_alpha: float = 16.0
@@ -96,7 +99,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   cal = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed, policy, mc,
                     workdir)
   test = _mc_records("test", mc.test_questions, mc.test_seed, policy, mc, workdir)
-  logging.info("MC records: %d calibration, %d test", len(cal), len(test))
+  # Split conformal needs scores of a model that did not train on them: its own questions.
+  held = _mc_records("conformal", mc.conformal_questions, mc.conformal_seed, policy, mc, workdir)
+  logging.info("MC records: %d calibration, %d conformal, %d test", len(cal), len(held),
+               len(test))
 
   # The base PRM learns from final outcomes of easier questions only, as public PRMs are
   # trained on other data than the policy's hard questions: miscalibrated on the rest.
@@ -106,15 +112,14 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             backbone_params=policy_params if prm.init_from_policy else None)
   quantile = fit.calibrate_quantiles(base, cal, prm.model, levels=prm.levels,
                                      steps=prm.calibration_steps, batch_size=prm.batch_size,
-                                     learning_rate=prm.learning_rate, seed=prm.seed,
-                                     adapter=prm.adapter, lora_rank=prm.lora_rank,
+                                     learning_rate=prm.calibration_learning_rate,
+                                     seed=prm.seed, adapter=prm.adapter, lora_rank=prm.lora_rank,
                                      lora_alpha=prm.lora_alpha)
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_test = target(cal), target(test)
   difficulty = np.array([r["difficulty"] for r in test])
   p_cal = fit.predict(base, prm.model, cal)[:, 0]
   p_test = fit.predict(base, prm.model, test)[:, 0]
-  q_cal = fit.predict(quantile, prm.model, cal)
   q_test = fit.predict(quantile, prm.model, test)
   median = list(prm.levels).index(0.5) if 0.5 in prm.levels else len(prm.levels) // 2
   predictions = {
@@ -125,10 +130,12 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
                                                     num_bins=ev.histogram_bins)(p_test),
   }
-  conformal = calibration.ConformalLowerBound.fit(q_cal[:, 0], y_cal, alpha=ev.conformal_alpha)
+  conformal = calibration.ConformalLowerBound.fit(fit.predict(quantile, prm.model, held)[:, 0],
+                                                  target(held), alpha=ev.conformal_alpha)
   lower = conformal(q_test[:, 0])
   results = {
-      "num_records": {"calibration": len(cal), "test": len(test), "base_training": len(easy)},
+      "num_records": {"calibration": len(cal), "conformal": len(held), "test": len(test),
+                      "base_training": len(easy)},
       "methods": {name: _scores(p, y_test, difficulty, ev.num_bins)
                   for name, p in predictions.items()},
       "coverage": {
