@@ -1,6 +1,6 @@
 r"""Duo-LLM at the paper's size (TPU/GPU): 12 layers, width 2560, big FFN 10240, small 640.
 
-  python -m experiments.train_duo --config=configs/duo_paper.py --workdir=gs://.../duo_paper \
+  python -m experiments.train_duo --config=configs/duo_paper.py --workdir=workdir/duo_paper \
       --config.data.name=c4
 
 About 1.40B parameters with a 32k vocabulary and tied embeddings (the paper reports 1.4B and

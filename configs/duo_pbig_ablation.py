@@ -2,7 +2,7 @@ r"""The paper's p_big ablation on duo_small: train with p_big in {0, .25, .5, .7
 
   for p in 0 0.25 0.5 0.75 1; do
     python -m experiments.train_duo --config=configs/duo_pbig_ablation.py:$p \
-        --workdir=/tmp/duo_pbig_$p
+        --workdir=workdir/duo_pbig_$p
   done
 
 Each results.json holds the held-out perplexity under all-small / random / all-big routing.

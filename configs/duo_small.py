@@ -2,9 +2,9 @@ r"""Duo-LLM stage 1 on CPU: 12 layers like the paper, narrow, random routing wit
 
 Run (a few minutes on 2 CPU cores):
 
-  python -m experiments.train_duo --config=configs/duo_small.py --workdir=/tmp/duo_small
+  python -m experiments.train_duo --config=configs/duo_small.py --workdir=workdir/duo_small
 
-Writes /tmp/duo_small/results.json with the final train loss and held-out perplexity under
+Writes workdir/duo_small/results.json with the final train loss and held-out perplexity under
 all-small, random (p_big = 0.5) and all-big routing, and prints them as a table. Expected
 order: all-big < random < all-small (routing visibly matters). The other Duo configs
 (duo_tiny, duo_paper, duo_pbig_ablation) start from this one and override what differs.

@@ -1,6 +1,6 @@
 r"""Duo-LLM stage 1 in seconds on CPU, for tests: 3 layers, width 32.
 
-  python -m experiments.train_duo --config=configs/duo_tiny.py --workdir=/tmp/duo_tiny
+  python -m experiments.train_duo --config=configs/duo_tiny.py --workdir=workdir/duo_tiny
 
 Writes results.json like duo_small; the numbers only check that the pipeline runs.
 """

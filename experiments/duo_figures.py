@@ -1,6 +1,6 @@
 r"""Stage-1 figure from finished runs (never retrains).
 
-  python -m experiments.duo_figures --workdir=/tmp/duo_small --out=docs/figures/duo_stage1.png
+  python -m experiments.duo_figures --workdir=workdir/duo_small --out=docs/figures/duo_stage1.png
 
 Several `--workdir`s (for example the p_big ablation) are drawn side by side, labelled by
 their config's routing.p_big.

@@ -1,6 +1,6 @@
 r"""Duo-LLM stage 1: train with random routing, evaluate under all-small / random / all-big.
 
-  python -m experiments.train_duo --config=configs/duo_small.py --workdir=/tmp/duo_small
+  python -m experiments.train_duo --config=configs/duo_small.py --workdir=workdir/duo_small
 """
 
 from absl import app, flags

@@ -91,6 +91,14 @@ def test_nan_loss_stops_naming_the_step(data_dir, tmp_path):
     train_and_evaluate(config, str(tmp_path / "nan"))
 
 
+def test_too_few_eval_batches_fails_before_training(data_dir, tmp_path):
+  config = _config(data_dir)
+  config.eval.num_batches = 100_000
+  with pytest.raises(ValueError, match=r"num_batches=100000"):
+    train_and_evaluate(config, str(tmp_path / "short"))
+  assert not (tmp_path / "short" / "checkpoints").exists()  # no step was trained
+
+
 def test_freeze_big_after_stops_only_the_big_ffn():
   params = {"layers": {"duo_ffn": {"big": {"gate": jnp.ones((2, 3, 4))},
                                    "small": {"gate": jnp.ones((2, 3, 4))}},

@@ -108,10 +108,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
                      f"data axis ({mesh.shape['data']})")
   tokenizer = data_lib.prepare(data_cfg)
+  # Read the held-out batches first: a split too small for eval.num_batches fails before training.
+  eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
   train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
   state = train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, data_cfg.seq_len)
 
-  eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
   results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
   final = [row for row in read_metrics(workdir) if row["step"] == train_cfg.num_steps]
   results = {"step": train_cfg.num_steps,
