@@ -77,3 +77,18 @@ def test_bad_counts_raise_naming_the_field(tmp_path):
     generate_shards([arithmetic.generate(0, 1)], lambda p, k: p, jax.random.key(0),
                     str(tmp_path), questions_per_shard=1, num_responses=1, num_rollouts=0,
                     max_steps=3)
+
+
+def test_rollouts_are_scored_by_the_given_checker(tmp_path):
+  # A checker that reads "answer: -1" as right flips every junk rollout to correct.
+  problems = [arithmetic.generate(i, 2) for i in range(2)]
+  complete = _coin_policy({format_prompt(p): p for p in problems}, p_gold=0.0)
+  kwargs = dict(questions_per_shard=2, num_responses=2, num_rollouts=3, max_steps=4)
+  default = read_records(generate_shards(problems, complete, jax.random.key(0),
+                                         str(tmp_path / "a"), **kwargs))
+  flipped = read_records(generate_shards(problems, complete, jax.random.key(0),
+                                         str(tmp_path / "b"), **kwargs,
+                                         check=lambda p, text: not is_correct(p, text)))
+  assert [r["target"] for r in default] == [0.0] * len(default)
+  assert [r["target"] for r in flipped] == [1.0] * len(flipped)
+  assert all(r["response_correct"] for r in flipped)

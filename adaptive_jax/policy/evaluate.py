@@ -6,7 +6,7 @@ import numpy as np
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, left_pad, sample
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
-from adaptive_jax.tasks.problem import format_prompt, is_correct
+from adaptive_jax.tasks.problem import format_prompt
 
 
 MAX_ROWS = 512  # sequences per decode call: bounds the KV cache's memory
@@ -55,7 +55,7 @@ def solve(params, model_cfg: ModelConfig, problems, tokenizer: ByteTokenizer, *,
 
 def accuracy_by_difficulty(params, model_cfg, source, tokenizer, *, key, max_new_tokens: int,
                            batch_size: int = 64) -> dict[int, float]:
-  """Greedy accuracy per difficulty over every problem of `source`."""
+  """Greedy accuracy per difficulty over every problem of `source`, scored by `source.check`."""
   correct, total = {}, {}
   problems = [source[i] for i in range(len(source))]
   for start in range(0, len(problems), batch_size):
@@ -64,6 +64,6 @@ def accuracy_by_difficulty(params, model_cfg, source, tokenizer, *, key, max_new
                         max_new_tokens=max_new_tokens)
     for problem, (text,) in zip(chunk, completions):
       d = problem.difficulty
-      correct[d] = correct.get(d, 0) + int(is_correct(problem, text))
+      correct[d] = correct.get(d, 0) + int(source.check(problem, text))
       total[d] = total.get(d, 0) + 1
   return {d: correct[d] / total[d] for d in sorted(total)}

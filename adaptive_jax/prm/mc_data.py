@@ -21,6 +21,8 @@ from adaptive_jax.tasks.problem import STEP_END, Problem, format_prompt, is_corr
 
 # complete(prompts, key) -> one sampled continuation per prompt text (see policy.evaluate).
 CompleteFn = Callable[[list[str], object], list[str]]
+# check(problem, completion) -> whether the completion's answer is right (a TaskSource's check).
+CheckFn = Callable[[Problem, str], bool]
 
 
 def step_prefixes(completion: str, max_steps: int) -> list[str]:
@@ -34,10 +36,12 @@ def step_prefixes(completion: str, max_steps: int) -> list[str]:
 
 
 def question_records(problems: Sequence[Problem], first_id: int, complete: CompleteFn, key, *,
-                     num_responses: int, num_rollouts: int, max_steps: int) -> list[dict]:
+                     num_responses: int, num_rollouts: int, max_steps: int,
+                     check: CheckFn = is_correct) -> list[dict]:
   """All prefix records of some questions, in 2 batched calls of `complete`.
 
-  The first call writes every question's responses, the second every prefix's rollouts.
+  The first call writes every question's responses, the second every prefix's rollouts;
+  `check` (the task source's) scores them.
   """
   response_key, rollout_key = jax.random.split(key)
   prompts = [format_prompt(p) for p in problems]
@@ -53,19 +57,19 @@ def question_records(problems: Sequence[Problem], first_id: int, complete: Compl
   for i, (q, r, s, prefix) in enumerate(prefixes):
     problem = problems[q]
     outcomes = rollouts[i * num_rollouts:(i + 1) * num_rollouts]
-    correct = sum(is_correct(problem, prefix + o) for o in outcomes)
+    correct = sum(check(problem, prefix + o) for o in outcomes)
     records.append({
         "question_id": first_id + q, "difficulty": problem.difficulty, "response_id": r,
         "step": s, "text": prompts[q] + prefix, "num_rollouts": num_rollouts,
         "rollouts_correct": correct, "target": correct / num_rollouts,
-        "response_correct": is_correct(problem, responses[q * num_responses + r]),
+        "response_correct": check(problem, responses[q * num_responses + r]),
         "rollouts": outcomes})
   return records
 
 
 def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_dir: str, *,
                     questions_per_shard: int, num_responses: int, num_rollouts: int,
-                    max_steps: int) -> list[str]:
+                    max_steps: int, check: CheckFn = is_correct) -> list[str]:
   """Writes `out_dir/mc-<shard>.array_record` shards, skipping those already complete."""
   for name, value in (("questions_per_shard", questions_per_shard),
                       ("num_responses", num_responses), ("num_rollouts", num_rollouts)):
@@ -80,7 +84,7 @@ def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_
       continue
     records = question_records(problems[start:start + questions_per_shard], start, complete,
                                jax.random.fold_in(key, shard), num_responses=num_responses,
-                               num_rollouts=num_rollouts, max_steps=max_steps)
+                               num_rollouts=num_rollouts, max_steps=max_steps, check=check)
     tmp = path + ".tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     for record in records:

@@ -73,7 +73,8 @@ def _mc_records(split, size, seed, policy, mc: McConfig, workdir):
       [source[i] for i in range(size)], complete_fn, jax.random.fold_in(jax.random.key(mc.seed),
                                                                         seed),
       os.path.join(workdir, f"mc_{split}"), questions_per_shard=mc.questions_per_shard,
-      num_responses=mc.num_responses, num_rollouts=mc.num_rollouts, max_steps=mc.max_steps)
+      num_responses=mc.num_responses, num_rollouts=mc.num_rollouts, max_steps=mc.max_steps,
+      check=source.check)
   return mc_data.read_records(paths)
 
 
