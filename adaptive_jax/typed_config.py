@@ -11,3 +11,20 @@ def from_mapping(cls, values, section: str):
   if unknown:
     raise ValueError(f"unknown {section} config fields {unknown}; allowed: {sorted(known)}")
   return cls(**values)
+
+
+def check_int(section: str, name: str, value, *, minimum: int = 1):
+  """ValueError naming `section.name` unless value is an int (not bool) >= minimum."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{section}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_open_interval(section: str, name: str, value, low: float, high: float = float("inf")):
+  """ValueError naming `section.name` unless low < value < high (NaN fails)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+    raise ValueError(f"{section}.{name} must be a number in ({low}, {high}), got {value!r}")
+
+
+def check_choice(section: str, name: str, value, choices):
+  if value not in choices:
+    raise ValueError(f"{section}.{name} must be one of {tuple(choices)}, got {value!r}")

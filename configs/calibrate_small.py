@@ -3,17 +3,18 @@ r"""Calibrated PRM on CPU: Monte-Carlo labels from the policy, a base PRM, calib
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_small
 
-Generates MC labels (responses, step prefixes, rollouts) for a calibration, a conformal and a
-test set of questions, trains a base PRM the way public PRMs are trained (final-outcome labels,
-easier questions only), then calibrates it on the calibration questions: quantile head with
-LoRA adapters fine-tuned with the pinball loss, and the baselines temperature scaling, isotonic
-regression, histogram binning; the conformal questions then correct the 0.1 quantile (split
-conformal).
+Generates MC labels (responses, step prefixes, rollouts) for four disjoint sets of questions:
+base, calibration, conformal, test. Trains a base PRM the way public PRMs are trained
+(final-outcome labels of other, easier questions: the base set, difficulty <= 3), then
+calibrates it on the calibration questions: a quantile head with LoRA adapters fine-tuned with
+the pinball loss, and the baselines temperature scaling, isotonic regression and histogram
+binning; the conformal questions then correct the 0.1 quantile (split conformal).
 
 Records of one question are strongly correlated, so the number of distinct questions is what
 limits generalization: with 48 calibration questions x 4 responses the fine-tune overfits
-(train Brier 0.03, test 0.12), hence 256 questions x 2 responses here. results.json holds Brier and ECE on the test questions for
-every method (paper: Brier 0.24 -> 0.07; target here: calibrated <= 0.3x base).
+(train Brier 0.03, test 0.12), hence 256 questions x 2 responses here. results.json holds
+Brier and ECE on the test questions for every method (paper: Brier 0.24 -> 0.07; target
+here: calibrated <= 0.3x base).
 """
 
 import ml_collections
@@ -30,9 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.mc.calibration_questions = 256  # fit split (difficulties cycle 1..8)
   config.mc.test_questions = 64  # held-out split
   config.mc.conformal_questions = 64  # held out from the fine-tune, for split conformal
-  config.mc.calibration_seed = 10
+  config.mc.base_questions = 96  # the base PRM's own (easy) questions: outcome labels only
+  config.mc.calibration_seed = 10  # each split draws its questions from its own seed
   config.mc.test_seed = 11
   config.mc.conformal_seed = 12
+  config.mc.base_seed = 13
   config.mc.num_responses = 2  # paper: 8; more questions beat more responses here
   config.mc.num_rollouts = 4  # paper: 8
   config.mc.max_steps = 6  # prefixes at steps 0..max_steps (paper: 20)
@@ -45,16 +48,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.model = policy_small.get_config().model  # same shape as the policy
   config.prm.init_from_policy = True  # start the backbone from the policy's weights
   config.prm.base_max_difficulty = 3  # the base PRM sees only easier questions' outcomes
-  config.prm.base_steps = 300
-  config.prm.calibration_steps = 600
+  config.prm.base_steps = 300  # AdamW steps on the base set, binary cross-entropy
+  config.prm.calibration_steps = 600  # pinball fine-tune steps on the calibration set
   config.prm.calibration_learning_rate = 3e-3
   # What the pinball fine-tune trains besides the quantile head and final norm: 'head'
   # (nothing), 'lora' (rank-r adapters on every attention and FFN kernel, as the paper) or 'full'.
   config.prm.adapter = "lora"
   config.prm.lora_rank = 8
-  config.prm.lora_alpha = 16.0
+  config.prm.lora_alpha = 16.0  # adapter scale alpha / rank
   config.prm.batch_size = 32
-  config.prm.learning_rate = 1e-3
+  config.prm.learning_rate = 1e-3  # the base PRM's
   config.prm.levels = (0.1, 0.5, 0.9)  # quantile levels of the calibrated head
   config.prm.seed = 0
 

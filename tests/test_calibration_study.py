@@ -37,7 +37,7 @@ def _config(policy_workdir):
   config = calibrate_small.get_config()
   config.policy_workdir = policy_workdir
   config.mc.calibration_questions, config.mc.test_questions = 16, 16
-  config.mc.conformal_questions = 8
+  config.mc.conformal_questions, config.mc.base_questions = 8, 6
   config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 2, 2, 2
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
   _tiny_model(config.prm.model)
@@ -55,6 +55,7 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
     assert 0 <= scores["brier"] <= 1 and 0 <= scores["ece"] <= 1
   assert results["num_records"]["test"] >= 16 * 2  # at least the step-0 prefix per response
   assert results["num_records"]["conformal"] >= 8 * 2
+  assert results["num_records"]["base_training"] >= 6 * 2
   predictions = np.load(workdir / "predictions.npz")
   assert predictions["quantiles"].shape == (results["num_records"]["test"], 3)
   # The quantile head starts at the base probability and 3 steps move it little.
@@ -65,6 +66,17 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert sorted(os.listdir(tmp_path / "figs")) == ["prm_brier_by_difficulty.png",
                                                    "prm_reliability.png"]
+
+
+def test_resume_with_changed_mc_settings_raises(policy_workdir, tmp_path):
+  config = _config(policy_workdir)
+  config.mc.calibration_questions = config.mc.test_questions = config.mc.conformal_questions = 1
+  config.mc.base_questions, config.mc.max_new_tokens = 1, 4
+  config.prm.base_steps = config.prm.calibration_steps = 1
+  run_calibration_study(config, str(tmp_path))
+  config.mc.temperature = 1.0
+  with pytest.raises(ValueError, match=r"temperature: 0.7 there, 1.0 now"):
+    run_calibration_study(config, str(tmp_path))
 
 
 def test_missing_policy_names_the_command(tmp_path):
@@ -79,3 +91,21 @@ def test_calibrate_config_builds():
   McConfig(**config.mc)
   EvalConfig(**config.eval)
   PrmConfig(**{**dict(config.prm), "model": ModelConfig.from_dict(config.prm.model)})
+
+
+@pytest.mark.parametrize("section, field, value, message", [
+    ("mc", "num_rollouts", 0, "mc.num_rollouts must be an integer >= 1"),
+    ("mc", "temperature", -0.5, r"mc.temperature must be a number in \(0.0, inf\)"),
+    ("mc", "base_seed", 10, "must differ"),
+    ("prm", "adapter", "qlora", r"prm.adapter must be one of \('head', 'lora', 'full'\)"),
+    ("prm", "lora_alpha", 0.0, r"prm.lora_alpha must be a number in \(0.0, inf\)"),
+    ("prm", "base_max_difficulty", 9, "prm.base_max_difficulty must be one of"),
+    ("prm", "levels", (0.1, 1.5), r"prm.levels must be a number in \(0.0, 1.0\)"),
+    ("eval", "conformal_alpha", 1.0, r"eval.conformal_alpha must be a number in \(0.0, 1.0\)"),
+])
+def test_bad_study_config_raises_naming_the_field(tmp_path, section, field, value, message):
+  config = _config(str(tmp_path / "no_policy"))
+  config[section][field] = value
+  # Raised while reading the config, before the (missing) policy is looked for.
+  with pytest.raises(ValueError, match=message):
+    run_calibration_study(config, str(tmp_path / "out"))

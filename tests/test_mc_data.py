@@ -92,3 +92,23 @@ def test_rollouts_are_scored_by_the_given_checker(tmp_path):
   assert [r["target"] for r in default] == [0.0] * len(default)
   assert [r["target"] for r in flipped] == [1.0] * len(flipped)
   assert all(r["response_correct"] for r in flipped)
+
+
+def test_resume_with_other_settings_raises_naming_them(tmp_path):
+  problems = [arithmetic.generate(i, 1) for i in range(2)]
+  complete = _coin_policy({format_prompt(p): p for p in problems}, p_gold=0.5)
+  kwargs = dict(questions_per_shard=1, num_responses=1, num_rollouts=2, max_steps=2)
+  generate_shards(problems[:1], complete, jax.random.key(0), str(tmp_path), **kwargs,
+                  settings={"temperature": 0.7})
+  # Same settings: resumes (one more shard).
+  assert len(generate_shards(problems, complete, jax.random.key(0), str(tmp_path), **kwargs,
+                             settings={"temperature": 0.7})) == 2
+  with pytest.raises(ValueError, match=r"num_rollouts: 2 there, 3 now"):
+    generate_shards(problems, complete, jax.random.key(0), str(tmp_path),
+                    **{**kwargs, "num_rollouts": 3}, settings={"temperature": 0.7})
+  with pytest.raises(ValueError, match=r"temperature: 0.7 there, 1.0 now"):
+    generate_shards(problems, complete, jax.random.key(0), str(tmp_path), **kwargs,
+                    settings={"temperature": 1.0})
+  (tmp_path / "settings.json").unlink()
+  with pytest.raises(ValueError, match=r"no settings.json"):
+    generate_shards(problems, complete, jax.random.key(0), str(tmp_path), **kwargs)

@@ -52,6 +52,10 @@ def test_merge_adds_the_scaled_product_per_layer(params):
 def test_bad_arguments_raise_errors_naming_them(params):
   with pytest.raises(ValueError, match="rank must be >= 1"):
     lora.init_lora(params, rank=0, key=jax.random.key(0))
+  for alpha in (0.0, -16.0, float("nan")):
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+      lora.merge_lora(params, lora.init_lora(params, rank=2, key=jax.random.key(0)), alpha=alpha,
+                      rank=2)
   with pytest.raises(ValueError, match="targets must be a non-empty subset"):
     lora.init_lora(params, rank=2, key=jax.random.key(0), targets=("embedding",))
   adapters = lora.init_lora(params, rank=2, key=jax.random.key(0), targets=("up",))

@@ -115,7 +115,9 @@ def test_adapters_train_what_they_name():
     assert np.abs(delta).max() > 0, name
     for l in range(CFG.num_layers):
       matrix = delta[l].reshape(int(np.prod(w.shape[1:1 + num_in])), -1)
-      assert np.linalg.matrix_rank(matrix, tol=1e-6 * np.abs(matrix).max()) <= 2, name
+      # Singular values past the second are float32 rounding of W + AB - W: far below the first.
+      singular = np.linalg.svd(matrix, compute_uv=False)
+      assert singular[2] < 1e-3 * singular[0], (name, singular[:4])
   assert _same(low_rank["backbone"]["layers"]["attention_norm"],
                base["backbone"]["layers"]["attention_norm"])
   with pytest.raises(ValueError, match="adapter must be one of"):

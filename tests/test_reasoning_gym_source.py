@@ -97,6 +97,9 @@ def test_answer_marker_first_wins_and_whitespace_is_stripped():
     ({"question": "q", "answer": None}, "'answer'"),  # tasks without a single gold answer
     ({"question": "q", "answer": "1 2\n3 4"}, "'answer'"),  # grid answers span lines
     ({"question": "q", "answer": "1", "metadata": [1]}, "'metadata'"),
+    ({"question": "q", "answer": "  "}, "'answer' must be non-empty"),
+    ({"question": "", "answer": "1"}, "'question' must be non-empty"),
+    ({"question": "q", "answer": "1", "metadata": {"difficulty": -2}}, "difficulty of entry 0"),
     ("question: q", "dict"),
 ])
 def test_bad_entries_raise_naming_the_field(entry, field):
@@ -106,7 +109,7 @@ def test_bad_entries_raise_naming_the_field(entry, field):
 
 def test_bad_indices():
   source = ReasoningGymSource(FakeDataset(ENTRIES))
-  with pytest.raises(ValueError, match="index"):
+  with pytest.raises(IndexError, match="index -1 out of range"):
     source[-1]
   with pytest.raises(IndexError):
     source[3]

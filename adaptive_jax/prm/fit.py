@@ -6,8 +6,9 @@ prefix of a response gets that response's final outcome, as public PRMs are trai
 starts at the base probability) and minimizes the pinball loss against the MC `target`.
 What trains is the `adapter`: "head" (only `delta` and the backbone's final norm), "lora"
 (those plus low-rank adapters on the attention and FFN kernels, as the paper; see lora.py),
-or "full" (everything). Frozen leaves get optax `set_to_zero` and `stop_gradient`, so no
-backward pass runs through them.
+or "full" (everything, the base head included). Frozen leaves get optax `set_to_zero` and
+`stop_gradient`: with "head" no backward pass runs through the backbone; with "lora" it runs
+through every layer to reach the adapters, but computes no gradient for the frozen kernels.
 
 Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
 so a run is a pure function of (records, config, seed).
@@ -45,8 +46,8 @@ def init_params(model_cfg: ModelConfig, num_quantiles: int, seq_len: int, seed: 
   return nn.meta.unbox(PRM(model_cfg, num_quantiles).init(jax.random.key(seed), tokens_1xT)["params"])
 
 
-def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, seed: int):
-  """`steps` AdamW updates of loss_fn(params, batch) on batches sampled from `data`."""
+def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, key):
+  """`steps` updates of loss_fn(params, batch); step i samples its batch with fold_in(key, i)."""
   num = len(jax.tree.leaves(data)[0])
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -59,7 +60,7 @@ def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, seed: int):
 
   # A copy: the step donates its params, and they may share buffers with the caller's.
   params = jax.tree.map(jnp.array, params)
-  key, opt_state = jax.random.key(seed), tx.init(params)
+  opt_state = tx.init(params)
   data = jax.tree.map(jnp.asarray, data)
   for i in range(steps):
     params, opt_state, _ = step(params, opt_state, data, jax.random.fold_in(key, i))
@@ -92,7 +93,7 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
 
   return _fit(params, loss_fn, _adamw(learning_rate, weight_decay),
               {"tokens": tokens_NxT, "labels": labels_N}, steps=steps, batch_size=batch_size,
-              seed=seed)
+              key=jax.random.key(seed))
 
 
 ADAPTERS = ("head", "lora", "full")
@@ -107,7 +108,8 @@ def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelCo
                         levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
                         learning_rate: float, seed: int, adapter: str = "head",
                         lora_rank: int = 8, lora_alpha: float = 16.0):
-  """Quantile PRM params: base params plus `delta` [D, Q], fit by pinball loss on `target`.
+  """Quantile PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
+  `delta` [D, Q], fit by pinball loss on `target`.
 
   `adapter`: what trains besides `delta` and the final norm. "head": nothing else; "lora":
   low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`) on every attention and
@@ -129,13 +131,14 @@ def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelCo
   delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
   params = {**base_params, "delta": delta}
   trainable = {"params": params}
+  batch_key, lora_key = jax.random.split(jax.random.key(seed))
   if adapter == "lora":
     trainable["lora"] = lora.init_lora(params["backbone"], rank=lora_rank,
-                                       key=jax.random.fold_in(jax.random.key(seed), 1))
+                                       key=lora_key)
   trains = lambda path: path[0] == "lora" or _trains_directly(path[1:], adapter)
 
   def merged(trainable):
-    # Frozen leaves get symbolic-zero gradients: no backward pass through the frozen layers.
+    # Frozen leaves get symbolic-zero gradients: no gradient is computed for them.
     params = traverse_util.path_aware_map(
         lambda path, p: p if trains(("params", *path)) else jax.lax.stop_gradient(p),
         trainable["params"])
@@ -153,7 +156,7 @@ def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelCo
   tx = optax.multi_transform({"train": _adamw(learning_rate, 0.0), "freeze": optax.set_to_zero()},
                              labels)
   trained = _fit(trainable, loss_fn, tx, {"tokens": tokens_NxT, "targets": targets_N},
-                 steps=steps, batch_size=batch_size, seed=seed)
+                 steps=steps, batch_size=batch_size, key=batch_key)
   return jax.jit(merged)(trained)
 
 

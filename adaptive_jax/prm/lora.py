@@ -60,6 +60,10 @@ def init_lora(backbone_params, *, rank: int, key, targets: Sequence[str] = tuple
 
 def merge_lora(backbone_params, lora, *, alpha: float, rank: int):
   """Backbone params with every adapted kernel replaced by W + (alpha / rank) * A @ B."""
+  if not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f"lora alpha must be a finite number > 0, got {alpha!r}")
+  if rank < 1:
+    raise ValueError(f"lora rank must be >= 1, got {rank}")
   flat = traverse_util.flatten_dict(backbone_params)
   for name, ab in lora.items():
     path = tuple(name.split("/"))

@@ -6,12 +6,13 @@ first s solution lines; the complete response is not a prefix). From every prefi
 draws `num_rollouts` continuations; the prefix's target is the fraction that end with the
 correct answer (paper: 8 responses, 8 rollouts, steps 0..20, temperature 0.7). Records are
 JSON in array_record shards, one shard per block of questions, so an interrupted run resumes
-at the first missing shard.
+at the first missing shard; `settings.json` beside the shards records what made them, and a
+resume with other settings stops instead of mixing records of two configurations.
 """
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grain
 import jax
@@ -67,15 +68,46 @@ def question_records(problems: Sequence[Problem], first_id: int, complete: Compl
   return records
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def _claim(out_dir: str, settings: dict):
+  """Writes `settings` to out_dir, or checks that the records already there were made with them."""
+  path = os.path.join(out_dir, SETTINGS_FILE)
+  settings = json.loads(json.dumps(settings))  # tuples -> lists, as they read back
+  if not os.path.exists(path):
+    if any(name.endswith(".array_record") for name in os.listdir(out_dir)):
+      raise ValueError(f"{out_dir} holds MC shards but no {SETTINGS_FILE}: their settings are "
+                       f"unknown; delete {out_dir} or use a new workdir")
+    with open(path, "w") as f:
+      json.dump(settings, f, indent=2, sort_keys=True)
+    return
+  with open(path) as f:
+    old = json.load(f)
+  changed = sorted(k for k in old.keys() | settings.keys() if old.get(k) != settings.get(k))
+  if changed:
+    diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+    raise ValueError(f"{out_dir} holds MC records made with other settings ({diff}); delete "
+                     f"{out_dir} or use a new workdir")
+
+
 def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_dir: str, *,
                     questions_per_shard: int, num_responses: int, num_rollouts: int,
-                    max_steps: int, check: CheckFn = is_correct) -> list[str]:
-  """Writes `out_dir/mc-<shard>.array_record` shards, skipping those already complete."""
+                    max_steps: int, check: CheckFn = is_correct,
+                    settings: Mapping | None = None) -> list[str]:
+  """Writes `out_dir/mc-<shard>.array_record` shards, skipping those already complete.
+
+  `settings`: what else decides the records (policy, temperature, seeds...); stored with the
+  counts above in `out_dir/settings.json`, and a resume with different values raises.
+  """
   for name, value in (("questions_per_shard", questions_per_shard),
                       ("num_responses", num_responses), ("num_rollouts", num_rollouts)):
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
   os.makedirs(out_dir, exist_ok=True)
+  _claim(out_dir, {**(settings or {}), "questions_per_shard": questions_per_shard,
+                   "num_responses": num_responses, "num_rollouts": num_rollouts,
+                   "max_steps": max_steps})
   paths = []
   for shard, start in enumerate(range(0, len(problems), questions_per_shard)):
     path = os.path.join(out_dir, f"mc-{shard:05d}.array_record")

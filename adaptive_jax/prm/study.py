@@ -1,6 +1,7 @@
 """Calibration study: MC labels from the policy, a base PRM, and every calibration method."""
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -13,10 +14,10 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
 from adaptive_jax.prm import calibration, fit, mc_data, metrics
 from adaptive_jax.sampler.decode import SamplingPolicy
-from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import from_mapping
+from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +26,11 @@ class McConfig:
   calibration_questions: int = 64
   test_questions: int = 48
   conformal_questions: int = 32
+  base_questions: int = 96
   calibration_seed: int = 10
   test_seed: int = 11
   conformal_seed: int = 12
+  base_seed: int = 13
   num_responses: int = 4
   num_rollouts: int = 4
   max_steps: int = 8
@@ -35,6 +38,19 @@ class McConfig:
   max_new_tokens: int = 224
   questions_per_shard: int = 16
   seed: int = 0
+
+  def __post_init__(self):
+    for name in ("calibration_questions", "test_questions", "conformal_questions",
+                 "base_questions", "num_responses", "num_rollouts", "max_new_tokens",
+                 "questions_per_shard"):
+      check_int("mc", name, getattr(self, name))
+    for name in ("calibration_seed", "test_seed", "conformal_seed", "base_seed", "max_steps",
+                 "seed"):
+      check_int("mc", name, getattr(self, name), minimum=0)
+    if len({self.calibration_seed, self.test_seed, self.conformal_seed, self.base_seed}) < 4:
+      raise ValueError("mc.calibration_seed, test_seed, conformal_seed and base_seed must differ "
+                       "(each split draws its own questions)")
+    check_open_interval("mc", "temperature", self.temperature, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +69,20 @@ class PrmConfig:
   levels: tuple[float, ...] = (0.1, 0.5, 0.9)
   seed: int = 0
 
+  def __post_init__(self):
+    check_choice("prm", "base_max_difficulty", self.base_max_difficulty,
+                 range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
+    for name in ("base_steps", "calibration_steps", "lora_rank", "batch_size"):
+      check_int("prm", name, getattr(self, name))
+    check_int("prm", "seed", self.seed, minimum=0)
+    check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
+    for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
+      check_open_interval("prm", name, getattr(self, name), 0.0)
+    if not self.levels:
+      raise ValueError("prm.levels must hold quantile levels in (0, 1), got ()")
+    for level in self.levels:
+      check_open_interval("prm", "levels", level, 0.0, 1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
@@ -60,22 +90,40 @@ class EvalConfig:
   conformal_alpha: float = 0.1
   histogram_bins: int = 10
 
+  def __post_init__(self):
+    check_int("eval", "num_bins", self.num_bins)
+    check_int("eval", "histogram_bins", self.histogram_bins)
+    check_open_interval("eval", "conformal_alpha", self.conformal_alpha, 0.0, 1.0)
 
-def _mc_records(split, size, seed, policy, mc: McConfig, workdir):
-  """MC records of `size` questions (difficulties cycling 1..8), generated or resumed."""
-  params, model_cfg = policy
+
+def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=None):
+  """MC records of `size` questions (difficulties cycling 1..8 or `difficulties`), generated
+  or resumed; `policy` = (params, model_cfg, fingerprint)."""
+  params, model_cfg, fingerprint = policy
   tokenizer = ByteTokenizer()
   sampling = SamplingPolicy(temperature=mc.temperature)
   complete_fn = lambda prompts, key: complete(params, model_cfg, prompts, tokenizer, key=key,
                                               max_new_tokens=mc.max_new_tokens, policy=sampling)
-  source = ArithmeticSource(size=size, seed=seed)
+  source = ArithmeticSource(size=size, seed=seed, **({"difficulties": tuple(difficulties)}
+                                                     if difficulties else {}))
   paths = mc_data.generate_shards(
       [source[i] for i in range(size)], complete_fn, jax.random.fold_in(jax.random.key(mc.seed),
                                                                         seed),
       os.path.join(workdir, f"mc_{split}"), questions_per_shard=mc.questions_per_shard,
       num_responses=mc.num_responses, num_rollouts=mc.num_rollouts, max_steps=mc.max_steps,
-      check=source.check)
+      check=source.check,
+      settings={"policy": fingerprint, "question_seed": seed, "difficulties": source.difficulties,
+                "temperature": mc.temperature, "max_new_tokens": mc.max_new_tokens,
+                "seed": mc.seed})
   return mc_data.read_records(paths)
+
+
+def policy_fingerprint(params) -> str:
+  """A short digest of the policy's weights: MC records are only resumed with the same policy."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def _scores(p, y, difficulty, num_bins):
@@ -95,7 +143,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
                    f"--workdir={config.policy_workdir}")
   _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
-  policy = (policy_params, policy_cfg)
+  policy = (policy_params, policy_cfg, policy_fingerprint(policy_params))
   os.makedirs(workdir, exist_ok=True)
   cal = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed, policy, mc,
                     workdir)
@@ -105,9 +153,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   logging.info("MC records: %d calibration, %d conformal, %d test", len(cal), len(held),
                len(test))
 
-  # The base PRM learns from final outcomes of easier questions only, as public PRMs are
-  # trained on other data than the policy's hard questions: miscalibrated on the rest.
-  easy = [r for r in cal if r["difficulty"] <= prm.base_max_difficulty]
+  # The base PRM learns from final outcomes of easier questions of its own, as public PRMs
+  # are trained on other data than the policy's hard questions: miscalibrated on the rest.
+  easy = _mc_records("base", mc.base_questions, mc.base_seed, policy, mc, workdir,
+                     difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
   base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
                             learning_rate=prm.learning_rate, seed=prm.seed,
                             backbone_params=policy_params if prm.init_from_policy else None)

@@ -69,6 +69,9 @@ def _validate(entry: Any) -> dict[str, Any]:
   for field in ("question", "answer"):
     if not isinstance(entry.get(field), str):
       raise ValueError(f"entry field {field!r} must be a str, got {entry.get(field)!r}")
+  for field in ("question", "answer"):
+    if not entry[field].strip():
+      raise ValueError(f"entry field {field!r} must be non-empty text, got {entry[field]!r}")
   if "\n" in entry["answer"].strip():
     raise ValueError(f"entry field 'answer' must be one line, got {entry['answer']!r}")
   if not isinstance(entry.get("metadata", {}), Mapping):
@@ -98,14 +101,14 @@ class ReasoningGymSource:
 
   def __getitem__(self, index) -> ReasoningGymProblem:
     index = operator.index(index)
-    if index < 0:
-      raise ValueError(f"index must be >= 0, got {index}")
-    if index >= len(self):
+    if not 0 <= index < len(self):
       raise IndexError(f"index {index} out of range for {len(self)} problems")
     entry = _validate(self._dataset[index])
+    difficulty = operator.index(self._difficulty_fn(entry))
+    if difficulty < 0:
+      raise ValueError(f"difficulty of entry {index} must be >= 0, got {difficulty}")
     return ReasoningGymProblem(question=" ".join(entry["question"].split()), steps=(),
-                               answer=entry["answer"].strip(),
-                               difficulty=operator.index(self._difficulty_fn(entry)),
+                               answer=entry["answer"].strip(), difficulty=difficulty,
                                entry=entry)
 
   def check(self, problem: Problem, completion: str) -> bool:

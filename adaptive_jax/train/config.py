@@ -3,13 +3,11 @@
 import dataclasses
 
 from adaptive_jax import routing
-from adaptive_jax.typed_config import from_mapping
+from adaptive_jax.typed_config import check_int, from_mapping
 
 
 def _positive_int(section, name, value, *, allow_zero=False):
-  if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-    bound = ">= 0" if allow_zero else ">= 1"
-    raise ValueError(f"{section}.{name} must be an integer {bound}, got {value!r}")
+  check_int(section, name, value, minimum=0 if allow_zero else 1)
 
 
 @dataclasses.dataclass(frozen=True)
