@@ -69,7 +69,6 @@ def _validate(entry: Any) -> dict[str, Any]:
   for field in ("question", "answer"):
     if not isinstance(entry.get(field), str):
       raise ValueError(f"entry field {field!r} must be a str, got {entry.get(field)!r}")
-  for field in ("question", "answer"):
     if not entry[field].strip():
       raise ValueError(f"entry field {field!r} must be non-empty text, got {entry[field]!r}")
   if "\n" in entry["answer"].strip():

@@ -6,10 +6,6 @@ from adaptive_jax import routing
 from adaptive_jax.typed_config import check_int, from_mapping
 
 
-def _positive_int(section, name, value, *, allow_zero=False):
-  check_int(section, name, value, minimum=0 if allow_zero else 1)
-
-
 @dataclasses.dataclass(frozen=True)
 class RoutingConfig:
   """Stage-1 random routing; see configs/duo_small.py for the meaning of each field."""
@@ -48,11 +44,11 @@ class TrainConfig:
   logical_axis_rules: tuple = ()
 
   def __post_init__(self):
-    _positive_int("train", "num_steps", self.num_steps)
-    _positive_int("train", "warmup_steps", self.warmup_steps, allow_zero=True)
+    check_int("train", "num_steps", self.num_steps)
+    check_int("train", "warmup_steps", self.warmup_steps, minimum=0)
     for name in ("log_every", "checkpoint_every", "max_checkpoints"):
-      _positive_int("train", name, getattr(self, name))
-    _positive_int("train", "lr_decay_steps", self.lr_decay_steps)
+      check_int("train", name, getattr(self, name))
+    check_int("train", "lr_decay_steps", self.lr_decay_steps)
     if self.warmup_steps >= self.lr_decay_steps:
       raise ValueError(f"train.warmup_steps must be < train.lr_decay_steps, got "
                        f"{self.warmup_steps} >= {self.lr_decay_steps}")
@@ -75,7 +71,7 @@ class EvalConfig:
   seed: int = 1234
 
   def __post_init__(self):
-    _positive_int("eval", "num_batches", self.num_batches)
+    check_int("eval", "num_batches", self.num_batches)
     routing.validate_probability(self.p_big, name="eval.p_big")
 
   from_dict = classmethod(lambda cls, values: from_mapping(cls, values, "eval"))
