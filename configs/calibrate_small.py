@@ -6,14 +6,14 @@ r"""Calibrated PRM on CPU: Monte-Carlo labels from the policy, a base PRM, calib
 Generates MC labels (responses, step prefixes, rollouts) for four disjoint sets of questions:
 base, calibration, conformal, test. Trains a base PRM the way public PRMs are trained
 (final-outcome labels of other, easier questions: the base set, difficulty <= 3), then
-calibrates it on the calibration questions: a quantile head fine-tuned with the pinball loss
-(head only here; LoRA adapters or the full backbone with `--config.prm.adapter`), and the
-baselines temperature scaling, isotonic regression and histogram binning; the conformal
-questions then correct the 0.1 quantile (split conformal).
+calibrates it on the calibration questions: quantile outputs fine-tuned with the pinball loss
+and a mean output with the squared error (head only here; LoRA adapters or the full backbone
+with `--config.prm.adapter`), and the baselines temperature scaling, isotonic regression and
+histogram binning; the conformal questions then correct the 0.1 quantile (split conformal).
 
 Records of one question are strongly correlated, so the number of distinct questions is what
 limits generalization: with 48 calibration questions x 4 responses the fine-tune overfits
-(train Brier 0.03, test 0.12), hence 256 questions x 2 responses here. results.json holds
+(train Brier 0.03, test 0.12), hence 768 questions x 2 responses here. results.json holds
 Brier and ECE on the test questions for every method (paper: Brier 0.24 -> 0.07; target
 here: calibrated <= 0.3x base).
 """
@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.policy_config = "configs/policy_small.py"  # named in the error when it is missing
 
   config.mc = ml_collections.ConfigDict()
-  config.mc.calibration_questions = 256  # fit split (difficulties cycle 1..8)
+  config.mc.calibration_questions = 768  # fit split (difficulties cycle 1..8)
   config.mc.test_questions = 64  # held-out split
   config.mc.conformal_questions = 64  # held out from the fine-tune, for split conformal
   config.mc.base_questions = 96  # the base PRM's own (easy) questions: outcome labels only
@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.model = policy_small.get_config().model  # same shape as the policy
   config.prm.init_from_policy = True  # start the backbone from the policy's weights
   config.prm.base_max_difficulty = 3  # the base PRM sees only easier questions' outcomes
+  config.prm.base_adapter = "full"  # as public PRMs: the whole backbone ('lora', 'head' too)
   config.prm.base_steps = 300  # AdamW steps on the base set, binary cross-entropy
   config.prm.calibration_steps = 600  # pinball fine-tune steps on the calibration set
   config.prm.calibration_learning_rate = 1e-2

@@ -49,8 +49,8 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   workdir = tmp_path / "calibrate"
   results = run_calibration_study(_config(policy_workdir), str(workdir))
   assert json.loads((workdir / "results.json").read_text()) == json.loads(json.dumps(results))
-  assert set(results["methods"]) == {"base", "quantile_median", "temperature", "isotonic",
-                                     "histogram"}
+  assert set(results["methods"]) == {"base", "calibrated", "quantile_median", "temperature",
+                                     "isotonic", "histogram"}
   for scores in results["methods"].values():
     assert 0 <= scores["brier"] <= 1 and 0 <= scores["ece"] <= 1
   assert results["num_records"]["test"] >= 16 * 2  # at least the step-0 prefix per response
@@ -58,8 +58,11 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   assert results["num_records"]["base_training"] >= 6 * 2
   predictions = np.load(workdir / "predictions.npz")
   assert predictions["quantiles"].shape == (results["num_records"]["test"], 3)
-  # The quantile head starts at the base probability and 3 steps move it little.
+  # The quantiles start at the base probability and 3 steps move them little. The mean moves
+  # in probability space: the 3-step policy never answers right, so it heads for 0.
   np.testing.assert_allclose(predictions["quantile_median"], predictions["base"], atol=0.2)
+  assert results["target_by_difficulty"] and max(results["target_by_difficulty"].values()) == 0
+  assert results["methods"]["calibrated"]["brier"] < results["methods"]["base"]["brier"]
   proc = subprocess.run([sys.executable, "-m", "experiments.calibrate_figures",
                          f"--workdir={workdir}", f"--out_dir={tmp_path / 'figs'}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -98,6 +101,7 @@ def test_calibrate_config_builds():
     ("mc", "temperature", -0.5, r"mc.temperature must be a number in \(0.0, inf\)"),
     ("mc", "base_seed", 10, "must differ"),
     ("prm", "adapter", "qlora", r"prm.adapter must be one of \('head', 'lora', 'full'\)"),
+    ("prm", "base_adapter", "none", r"prm.base_adapter must be one of \('head', 'lora', 'full'\)"),
     ("prm", "lora_alpha", 0.0, r"prm.lora_alpha must be a number in \(0.0, inf\)"),
     ("prm", "base_max_difficulty", 9, "prm.base_max_difficulty must be one of"),
     ("prm", "levels", (0.1, 1.5), r"prm.levels must be a number in \(0.0, 1.0\)"),

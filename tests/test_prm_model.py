@@ -1,4 +1,5 @@
-"""PRM: reads the last real token, quantiles start at the base, training and calibration work."""
+"""PRM: reads the prefix up to its last real token, calibrated outputs start at the base,
+adapters train what they name, the mean and the quantiles fit what they should."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import fit, lora, metrics
-from adaptive_jax.prm.model import PRM, encode_records, encode_texts, last_real_index
+from adaptive_jax.prm.model import MEAN, PRM, encode_records, encode_texts, last_real_index
 
 CFG = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,
                   d_ff_big=64, d_ff_small=0, max_len=32, duo=False)
@@ -46,7 +47,7 @@ def test_encoding_puts_eos_first_and_pads_on_the_right():
   np.testing.assert_array_equal(last_real_index(jnp.asarray(tokens_NxT)), [3, 2])
 
 
-def test_head_reads_the_last_real_token(model_and_params):
+def test_head_reads_the_prefix_up_to_the_last_real_token(model_and_params):
   apply, params = model_and_params
   tokens_NxT = encode_texts(TEXTS, CFG.max_len)
   out_Nx1 = apply({"params": params}, tokens_NxT)
@@ -76,16 +77,17 @@ def test_left_padding_reads_the_end_but_sees_the_pads(model_and_params):
   assert np.all(np.abs(left_N[~full] - right_N[~full]) > 1e-4)
 
 
-def test_quantile_heads_start_at_the_base_probability():
+def test_calibrated_outputs_start_at_the_base_probability():
   records = _records(0, 6, (0.5, 0.5))
   base = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)
-  calibrated = fit.calibrate_quantiles(base, records, CFG, steps=0, batch_size=4,
-                                       learning_rate=1e-3, seed=0)
-  assert calibrated["delta"]["kernel"].shape == (CFG.d_model, 3)
+  calibrated = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=4,
+                                 learning_rate=1e-3, seed=0)
+  # The head reads [h_last; h_mean]; three quantiles, then the mean.
+  assert calibrated["delta"]["kernel"].shape == (2 * CFG.d_model, 4)
   base_Nx1 = fit.predict(base, CFG, records, batch_size=4)
-  quantiles_NxQ = fit.predict(calibrated, CFG, records, batch_size=4)
-  assert base_Nx1.shape == (6, 1) and quantiles_NxQ.shape == (6, 3)
-  np.testing.assert_array_equal(quantiles_NxQ, np.repeat(base_Nx1, 3, axis=1))
+  outputs_NxK = fit.predict(calibrated, CFG, records, batch_size=4)
+  assert base_Nx1.shape == (6, 1) and outputs_NxK.shape == (6, 4)
+  np.testing.assert_array_equal(outputs_NxK, np.repeat(base_Nx1, 4, axis=1))
   assert base_Nx1.std() > 0  # a real check: outputs differ across records
 
 
@@ -97,9 +99,9 @@ def test_adapters_train_what_they_name():
   records = _records(1, 16, (0.5, 0.5))
   base = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
   kwargs = dict(steps=2, batch_size=8, learning_rate=1e-2, seed=0)
-  head = fit.calibrate_quantiles(base, records, CFG, **kwargs)
-  low_rank = fit.calibrate_quantiles(base, records, CFG, adapter="lora", lora_rank=2, **kwargs)
-  full = fit.calibrate_quantiles(base, records, CFG, adapter="full", **kwargs)
+  head = fit.calibrate_prm(base, records, CFG, **kwargs)
+  low_rank = fit.calibrate_prm(base, records, CFG, adapter="lora", lora_rank=2, **kwargs)
+  full = fit.calibrate_prm(base, records, CFG, adapter="full", **kwargs)
   for tuned in (head, low_rank):
     assert _same(tuned["backbone"]["embed"], base["backbone"]["embed"])
     assert _same(tuned["head"], base["head"])
@@ -121,7 +123,42 @@ def test_adapters_train_what_they_name():
   assert _same(low_rank["backbone"]["layers"]["attention_norm"],
                base["backbone"]["layers"]["attention_norm"])
   with pytest.raises(ValueError, match="adapter must be one of"):
-    fit.calibrate_quantiles(base, records, CFG, adapter="qlora", **kwargs)
+    fit.calibrate_prm(base, records, CFG, adapter="qlora", **kwargs)
+
+
+def test_base_prm_adapters_train_what_they_name():
+  records = _records(1, 16, (0.5, 0.5))
+  kwargs = dict(records=records, model_cfg=CFG, batch_size=8, learning_rate=1e-2, seed=0)
+  init = fit.train_base_prm(steps=0, **kwargs)
+  head = fit.train_base_prm(steps=2, adapter="head", **kwargs)
+  full = fit.train_base_prm(steps=2, **kwargs)  # the default: public PRMs train everything
+  assert not _same(head["head"], init["head"])
+  assert not _same(head["backbone"]["final_norm"], init["backbone"]["final_norm"])
+  assert _same(head["backbone"]["layers"], init["backbone"]["layers"])
+  assert _same(head["backbone"]["embed"], init["backbone"]["embed"])
+  assert not _same(full["backbone"]["layers"], init["backbone"]["layers"])
+  with pytest.raises(ValueError, match="adapter must be one of"):
+    fit.train_base_prm(steps=1, adapter="qlora", **kwargs)
+
+
+def test_mean_output_fits_the_mean_where_the_median_differs():
+  # With 'x' a record's target is 1 with probability 0.3, else 0 (mean 0.3, median 0); without
+  # 'x', 1 with probability 0.8 (median 1). The Brier-optimal prediction is the mean.
+  records = _records(2, 512, (0.99, 0.7))
+  rng = np.random.default_rng(0)
+  for r in records:
+    r["target"] = float(rng.random() < (0.3 if "x" in r["text"] else 0.8))
+  has_x_N = np.array(["x" in r["text"] for r in records])
+  targets_N = np.array([r["target"] for r in records])
+  # A base PRM that has learned to see 'x' (from its labels), then the head alone calibrates.
+  base = fit.train_base_prm(records, CFG, steps=200, batch_size=32, learning_rate=3e-3, seed=0)
+  calibrated = fit.calibrate_prm(base, records, CFG, steps=500, batch_size=128,
+                                 learning_rate=3e-3, seed=0)
+  out_NxK = fit.predict(calibrated, CFG, records)
+  for group in (has_x_N, ~has_x_N):  # the mean output matches each group's success rate
+    assert abs(out_NxK[group, MEAN].mean() - targets_N[group].mean()) < 0.05
+  assert out_NxK[has_x_N, 1].mean() < 0.1 and out_NxK[~has_x_N, 1].mean() > 0.9  # medians
+  assert metrics.brier(out_NxK[:, MEAN], targets_N) < metrics.brier(out_NxK[:, 1], targets_N) - 0.05
 
 
 @pytest.mark.parametrize("adapter", ["head", "lora"])
@@ -142,11 +179,13 @@ def test_base_training_and_quantile_calibration_on_a_synthetic_feature(adapter):
   assert bce(base_N) < min(bce(init_N) - 0.1, 0.36)
   assert base_N[has_x_N].mean() > 0.9 and base_N[~has_x_N].mean() > 0.5  # skewed as its labels
 
-  calibrated = fit.calibrate_quantiles(base, records, CFG, steps=200, batch_size=32,
-                                       learning_rate=1e-2, seed=1, adapter=adapter, lora_rank=4)
-  q_NxQ = fit.predict(calibrated, CFG, records)
-  base_brier, median_brier = metrics.brier(base_N, targets_N), metrics.brier(q_NxQ[:, 1], targets_N)
-  assert median_brier < 0.35 * base_brier
+  calibrated = fit.calibrate_prm(base, records, CFG, steps=200, batch_size=32,
+                                 learning_rate=1e-2, seed=1, adapter=adapter, lora_rank=4)
+  out_NxK = fit.predict(calibrated, CFG, records)
+  q_NxQ = out_NxK[:, :MEAN]
+  base_brier = metrics.brier(base_N, targets_N)
+  assert metrics.brier(q_NxQ[:, 1], targets_N) < 0.35 * base_brier
+  assert metrics.brier(out_NxK[:, MEAN], targets_N) < 0.35 * base_brier
   assert abs(np.median(q_NxQ[has_x_N, 1]) - 0.9) < 0.1
   assert abs(np.median(q_NxQ[~has_x_N, 1]) - 0.2) < 0.1
   ordered_N = (q_NxQ[:, 0] <= q_NxQ[:, 1]) & (q_NxQ[:, 1] <= q_NxQ[:, 2])
@@ -162,12 +201,12 @@ def test_bad_inputs_raise_errors_naming_the_field():
   with pytest.raises(ValueError, match="'response_correct'"):
     fit.train_base_prm([{"text": "a\n"}], CFG, steps=1, batch_size=2, learning_rate=1e-3, seed=0)
   with pytest.raises(ValueError, match="'target'"):
-    fit.calibrate_quantiles({}, [{**records[0], "target": 1.5}], CFG, steps=1, batch_size=2,
-                            learning_rate=1e-3, seed=0)
+    fit.calibrate_prm({}, [{**records[0], "target": 1.5}], CFG, steps=1, batch_size=2,
+                      learning_rate=1e-3, seed=0)
   for levels in [(0.1, 1.0), (0.0, 0.5), ()]:
     with pytest.raises(ValueError, match="levels"):
-      fit.calibrate_quantiles({}, records, CFG, levels=levels, steps=1, batch_size=2,
-                              learning_rate=1e-3, seed=0)
+      fit.calibrate_prm({}, records, CFG, levels=levels, steps=1, batch_size=2,
+                        learning_rate=1e-3, seed=0)
   with pytest.raises(ValueError, match="model.duo"):
     PRM(ModelConfig(**{**CFG.__dict__, "duo": True, "d_ff_small": 16})).init(
         jax.random.key(0), jnp.zeros((1, 4), jnp.int32))

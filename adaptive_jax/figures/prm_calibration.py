@@ -8,13 +8,18 @@ import numpy as np
 
 from adaptive_jax.prm.metrics import reliability_curve
 
-METHODS = ("base", "quantile_median", "temperature", "isotonic", "histogram")
+METHODS = ("base", "calibrated", "quantile_median", "temperature", "isotonic", "histogram")
 
 
 def plot_reliability(predictions: dict, results: dict, path: str, num_bins: int = 10) -> None:
   """One reliability diagram per method: mean MC target against mean prediction per bin."""
-  fig, axes = plt.subplots(1, len(METHODS), figsize=(4 * len(METHODS), 4), sharey=True)
-  for ax, name in zip(axes, METHODS):
+  cols = 3
+  rows = -(-len(METHODS) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), sharex=True, sharey=True,
+                           squeeze=False)
+  for ax in axes.flat[len(METHODS):]:
+    ax.set_visible(False)
+  for ax, name in zip(axes.flat, METHODS):
     pred, obs, counts = reliability_curve(predictions[name], predictions["target"], num_bins)
     keep = counts > 0
     ax.plot([0, 1], [0, 1], ls="--", color="gray")
@@ -23,7 +28,8 @@ def plot_reliability(predictions: dict, results: dict, path: str, num_bins: int 
     scores = results["methods"][name]
     ax.set(title=f"{name}\nBrier {scores['brier']:.3f}, ECE {scores['ece']:.3f}",
            xlabel="predicted P(success)", xlim=(0, 1), ylim=(0, 1))
-  axes[0].set_ylabel("Monte-Carlo success rate")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("Monte-Carlo success rate")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

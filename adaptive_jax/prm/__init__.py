@@ -14,7 +14,7 @@ from adaptive_jax.prm.metrics import per_bucket
 from adaptive_jax.prm.metrics import pinball_loss
 from adaptive_jax.prm.metrics import quantile_coverage
 from adaptive_jax.prm.metrics import reliability_curve
-from adaptive_jax.prm.fit import calibrate_quantiles
+from adaptive_jax.prm.fit import calibrate_prm
 from adaptive_jax.prm.fit import predict
 from adaptive_jax.prm.fit import train_base_prm
 from adaptive_jax.prm.model import PRM

@@ -1,14 +1,16 @@
-"""Training the PRM: a base PRM on final-outcome labels, then a quantile head on MC targets.
+"""Training the PRM: a base PRM on final-outcome labels, then a calibrated head on MC targets.
 
-`train_base_prm` trains everything with binary cross-entropy on `response_correct`: every
-prefix of a response gets that response's final outcome, as public PRMs are trained.
-`calibrate_quantiles` adds Q quantile offsets (`delta`, zero at the start, so every quantile
-starts at the base probability) and minimizes the pinball loss against the MC `target`.
-What trains is the `adapter`: "head" (only `delta` and the backbone's final norm), "lora"
+`train_base_prm` fits binary cross-entropy on `response_correct`: every prefix of a response
+gets that response's final outcome, as public PRMs are trained. `calibrate_prm` adds Q + 1
+offsets (`delta`, zero at the start, so every output starts at the base probability): Q
+quantiles fit by the pinball loss and the mean fit by the squared error (the Brier score)
+against the MC `target`, as the reference code's "wql" and "mse" losses (model.py says why the
+mean is corrected in probability space). What trains is the
+`adapter`: "head" (the head, `delta` when calibrating, and the backbone's final norm), "lora"
 (those plus low-rank adapters on the attention and FFN kernels, as the paper; see lora.py),
-or "full" (everything, the base head included). Frozen leaves get optax `set_to_zero` and
-`stop_gradient`: with "head" no backward pass runs through the backbone; with "lora" it runs
-through every layer to reach the adapters, but computes no gradient for the frozen kernels.
+or "full" (everything). Frozen leaves get optax `set_to_zero` and `stop_gradient`: with
+"head" no backward pass runs through the backbone; with "lora" it runs through every layer to
+reach the adapters, but computes no gradient for the frozen kernels.
 
 Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
 so a run is a pure function of (records, config, seed).
@@ -26,7 +28,7 @@ from flax import traverse_util
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import lora, metrics
-from adaptive_jax.prm.model import PRM, encode_records, record_field
+from adaptive_jax.prm.model import PRM, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0
 
@@ -72,70 +74,28 @@ def _adamw(learning_rate: float, weight_decay: float):
                      optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
-def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
-                   batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
-                   backbone_params=None):
-  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
-
-  `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
-  """
-  _check_training(steps, batch_size, learning_rate)
-  tokens_NxT = encode_records(records, model_cfg.max_len)
-  labels_N = record_field(records, "response_correct")
-  params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
-  if backbone_params is not None:
-    params = {**params, "backbone": nn.meta.unbox(backbone_params)}
-  model = PRM(model_cfg)
-
-  def loss_fn(params, batch):
-    logit_B = model.apply({"params": params}, batch["tokens"])[:, 0]
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit_B, batch["labels"]))
-
-  return _fit(params, loss_fn, _adamw(learning_rate, weight_decay),
-              {"tokens": tokens_NxT, "labels": labels_N}, steps=steps, batch_size=batch_size,
-              key=jax.random.key(seed))
-
-
 ADAPTERS = ("head", "lora", "full")
 
 
-def _trains_directly(path, adapter: str) -> bool:
-  """Whether the leaf at `path` of the PRM params trains itself (lora trains its adapters too)."""
-  return adapter == "full" or path[0] == "delta" or path[:2] == ("backbone", "final_norm")
-
-
-def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
-                        levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
-                        learning_rate: float, seed: int, adapter: str = "head",
-                        lora_rank: int = 8, lora_alpha: float = 16.0):
-  """Quantile PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
-  `delta` [D, Q], fit by pinball loss on `target`.
-
-  `adapter`: what trains besides `delta` and the final norm. "head": nothing else; "lora":
-  low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`) on every attention and
-  FFN kernel, merged into the returned params; "full": the whole backbone.
-  """
-  _check_training(steps, batch_size, learning_rate)
+def _check_adapter(adapter: str):
   if adapter not in ADAPTERS:
     raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
-  levels_Q = np.asarray(levels, np.float32)
-  if levels_Q.ndim != 1 or levels_Q.size == 0 or not np.all((levels_Q > 0) & (levels_Q < 1)):
-    raise ValueError(f"levels must be quantile levels in (0, 1), got {tuple(levels)}")
-  tokens_NxT = encode_records(records, model_cfg.max_len)
-  targets_N = record_field(records, "target")
-  base_params = nn.meta.unbox(base_params)
-  if "delta" in base_params:
-    raise ValueError("base_params already has a quantile head ('delta'); pass a base PRM's params")
-  model = PRM(model_cfg, len(levels_Q))
-  # The module's own (zero) init of delta; under jit the unused backbone init is dropped.
-  delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
-  params = {**base_params, "delta": delta}
+
+
+def _fit_adapter(params, loss_fn, heads: tuple[str, ...], *, adapter: str, lora_rank: int,
+                 lora_alpha: float, learning_rate: float, weight_decay: float, data, steps: int,
+                 batch_size: int, seed: int):
+  """Trains `adapter` (with the `heads` leaves and the final norm) to minimize
+  loss_fn(merged params, batch); returns the params with any LoRA adapters merged in."""
   trainable = {"params": params}
   batch_key, lora_key = jax.random.split(jax.random.key(seed))
   if adapter == "lora":
-    trainable["lora"] = lora.init_lora(params["backbone"], rank=lora_rank,
-                                       key=lora_key)
-  trains = lambda path: path[0] == "lora" or _trains_directly(path[1:], adapter)
+    trainable["lora"] = lora.init_lora(params["backbone"], rank=lora_rank, key=lora_key)
+
+  def trains(path):
+    if path[0] == "lora" or adapter == "full":
+      return True
+    return path[1] in heads or path[1:3] == ("backbone", "final_norm")
 
   def merged(trainable):
     # Frozen leaves get symbolic-zero gradients: no gradient is computed for them.
@@ -147,29 +107,92 @@ def calibrate_quantiles(base_params, records: Sequence[dict], model_cfg: ModelCo
                                                       alpha=lora_alpha, rank=lora_rank)}
     return params
 
-  def loss_fn(trainable, batch):
-    q_BxQ = jax.nn.sigmoid(model.apply({"params": merged(trainable)}, batch["tokens"]))
-    return metrics.pinball_loss(q_BxQ, batch["targets"], levels_Q)
-
   labels = traverse_util.path_aware_map(lambda path, _: "train" if trains(path) else "freeze",
                                         trainable)
-  tx = optax.multi_transform({"train": _adamw(learning_rate, 0.0), "freeze": optax.set_to_zero()},
-                             labels)
-  trained = _fit(trainable, loss_fn, tx, {"tokens": tokens_NxT, "targets": targets_N},
-                 steps=steps, batch_size=batch_size, key=batch_key)
+  tx = optax.multi_transform({"train": _adamw(learning_rate, weight_decay),
+                              "freeze": optax.set_to_zero()}, labels)
+  trained = _fit(trainable, lambda t, batch: loss_fn(merged(t), batch), tx, data, steps=steps,
+                 batch_size=batch_size, key=batch_key)
   return jax.jit(merged)(trained)
+
+
+def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
+                   batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
+                   backbone_params=None, adapter: str = "full", lora_rank: int = 8,
+                   lora_alpha: float = 16.0):
+  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
+
+  `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
+  `adapter`: what trains besides the head and final norm ("full": the whole backbone; "head":
+  nothing, a value head on a frozen backbone; "lora": low-rank adapters, merged in).
+  """
+  _check_training(steps, batch_size, learning_rate)
+  _check_adapter(adapter)
+  tokens_NxT = encode_records(records, model_cfg.max_len)
+  labels_N = record_field(records, "response_correct")
+  params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
+  if backbone_params is not None:
+    params = {**params, "backbone": nn.meta.unbox(backbone_params)}
+  model = PRM(model_cfg)
+
+  def loss_fn(params, batch):
+    logit_B = model.apply({"params": params}, batch["tokens"])[:, 0]
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit_B, batch["labels"]))
+
+  return _fit_adapter(params, loss_fn, ("head",), adapter=adapter, lora_rank=lora_rank,
+                      lora_alpha=lora_alpha, learning_rate=learning_rate,
+                      weight_decay=weight_decay, data={"tokens": tokens_NxT, "labels": labels_N},
+                      steps=steps, batch_size=batch_size, seed=seed)
+
+
+def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
+                  levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
+                  learning_rate: float, seed: int, adapter: str = "head", lora_rank: int = 8,
+                  lora_alpha: float = 16.0):
+  """Calibrated PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
+  `delta` [2D, Q + 1] for the Q quantiles at `levels` and the mean (column `model.MEAN`).
+
+  Loss: pinball loss of the quantiles plus squared error of the mean, against `target`.
+  `adapter`: what trains besides `delta` and the final norm. "head": nothing else; "lora":
+  low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`) on every attention and
+  FFN kernel, merged into the returned params; "full": the whole backbone and the base head.
+  """
+  _check_training(steps, batch_size, learning_rate)
+  _check_adapter(adapter)
+  levels_Q = np.asarray(levels, np.float32)
+  if levels_Q.ndim != 1 or levels_Q.size == 0 or not np.all((levels_Q > 0) & (levels_Q < 1)):
+    raise ValueError(f"levels must be quantile levels in (0, 1), got {tuple(levels)}")
+  tokens_NxT = encode_records(records, model_cfg.max_len)
+  targets_N = record_field(records, "target")
+  base_params = nn.meta.unbox(base_params)
+  if "delta" in base_params:
+    raise ValueError("base_params already has a calibrated head ('delta'); pass a base PRM's params")
+  model = PRM(model_cfg, len(levels_Q))
+  # The module's own (zero) init of delta; under jit the unused backbone init is dropped.
+  delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
+
+  def loss_fn(params, batch):
+    quantile_logits_BxQ, mean_B = model.apply({"params": params}, batch["tokens"])
+    return (metrics.pinball_loss(jax.nn.sigmoid(quantile_logits_BxQ), batch["targets"], levels_Q)
+            + jnp.mean(jnp.square(mean_B - batch["targets"])))
+
+  return _fit_adapter({**base_params, "delta": delta}, loss_fn, ("delta",), adapter=adapter,
+                      lora_rank=lora_rank, lora_alpha=lora_alpha, learning_rate=learning_rate,
+                      weight_decay=0.0, data={"tokens": tokens_NxT, "targets": targets_N},
+                      steps=steps, batch_size=batch_size, seed=seed)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
 def _probs(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
-  return jax.nn.sigmoid(PRM(model_cfg, num_quantiles).apply({"params": params}, tokens_BxT))
+  return probabilities(PRM(model_cfg, num_quantiles).apply({"params": params}, tokens_BxT))
 
 
 def predict(params, model_cfg: ModelConfig, records: Sequence[dict],
             batch_size: int = 256) -> np.ndarray:
-  """Success probabilities probs_NxQ (Q = 1 for a base PRM, else one column per level)."""
+  """Success probabilities probs_NxK: K = 1 for a base PRM; for a calibrated one, a column
+  per quantile level, then the mean (column `model.MEAN`)."""
   params = nn.meta.unbox(params)
-  num_quantiles = params["delta"]["kernel"].shape[-1] if "delta" in params else 0
+  num_quantiles = params["delta"]["kernel"].shape[-1] - 1 if "delta" in params else 0
   tokens_NxT = encode_records(records, model_cfg.max_len)
   num = len(tokens_NxT)
   batch_size = min(batch_size, num)

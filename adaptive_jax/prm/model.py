@@ -1,9 +1,16 @@
-"""Process reward model: the dense transformer read at the last real token, with a sigmoid head.
+"""Process reward model: a dense transformer read at the end of the prefix, with a sigmoid head.
 
 Base PRM (`num_quantiles=0`): one logit, p = sigmoid(head(h)). Calibrated PRM
-(`num_quantiles=Q`): Q logits head(h) + delta_q(h), `delta` initialized to exactly 0 so every
-quantile starts at the base probability. `h` is the final-normed hidden state of the last real
-(non-pad) token, which for a record is the step boundary "\n" that ends its text.
+(`num_quantiles=Q`): `delta` (Q + 1 outputs, initialized to exactly 0, so every output starts
+at the base probability) adds to it Q quantiles, sigmoid(head(h) + delta_q(h)) in level order,
+and the mean, the calibrated success probability sigmoid(head(h)) + delta_mean(h): a linear
+correction in probability space, fit by least squares (the Brier score) and clipped to [0, 1]
+when read (`probabilities`). `h` = [h_last; h_mean]: the final-normed hidden state
+of the last real (non-pad) token, which for a record is the step boundary "\n" that ends its
+text, and the mean of the final-normed hidden states of all real tokens. The mean carries what
+the whole question says about its difficulty: on the arithmetic task a ridge probe of the
+policy's states predicts the MC target with Brier 0.054 from [h_last; h_mean], 0.064 from
+h_last alone (README, Part 2).
 
 Padding: `encode_texts` pads on the right, the supported layout. Attention is causal, so the
 last real token never sees the pads after it and the output is exactly that of the unpadded
@@ -15,6 +22,7 @@ positions shift, so left-padded outputs differ from right-padded ones.
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +31,7 @@ from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
+MEAN = -1  # column of the calibrated PRM's outputs that holds the mean (after the Q quantiles)
 
 
 def last_real_index(tokens_BxT, pad_id: int = TOKENIZER.pad_id):
@@ -32,9 +41,10 @@ def last_real_index(tokens_BxT, pad_id: int = TOKENIZER.pad_id):
 
 
 class PRM(nn.Module):
-  """tokens_BxT -> success logits_BxQ (Q = 1 for the base PRM); probabilities are sigmoid."""
+  """tokens_BxT -> the base PRM's success logit_Bx1, or for a calibrated PRM the pair
+  (quantile_logits_BxQ, mean_B) (mean_B unclipped); `probabilities` reads either."""
   cfg: ModelConfig
-  num_quantiles: int = 0  # 0: base PRM with one output; Q > 0: Q quantile outputs
+  num_quantiles: int = 0  # 0: base PRM with one output; Q > 0: Q quantiles and the mean
 
   def setup(self):
     if self.cfg.duo:
@@ -45,7 +55,7 @@ class PRM(nn.Module):
     self.backbone = Transformer(self.cfg)
     self.head = nn.Dense(1, dtype=jnp.float32, name="head")
     if self.num_quantiles:
-      self.delta = nn.Dense(self.num_quantiles, dtype=jnp.float32, name="delta",
+      self.delta = nn.Dense(self.num_quantiles + 1, dtype=jnp.float32, name="delta",
                             kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
 
   def __call__(self, tokens_BxT, last_B=None):
@@ -53,12 +63,28 @@ class PRM(nn.Module):
     positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
     x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
     last_B = last_real_index(tokens_BxT) if last_B is None else last_B
-    # RMSNorm is per token, so norm after the gather: one token per sequence instead of T.
-    h_BxD = self.backbone.final_norm(x_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B])
-    logit_Bx1 = self.head(h_BxD.astype(jnp.float32))
+    normed_BxTxD = self.backbone.final_norm(x_BxTxD).astype(jnp.float32)
+    # Positions after the last real token (pads, or anything else) are outside the prefix.
+    inside_BxT = positions_BxT <= last_B[:, None]
+    h_mean_BxD = (jnp.sum(jnp.where(inside_BxT[..., None], normed_BxTxD, 0.0), axis=1)
+                  / (last_B[:, None] + 1).astype(jnp.float32))
+    h_Bx2D = jnp.concatenate([normed_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B], h_mean_BxD],
+                             axis=-1)
+    logit_Bx1 = self.head(h_Bx2D)
     if not self.num_quantiles:
       return logit_Bx1
-    return logit_Bx1 + self.delta(h_BxD.astype(jnp.float32))
+    delta_BxK = self.delta(h_Bx2D)
+    return logit_Bx1 + delta_BxK[:, :MEAN], jax.nn.sigmoid(logit_Bx1[:, 0]) + delta_BxK[:, MEAN]
+
+
+def probabilities(outputs):
+  """probs_BxK in [0, 1] from PRM outputs: [sigmoid(logit)] for a base PRM; for a calibrated one
+  a column per quantile level, then the mean clipped to [0, 1] (column `MEAN`)."""
+  if not isinstance(outputs, tuple):
+    return jax.nn.sigmoid(outputs)
+  quantile_logits_BxQ, mean_B = outputs
+  return jnp.concatenate([jax.nn.sigmoid(quantile_logits_BxQ),
+                          jnp.clip(mean_B, 0.0, 1.0)[:, None]], axis=-1)
 
 
 def encode_texts(texts: Sequence[str], max_len: int, *, left_pad: bool = False,

@@ -13,6 +13,7 @@ from absl import logging
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
 from adaptive_jax.prm import calibration, fit, mc_data, metrics
+from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
@@ -58,6 +59,7 @@ class PrmConfig:
   model: ModelConfig
   init_from_policy: bool = True
   base_max_difficulty: int = 3
+  base_adapter: str = "full"
   base_steps: int = 300
   calibration_steps: int = 300
   calibration_learning_rate: float = 3e-3
@@ -76,6 +78,7 @@ class PrmConfig:
       check_int("prm", name, getattr(self, name))
     check_int("prm", "seed", self.seed, minimum=0)
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
+    check_choice("prm", "base_adapter", self.base_adapter, fit.ADAPTERS)
     for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
       check_open_interval("prm", name, getattr(self, name), 0.0)
     if not self.levels:
@@ -159,28 +162,32 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                      difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
   base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
                             learning_rate=prm.learning_rate, seed=prm.seed,
-                            backbone_params=policy_params if prm.init_from_policy else None)
-  quantile = fit.calibrate_quantiles(base, cal, prm.model, levels=prm.levels,
-                                     steps=prm.calibration_steps, batch_size=prm.batch_size,
-                                     learning_rate=prm.calibration_learning_rate,
-                                     seed=prm.seed, adapter=prm.adapter, lora_rank=prm.lora_rank,
-                                     lora_alpha=prm.lora_alpha)
+                            backbone_params=policy_params if prm.init_from_policy else None,
+                            adapter=prm.base_adapter, lora_rank=prm.lora_rank,
+                            lora_alpha=prm.lora_alpha)
+  calibrated = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
+                                 steps=prm.calibration_steps, batch_size=prm.batch_size,
+                                 learning_rate=prm.calibration_learning_rate, seed=prm.seed,
+                                 adapter=prm.adapter, lora_rank=prm.lora_rank,
+                                 lora_alpha=prm.lora_alpha)
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_test = target(cal), target(test)
   difficulty = np.array([r["difficulty"] for r in test])
   p_cal = fit.predict(base, prm.model, cal)[:, 0]
   p_test = fit.predict(base, prm.model, test)[:, 0]
-  q_test = fit.predict(quantile, prm.model, test)
+  out_test = fit.predict(calibrated, prm.model, test)
+  q_test = out_test[:, :MEAN]
   median = list(prm.levels).index(0.5) if 0.5 in prm.levels else len(prm.levels) // 2
   predictions = {
       "base": p_test,
+      "calibrated": out_test[:, MEAN],
       "quantile_median": q_test[:, median],
       "temperature": calibration.TemperatureScaling.fit(p_cal, y_cal)(p_test),
       "isotonic": calibration.IsotonicCalibration.fit(p_cal, y_cal)(p_test),
       "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
                                                     num_bins=ev.histogram_bins)(p_test),
   }
-  conformal = calibration.ConformalLowerBound.fit(fit.predict(quantile, prm.model, held)[:, 0],
+  conformal = calibration.ConformalLowerBound.fit(fit.predict(calibrated, prm.model, held)[:, 0],
                                                   target(held), alpha=ev.conformal_alpha)
   lower = conformal(q_test[:, 0])
   results = {
