@@ -5,12 +5,12 @@ gets that response's final outcome, as public PRMs are trained. `calibrate_prm` 
 offsets (`delta`, zero at the start, so every output starts at the base probability): Q
 quantiles fit by the pinball loss and the mean fit by the squared error (the Brier score)
 against the MC `target`, as the reference code's "wql" and "mse" losses (model.py says why the
-mean is corrected in probability space). What trains is the
-`adapter`: "head" (the head, `delta` when calibrating, and the backbone's final norm), "lora"
-(those plus low-rank adapters on the attention and FFN kernels, as the paper; see lora.py),
-or "full" (everything). Frozen leaves get optax `set_to_zero` and `stop_gradient`: with
-"head" no backward pass runs through the backbone; with "lora" it runs through every layer to
-reach the adapters, but computes no gradient for the frozen kernels.
+mean is corrected in probability space). What trains is the `adapter`: "head" (the output
+layer alone, `head` for the base PRM, `delta` and `base_gain` when calibrating, fit on the frozen
+backbone's features computed once), "lora" (that, the final norm and low-rank adapters on the
+attention and FFN kernels, as the paper; see lora.py), or "full" (everything). Frozen leaves
+get optax `set_to_zero` and `stop_gradient`: with "lora" the backward pass runs through every
+layer to reach the adapters, but computes no gradient for the frozen kernels.
 
 Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
 so a run is a pure function of (records, config, seed).
@@ -75,6 +75,7 @@ def _adamw(learning_rate: float, weight_decay: float):
 
 
 ADAPTERS = ("head", "lora", "full")
+CALIBRATION_LEAVES = ("delta", "base_gain")  # what calibration adds to a base PRM's params
 
 
 def _check_adapter(adapter: str):
@@ -82,20 +83,35 @@ def _check_adapter(adapter: str):
     raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
 
 
-def _fit_adapter(params, loss_fn, heads: tuple[str, ...], *, adapter: str, lora_rank: int,
-                 lora_alpha: float, learning_rate: float, weight_decay: float, data, steps: int,
-                 batch_size: int, seed: int):
-  """Trains `adapter` (with the `heads` leaves and the final norm) to minimize
-  loss_fn(merged params, batch); returns the params with any LoRA adapters merged in."""
+def _in_batches(fn, tokens_NxT: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn(tokens_BxT) over row batches, concatenated. The last batch is padded with copies of the
+  first row, so every batch has one shape: one compile."""
+  num = len(tokens_NxT)
+  batch_size = min(batch_size, num)
+  tokens_NxT = np.concatenate([tokens_NxT, np.repeat(tokens_NxT[:1], -num % batch_size, 0)])
+  out = [fn(tokens_NxT[i:i + batch_size]) for i in range(0, len(tokens_NxT), batch_size)]
+  return np.asarray(jnp.concatenate(out))[:num]
+
+
+def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter: str,
+                 lora_rank: int, lora_alpha: float, learning_rate: float, weight_decay: float,
+                 tokens_NxT: np.ndarray, labels: dict, steps: int, batch_size: int, seed: int):
+  """Trains `adapter` to minimize loss_fn(model outputs, batch) over `labels` (field -> [N]);
+  returns the params with any LoRA adapters merged in.
+
+  "head" trains only the `heads` leaves, on features computed once: the frozen backbone's
+  `readout` of every record, so a step costs the output layer alone. "lora" and "full" also
+  train the backbone's final norm (and more), so their steps run the backbone.
+  """
   trainable = {"params": params}
   batch_key, lora_key = jax.random.split(jax.random.key(seed))
   if adapter == "lora":
     trainable["lora"] = lora.init_lora(params["backbone"], rank=lora_rank, key=lora_key)
 
   def trains(path):
-    if path[0] == "lora" or adapter == "full":
+    if path[0] == "lora" or adapter == "full" or path[1] in heads:
       return True
-    return path[1] in heads or path[1:3] == ("backbone", "final_norm")
+    return adapter == "lora" and path[1:3] == ("backbone", "final_norm")
 
   def merged(trainable):
     # Frozen leaves get symbolic-zero gradients: no gradient is computed for them.
@@ -107,12 +123,19 @@ def _fit_adapter(params, loss_fn, heads: tuple[str, ...], *, adapter: str, lora_
                                                       alpha=lora_alpha, rank=lora_rank)}
     return params
 
-  labels = traverse_util.path_aware_map(lambda path, _: "train" if trains(path) else "freeze",
-                                        trainable)
+  if adapter == "head":
+    readout = jax.jit(lambda t: model.apply({"params": params}, t, method=PRM.readout))
+    data = {"inputs": _in_batches(readout, tokens_NxT, 256), **labels}
+    apply = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
+  else:
+    data = {"inputs": tokens_NxT, **labels}
+    apply = lambda p, tokens: model.apply({"params": p}, tokens)
+  labels_tree = traverse_util.path_aware_map(
+      lambda path, _: "train" if trains(path) else "freeze", trainable)
   tx = optax.multi_transform({"train": _adamw(learning_rate, weight_decay),
-                              "freeze": optax.set_to_zero()}, labels)
-  trained = _fit(trainable, lambda t, batch: loss_fn(merged(t), batch), tx, data, steps=steps,
-                 batch_size=batch_size, key=batch_key)
+                              "freeze": optax.set_to_zero()}, labels_tree)
+  trained = _fit(trainable, lambda t, batch: loss_fn(apply(merged(t), batch["inputs"]), batch),
+                 tx, data, steps=steps, batch_size=batch_size, key=batch_key)
   return jax.jit(merged)(trained)
 
 
@@ -123,8 +146,8 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
   """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
 
   `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
-  `adapter`: what trains besides the head and final norm ("full": the whole backbone; "head":
-  nothing, a value head on a frozen backbone; "lora": low-rank adapters, merged in).
+  `adapter`: what trains besides the head ("full": the whole backbone; "head": nothing, a value
+  head on a frozen backbone; "lora": low-rank adapters and the final norm, merged in).
   """
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
@@ -133,16 +156,13 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
   params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
   if backbone_params is not None:
     params = {**params, "backbone": nn.meta.unbox(backbone_params)}
-  model = PRM(model_cfg)
+  def loss_fn(logit_Bx1, batch):
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit_Bx1[:, 0], batch["labels"]))
 
-  def loss_fn(params, batch):
-    logit_B = model.apply({"params": params}, batch["tokens"])[:, 0]
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit_B, batch["labels"]))
-
-  return _fit_adapter(params, loss_fn, ("head",), adapter=adapter, lora_rank=lora_rank,
-                      lora_alpha=lora_alpha, learning_rate=learning_rate,
-                      weight_decay=weight_decay, data={"tokens": tokens_NxT, "labels": labels_N},
-                      steps=steps, batch_size=batch_size, seed=seed)
+  return _fit_adapter(params, PRM(model_cfg), loss_fn, ("head",), adapter=adapter,
+                      lora_rank=lora_rank, lora_alpha=lora_alpha, learning_rate=learning_rate,
+                      weight_decay=weight_decay, tokens_NxT=tokens_NxT,
+                      labels={"labels": labels_N}, steps=steps, batch_size=batch_size, seed=seed)
 
 
 def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
@@ -150,12 +170,14 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
                   learning_rate: float, seed: int, adapter: str = "head", lora_rank: int = 8,
                   lora_alpha: float = 16.0):
   """Calibrated PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
-  `delta` [2D, Q + 1] for the Q quantiles at `levels` and the mean (column `model.MEAN`).
+  `delta` [2D, Q + 1] and `base_gain` [] for the Q quantiles at `levels` and the mean
+  (column `model.MEAN`).
 
   Loss: pinball loss of the quantiles plus squared error of the mean, against `target`.
-  `adapter`: what trains besides `delta` and the final norm. "head": nothing else; "lora":
-  low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`) on every attention and
-  FFN kernel, merged into the returned params; "full": the whole backbone and the base head.
+  `adapter`: what trains besides `delta` and `base_gain`. "head": nothing else (on features
+  computed once); "lora": low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`)
+  on every attention and FFN kernel, merged into the returned params, and the final norm;
+  "full": the whole backbone and the base head.
   """
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
@@ -168,18 +190,21 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   if "delta" in base_params:
     raise ValueError("base_params already has a calibrated head ('delta'); pass a base PRM's params")
   model = PRM(model_cfg, len(levels_Q))
-  # The module's own (zero) init of delta; under jit the unused backbone init is dropped.
-  delta = jax.jit(lambda: init_params(model_cfg, len(levels_Q), 1, seed)["delta"])()
+  # The module's own (zero) init of the calibration leaves; under jit the unused backbone init
+  # is dropped.
+  calibration = jax.jit(lambda: {name: init_params(model_cfg, len(levels_Q), 1, seed)[name]
+                                 for name in CALIBRATION_LEAVES})()
 
-  def loss_fn(params, batch):
-    quantile_logits_BxQ, mean_B = model.apply({"params": params}, batch["tokens"])
+  def loss_fn(outputs, batch):
+    quantile_logits_BxQ, mean_B = outputs
     return (metrics.pinball_loss(jax.nn.sigmoid(quantile_logits_BxQ), batch["targets"], levels_Q)
             + jnp.mean(jnp.square(mean_B - batch["targets"])))
 
-  return _fit_adapter({**base_params, "delta": delta}, loss_fn, ("delta",), adapter=adapter,
-                      lora_rank=lora_rank, lora_alpha=lora_alpha, learning_rate=learning_rate,
-                      weight_decay=0.0, data={"tokens": tokens_NxT, "targets": targets_N},
-                      steps=steps, batch_size=batch_size, seed=seed)
+  return _fit_adapter({**base_params, **calibration}, model, loss_fn, CALIBRATION_LEAVES,
+                      adapter=adapter, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                      learning_rate=learning_rate, weight_decay=0.0, tokens_NxT=tokens_NxT,
+                      labels={"targets": targets_N}, steps=steps, batch_size=batch_size,
+                      seed=seed)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
@@ -193,11 +218,5 @@ def predict(params, model_cfg: ModelConfig, records: Sequence[dict],
   per quantile level, then the mean (column `model.MEAN`)."""
   params = nn.meta.unbox(params)
   num_quantiles = params["delta"]["kernel"].shape[-1] - 1 if "delta" in params else 0
-  tokens_NxT = encode_records(records, model_cfg.max_len)
-  num = len(tokens_NxT)
-  batch_size = min(batch_size, num)
-  # Pad the last batch with rows of the first record, so every batch has one shape: one compile.
-  tokens_NxT = np.concatenate([tokens_NxT, np.repeat(tokens_NxT[:1], -num % batch_size, 0)])
-  probs = [_probs(params, tokens_NxT[i:i + batch_size], model_cfg=model_cfg,
-                  num_quantiles=num_quantiles) for i in range(0, len(tokens_NxT), batch_size)]
-  return np.asarray(jnp.concatenate(probs))[:num]
+  return _in_batches(lambda t: _probs(params, t, model_cfg=model_cfg, num_quantiles=num_quantiles),
+                     encode_records(records, model_cfg.max_len), batch_size)

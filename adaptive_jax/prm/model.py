@@ -1,11 +1,13 @@
 """Process reward model: a dense transformer read at the end of the prefix, with a sigmoid head.
 
 Base PRM (`num_quantiles=0`): one logit, p = sigmoid(head(h)). Calibrated PRM
-(`num_quantiles=Q`): `delta` (Q + 1 outputs, initialized to exactly 0, so every output starts
-at the base probability) adds to it Q quantiles, sigmoid(head(h) + delta_q(h)) in level order,
-and the mean, the calibrated success probability sigmoid(head(h)) + delta_mean(h): a linear
-correction in probability space, fit by least squares (the Brier score) and clipped to [0, 1]
-when read (`probabilities`). `h` = [h_last; h_mean]: the final-normed hidden state
+(`num_quantiles=Q`): `delta` (Q + 1 outputs) and `base_gain`, initialized to exactly 0 so
+every output starts at the base probability, give Q quantiles sigmoid(head(h) + delta_q(h)) in
+level order and the mean, the calibrated success probability
+(1 + base_gain) sigmoid(head(h)) + delta_mean(h): linear in probability space, fit by least
+squares (the Brier score) and clipped to [0, 1] when read (`probabilities`). Linear rather than
+a sigmoid: on the arithmetic task a sigmoid mean fit by squared error overfits the questions it
+sees (README, Part 2). `h` = [h_last; h_mean]: the final-normed hidden state
 of the last real (non-pad) token, which for a record is the step boundary "\n" that ends its
 text, and the mean of the final-normed hidden states of all real tokens. The mean carries what
 the whole question says about its difficulty: on the arithmetic task a ridge probe of the
@@ -57,9 +59,14 @@ class PRM(nn.Module):
     if self.num_quantiles:
       self.delta = nn.Dense(self.num_quantiles + 1, dtype=jnp.float32, name="delta",
                             kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+      self.base_gain = self.param("base_gain", nn.initializers.zeros, (), jnp.float32)
 
   def __call__(self, tokens_BxT, last_B=None):
     """`last_B`: index of each row's last real token; by default the last non-pad one."""
+    return self.outputs(self.readout(tokens_BxT, last_B))
+
+  def readout(self, tokens_BxT, last_B=None):
+    """h_Bx2D = [h_last; h_mean], what the output layers read (float32)."""
     positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
     x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
     last_B = last_real_index(tokens_BxT) if last_B is None else last_B
@@ -68,13 +75,17 @@ class PRM(nn.Module):
     inside_BxT = positions_BxT <= last_B[:, None]
     h_mean_BxD = (jnp.sum(jnp.where(inside_BxT[..., None], normed_BxTxD, 0.0), axis=1)
                   / (last_B[:, None] + 1).astype(jnp.float32))
-    h_Bx2D = jnp.concatenate([normed_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B], h_mean_BxD],
-                             axis=-1)
+    return jnp.concatenate([normed_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B], h_mean_BxD],
+                           axis=-1)
+
+  def outputs(self, h_Bx2D):
+    """The output layers on `readout`'s features: logit_Bx1, or (quantile_logits_BxQ, mean_B)."""
     logit_Bx1 = self.head(h_Bx2D)
     if not self.num_quantiles:
       return logit_Bx1
     delta_BxK = self.delta(h_Bx2D)
-    return logit_Bx1 + delta_BxK[:, :MEAN], jax.nn.sigmoid(logit_Bx1[:, 0]) + delta_BxK[:, MEAN]
+    mean_B = (1 + self.base_gain) * jax.nn.sigmoid(logit_Bx1[:, 0]) + delta_BxK[:, MEAN]
+    return logit_Bx1 + delta_BxK[:, :MEAN], mean_B
 
 
 def probabilities(outputs):

@@ -63,6 +63,7 @@ class PrmConfig:
   base_steps: int = 300
   calibration_steps: int = 300
   calibration_learning_rate: float = 3e-3
+  calibration_batch_size: int = 256
   adapter: str = "lora"
   lora_rank: int = 8
   lora_alpha: float = 16.0
@@ -74,7 +75,8 @@ class PrmConfig:
   def __post_init__(self):
     check_choice("prm", "base_max_difficulty", self.base_max_difficulty,
                  range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
-    for name in ("base_steps", "calibration_steps", "lora_rank", "batch_size"):
+    for name in ("base_steps", "calibration_steps", "lora_rank", "batch_size",
+                 "calibration_batch_size"):
       check_int("prm", name, getattr(self, name))
     check_int("prm", "seed", self.seed, minimum=0)
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
@@ -166,7 +168,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             adapter=prm.base_adapter, lora_rank=prm.lora_rank,
                             lora_alpha=prm.lora_alpha)
   calibrated = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
-                                 steps=prm.calibration_steps, batch_size=prm.batch_size,
+                                 steps=prm.calibration_steps,
+                                 batch_size=prm.calibration_batch_size,
                                  learning_rate=prm.calibration_learning_rate, seed=prm.seed,
                                  adapter=prm.adapter, lora_rank=prm.lora_rank,
                                  lora_alpha=prm.lora_alpha)
