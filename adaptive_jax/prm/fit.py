@@ -124,8 +124,9 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
     return params
 
   if adapter == "head":
-    readout = jax.jit(lambda t: model.apply({"params": params}, t, method=PRM.readout))
-    data = {"inputs": _in_batches(readout, tokens_NxT, 256), **labels}
+    # params as an argument, not a closure: closed-over arrays would be baked into the program.
+    readout = jax.jit(lambda p, t: model.apply({"params": p}, t, method=PRM.readout))
+    data = {"inputs": _in_batches(lambda t: readout(params, t), tokens_NxT, 256), **labels}
     apply = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
   else:
     data = {"inputs": tokens_NxT, **labels}
