@@ -58,8 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.calibration_batch_size = 256
   # What the fine-tune trains besides the calibration head: 'head' (nothing: it fits on
   # features computed once), 'lora' (rank-r adapters on every attention and FFN kernel, and the
-  # final norm, as the paper) or 'full' (Brier 0.055 against 0.062 in one run, at ~60x the CPU
-  # time).
+  # final norm, as the paper) or 'full' (0.055-0.062 in two runs against 0.057-0.062, at ~60x
+  # the CPU time).
   config.prm.adapter = "head"
   config.prm.lora_rank = 8
   config.prm.lora_alpha = 16.0  # adapter scale alpha / rank
