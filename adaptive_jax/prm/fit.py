@@ -191,10 +191,11 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   if "delta" in base_params:
     raise ValueError("base_params already has a calibrated head ('delta'); pass a base PRM's params")
   model = PRM(model_cfg, len(levels_Q))
-  # The module's own (zero) init of the calibration leaves; under jit the unused backbone init
-  # is dropped.
-  calibration = jax.jit(lambda: {name: init_params(model_cfg, len(levels_Q), 1, seed)[name]
-                                 for name in CALIBRATION_LEAVES})()
+  # The module's own (zero) init of the calibration leaves, from one init; under jit the unused
+  # backbone init is dropped.
+  calibration = jax.jit(lambda: {name: leaf for name, leaf in
+                                 init_params(model_cfg, len(levels_Q), 1, seed).items()
+                                 if name in CALIBRATION_LEAVES})()
 
   def loss_fn(outputs, batch):
     quantile_logits_BxQ, mean_B = outputs
