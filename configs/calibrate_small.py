@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mc = ml_collections.ConfigDict()
   config.mc.calibration_questions = 768  # fit split (difficulties cycle 1..8)
-  config.mc.test_questions = 64  # held-out split
+  config.mc.test_questions = 256  # held-out split
   config.mc.conformal_questions = 64  # held out from the fine-tune, for split conformal
   config.mc.base_questions = 96  # the base PRM's own (easy) questions: outcome labels only
   config.mc.calibration_seed = 10  # each split draws its questions from its own seed

@@ -17,9 +17,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Calibration config fi
 def main(argv):
   del argv
   results = run_calibration_study(_CONFIG.value, _WORKDIR.value)
-  print(f"{'method':<18}{'Brier':>8}{'ECE':>8}   (test questions, MC targets)")
+  print(f"{'method':<18}{'Brier':>8}{'ECE':>8}  Brier / base, 90% CI over test questions")
   for name, scores in results["methods"].items():
-    print(f"{name:<18}{scores['brier']:>8.4f}{scores['ece']:>8.4f}")
+    ratio = results["brier_ratio_to_base"].get(name)
+    interval = f"{ratio['ratio']:>7.3f}" if ratio else ""
+    if ratio and ratio["low"] is not None:
+      interval += f" [{ratio['low']:.3f}, {ratio['high']:.3f}]"
+    print(f"{name:<18}{scores['brier']:>8.4f}{scores['ece']:>8.4f}  {interval}")
   print("coverage:", {k: round(v, 3) for k, v in results["coverage"].items()})
 
 

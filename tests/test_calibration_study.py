@@ -63,6 +63,11 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   np.testing.assert_allclose(predictions["quantile_median"], predictions["base"], atol=0.2)
   assert results["target_by_difficulty"] and max(results["target_by_difficulty"].values()) == 0
   assert results["methods"]["calibrated"]["brier"] < results["methods"]["base"]["brier"]
+  assert set(results["brier_ratio_to_base"]) == set(results["methods"]) - {"base"}
+  for name, ratio in results["brier_ratio_to_base"].items():
+    assert ratio["ratio"] == pytest.approx(results["methods"][name]["brier"]
+                                           / results["methods"]["base"]["brier"])
+    assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
   proc = subprocess.run([sys.executable, "-m", "experiments.calibrate_figures",
                          f"--workdir={workdir}", f"--out_dir={tmp_path / 'figs'}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -90,6 +90,38 @@ def test_per_bucket():
   assert out[1] == pytest.approx(0.025) and out[2] == pytest.approx(0.085)
 
 
+def test_brier_ratio_point_value_is_the_ratio_of_the_scores():
+  out = prm.brier_ratio(P, [0.2, 0.5, 0.5, 0.5], Y, groups=[0, 0, 1, 1])
+  # a: (.01 + .04 + .16 + .01) / 4 = .055; b: (.04 + 0 + .25 + .25) / 4 = .135
+  assert out["ratio"] == pytest.approx(0.055 / 0.135)
+  assert out["low"] <= out["ratio"] <= out["high"]
+  one_group = prm.brier_ratio(P, [0.2, 0.5, 0.5, 0.5], Y, groups=[7, 7, 7, 7])
+  assert one_group == {"ratio": pytest.approx(0.055 / 0.135), "low": None, "high": None}
+
+
+def test_brier_ratio_resamples_whole_groups():
+  """Records within a group are copies: the interval must be that of one record per group
+  (brute-force loop over group resamples), not the narrower one of independent records."""
+  rng = np.random.default_rng(0)
+  y_G = rng.random(30)
+  p_a_G = np.clip(y_G + 0.2 * rng.standard_normal(30), 0, 1)
+  p_b_G = np.clip(y_G + 0.3 * rng.standard_normal(30), 0, 1)
+  copies = lambda x_G: np.repeat(x_G, 10)
+  out = prm.brier_ratio(copies(p_a_G), copies(p_b_G), copies(y_G), np.repeat(np.arange(30), 10),
+                        num_resamples=4000)
+  err_a_G, err_b_G = (p_a_G - y_G) ** 2, (p_b_G - y_G) ** 2
+  draws_RxG = rng.integers(0, 30, (4000, 30))
+  ratios_R = err_a_G[draws_RxG].sum(1) / err_b_G[draws_RxG].sum(1)
+  low, high = np.percentile(ratios_R, [5, 95])
+  width = high - low
+  assert out["ratio"] == pytest.approx(err_a_G.sum() / err_b_G.sum())
+  assert abs(out["low"] - low) < 0.15 * width and abs(out["high"] - high) < 0.15 * width
+  # Treating the 300 records as independent would shrink the interval about sqrt(10)-fold.
+  record_draws = rng.integers(0, 300, (4000, 300))
+  record_ratios = (copies(err_a_G)[record_draws].sum(1) / copies(err_b_G)[record_draws].sum(1))
+  assert np.subtract(*np.percentile(record_ratios, [95, 5])) < 0.5 * (out["high"] - out["low"])
+
+
 @pytest.mark.parametrize("fn, args, message", [
     (prm.brier, ([0.5, 1.2], [0, 1]), "p must be probabilities in \\[0, 1\\]"),
     (prm.brier, ([0.5, 0.2], [0, np.nan]), "y must be probabilities in \\[0, 1\\]"),
@@ -103,6 +135,9 @@ def test_per_bucket():
     (prm.pinball_loss, (jnp.zeros((2, 2)), jnp.zeros(2), (0.0, 0.5)), "levels_Q must be quantile"),
     (prm.pinball_loss, (jnp.zeros((2, 1)), jnp.array([0.0, 1.5]), (0.5,)), "y_N must be prob"),
     (prm.per_bucket, (prm.brier, [0.5], [1.0], [1, 2]), "buckets must have shape"),
+    (prm.brier_ratio, ([0.5], [0.5], [1.0], [1, 2]), "groups must have shape"),
+    (prm.brier_ratio, ([0.5], [1.5], [1.0], [1]), "p_b must be probabilities"),
+    (prm.brier_ratio, ([0.5], [1.0], [1.0], [1]), "brier\\(p_b, y\\) is 0"),
 ])
 def test_bad_inputs_raise_naming_the_argument(fn, args, message):
   with pytest.raises(ValueError, match=message):

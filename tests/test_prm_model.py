@@ -148,7 +148,10 @@ def test_head_adapter_on_cached_features_equals_training_through_the_model():
     pinball = jnp.mean(jnp.maximum(levels_Q * u_BxQ, (levels_Q - 1) * u_BxQ))
     return pinball + jnp.mean((mean_B - y_B) ** 2)
 
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=0.0))
+  # The rate decays on a cosine from lr at step 0 to 0 at step `steps`.
+  rates = [lr * 0.5 * (1 + np.cos(np.pi * i / steps)) for i in range(steps)]
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.adamw(lambda i: jnp.asarray(rates)[i], weight_decay=0.0))
   opt_state = tx.init(delta)
   batch_key = jax.random.split(jax.random.key(seed))[0]
   for i in range(steps):

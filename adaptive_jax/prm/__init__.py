@@ -9,6 +9,7 @@ from adaptive_jax.prm.ias import num_beams
 from adaptive_jax.prm.ias import num_expansions
 from adaptive_jax.prm.ias import num_samples
 from adaptive_jax.prm.metrics import brier
+from adaptive_jax.prm.metrics import brier_ratio
 from adaptive_jax.prm.metrics import ece
 from adaptive_jax.prm.metrics import per_bucket
 from adaptive_jax.prm.metrics import pinball_loss

@@ -198,6 +198,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                       "base_training": len(easy)},
       "methods": {name: _scores(p, y_test, difficulty, ev.num_bins)
                   for name, p in predictions.items()},
+      # Records of a question are correlated: the interval resamples whole test questions.
+      "brier_ratio_to_base": {
+          name: metrics.brier_ratio(p, p_test, y_test, [r["question_id"] for r in test])
+          for name, p in predictions.items() if name != "base"},
       "coverage": {
           **{f"q{level:g}": float(np.mean(y_test <= q_test[:, i]))
              for i, level in enumerate(prm.levels)},
