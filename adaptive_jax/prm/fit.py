@@ -176,9 +176,12 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   (column `model.MEAN`).
 
   Loss: pinball loss of the quantiles plus squared error of the mean, against `target`, by AdamW
-  with the learning rate decaying to 0 on a cosine: the last iterate is the average of the
-  late steps rather than one noisy step (a constant rate's last iterate varied by 0.01 in test
-  Brier with the learning rate, the decayed one by < 0.001; README, Part 2). `adapter`: what trains besides `delta` and `base_gain`. "head": nothing else (on features
+  with the learning rate decaying on a cosine to 0, so the last steps are small and the last
+  iterate does not carry one batch's noise (on frozen features, test Brier of the mean over
+  learning rates 3e-3 / 1e-2 and batches 256 / 2048: 0.057-0.067 at a constant rate,
+  0.057-0.058 decayed).
+
+  `adapter`: what trains besides `delta` and `base_gain`. "head": nothing else (on features
   computed once); "lora": low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`)
   on every attention and FFN kernel, merged into the returned params, and the final norm;
   "full": the whole backbone and the base head.
