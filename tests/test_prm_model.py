@@ -243,6 +243,14 @@ def test_bad_inputs_raise_errors_naming_the_field():
     with pytest.raises(ValueError, match="levels"):
       fit.calibrate_prm({}, records, CFG, levels=levels, steps=1, batch_size=2,
                         learning_rate=1e-3, seed=0)
+  base = fit.train_base_prm(records, CFG, steps=0, batch_size=2, learning_rate=1e-3, seed=0)
+  calibrated = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=2, learning_rate=1e-3,
+                                 seed=0)
+  with pytest.raises(ValueError, match=r"calibration leaves \['delta', 'base_gain'\]"):
+    fit.calibrate_prm(calibrated, records, CFG, steps=1, batch_size=2, learning_rate=1e-3, seed=0)
+  with pytest.raises(ValueError, match=r"calibration leaves \['base_gain'\]"):
+    fit.calibrate_prm({**base, "base_gain": jnp.zeros(())}, records, CFG, steps=1, batch_size=2,
+                      learning_rate=1e-3, seed=0)
   with pytest.raises(ValueError, match="model.duo"):
     PRM(ModelConfig(**{**CFG.__dict__, "duo": True, "d_ff_small": 16})).init(
         jax.random.key(0), jnp.zeros((1, 4), jnp.int32))

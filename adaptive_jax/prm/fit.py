@@ -194,8 +194,10 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   tokens_NxT = encode_records(records, model_cfg.max_len)
   targets_N = record_field(records, "target")
   base_params = nn.meta.unbox(base_params)
-  if "delta" in base_params:
-    raise ValueError("base_params already has a calibrated head ('delta'); pass a base PRM's params")
+  calibrated_leaves = [name for name in CALIBRATION_LEAVES if name in base_params]
+  if calibrated_leaves:
+    raise ValueError(f"base_params already has calibration leaves {calibrated_leaves}; pass a "
+                     "base PRM's params")
   model = PRM(model_cfg, len(levels_Q))
   # The module's own (zero) init of the calibration leaves, from one init; under jit the unused
   # backbone init is dropped.
