@@ -176,6 +176,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_test = target(cal), target(test)
   difficulty = np.array([r["difficulty"] for r in test])
+  question = np.array([r["question_id"] for r in test])
   p_cal = fit.predict(base, prm.model, cal)[:, 0]
   p_test = fit.predict(base, prm.model, test)[:, 0]
   out_test = fit.predict(calibrated, prm.model, test)
@@ -200,7 +201,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                   for name, p in predictions.items()},
       # Records of a question are correlated: the interval resamples whole test questions.
       "brier_ratio_to_base": {
-          name: metrics.brier_ratio(p, p_test, y_test, [r["question_id"] for r in test])
+          name: metrics.brier_ratio(p, p_test, y_test, question)
           for name, p in predictions.items() if name != "base"},
       "coverage": {
           **{f"q{level:g}": float(np.mean(y_test <= q_test[:, i]))
