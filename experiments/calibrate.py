@@ -24,6 +24,9 @@ def main(argv):
     if ratio and ratio["low"] is not None:
       interval += f" [{ratio['low']:.3f}, {ratio['high']:.3f}]"
     print(f"{name:<18}{scores['brier']:>8.4f}{scores['ece']:>8.4f}  {interval}")
+  print("reference predictors (not PRMs): Brier, ratio to base")
+  for name, ref in results["reference"].items():
+    print(f"  {name:<30}{ref['brier']:>8.4f}{ref['ratio_to_base']:>8.3f}")
   print("coverage:", {k: round(v, 3) for k, v in results["coverage"].items()})
 
 

@@ -62,6 +62,11 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   # in probability space: the 3-step policy never answers right, so it heads for 0.
   np.testing.assert_allclose(predictions["quantile_median"], predictions["base"], atol=0.2)
   assert results["target_by_difficulty"] and max(results["target_by_difficulty"].values()) == 0
+  # Every target is 0, so each group mean is 0 and predicts it exactly.
+  assert set(results["reference"]) == {"difficulty", "difficulty_step",
+                                       "difficulty_step_gold_prefix", "mc_noise_floor"}
+  for reference in results["reference"].values():
+    assert reference["brier"] == 0 and reference["ratio_to_base"] == 0
   assert results["methods"]["calibrated"]["brier"] < results["methods"]["base"]["brier"]
   assert set(results["brier_ratio_to_base"]) == set(results["methods"]) - {"base"}
   for name, ratio in results["brier_ratio_to_base"].items():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from adaptive_jax.tasks import arithmetic, gsm
-from adaptive_jax.tasks.problem import (Problem, extract_answer, format_completion, format_prompt,
-                                        is_correct)
+from adaptive_jax.tasks.problem import (Problem, extract_answer, follows_gold_steps,
+                                        format_completion, format_prompt, is_correct)
 
 DIFFICULTIES = range(arithmetic.MIN_DIFFICULTY, arithmetic.MAX_DIFFICULTY + 1)
 PROBLEMS = [arithmetic.generate(seed, d) for d in DIFFICULTIES for seed in range(40)]
@@ -113,3 +113,19 @@ def test_gsm_adapter_reads_jsonl(tmp_path):
   assert not source.check(source[1], "answer: 2401\n")
   with pytest.raises(ValueError, match="####"):
     gsm.parse_record({"question": "q", "answer": "no marker 7"})
+
+
+def test_follows_gold_steps_accepts_gold_prefixes_and_rejects_any_changed_line():
+  problem = arithmetic.generate(5, 4)
+  lines = [step + "\n" for step in problem.steps]
+  for s in range(len(lines) + 1):
+    assert follows_gold_steps(problem, "".join(lines[:s]))
+  assert not follows_gold_steps(problem, "".join(lines) + "x = 1 + 1 = 2\n")  # past the gold
+  for s in range(len(lines)):
+    name, expr, result = problem.steps[s].split(" = ")
+    for wrong in (f"{name} = {expr} = {int(result) + 1}",  # arithmetic slip
+                  f"{name} = {expr.replace(' ', '  ', 1)} = {result}",  # other text
+                  f"q{name} = {expr} = {result}"):  # wrong variable
+      assert not follows_gold_steps(problem, "".join(lines[:s]) + wrong + "\n")
+  with pytest.raises(ValueError, match="whole lines"):
+    follows_gold_steps(problem, lines[0] + "b = 3")

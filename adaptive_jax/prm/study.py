@@ -12,11 +12,12 @@ from absl import logging
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
-from adaptive_jax.prm import calibration, fit, mc_data, metrics
+from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.tasks.problem import follows_gold_steps, format_prompt
 from adaptive_jax.train.trained import load_trained
 from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping
 
@@ -102,8 +103,8 @@ class EvalConfig:
 
 
 def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=None):
-  """MC records of `size` questions (difficulties cycling 1..8 or `difficulties`), generated
-  or resumed; `policy` = (params, model_cfg, fingerprint)."""
+  """(records, source): MC records of `size` questions of `source` (difficulties cycling 1..8
+  or `difficulties`), generated or resumed; `policy` = (params, model_cfg, fingerprint)."""
   params, model_cfg, fingerprint = policy
   tokenizer = ByteTokenizer()
   sampling = SamplingPolicy(temperature=mc.temperature)
@@ -120,7 +121,7 @@ def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=N
       settings={"policy": fingerprint, "question_seed": seed, "difficulties": source.difficulties,
                 "temperature": mc.temperature, "max_new_tokens": mc.max_new_tokens,
                 "seed": mc.seed})
-  return mc_data.read_records(paths)
+  return mc_data.read_records(paths), source
 
 
 def policy_fingerprint(params) -> str:
@@ -138,6 +139,32 @@ def _scores(p, y, difficulty, num_bins):
           "mean_prediction": float(np.mean(p))}
 
 
+def _reference_predictors(cal, test, cal_source, test_source, base_brier: float) -> dict:
+  """Brier (and ratio to the base PRM) of group-mean predictors fit on `cal`, scored on `test`,
+  and the MC noise floor (headroom.py): what the calibrated PRM's score sits between."""
+  def keys(records, source, gold: bool):
+    out = []
+    for r in records:
+      key = (r["difficulty"], r["step"])
+      if gold:
+        problem = source[r["question_id"]]
+        key += (follows_gold_steps(problem, r["text"][len(format_prompt(problem)):]),)
+      out.append(key)
+    return out
+
+  y_cal = np.array([r["target"] for r in cal])
+  y_test = np.array([r["target"] for r in test])
+  scores = {}
+  for name, key_fn in (("difficulty", lambda rs, src: [r["difficulty"] for r in rs]),
+                       ("difficulty_step", lambda rs, src: keys(rs, src, False)),
+                       ("difficulty_step_gold_prefix", lambda rs, src: keys(rs, src, True))):
+    p = headroom.group_mean_predictions(key_fn(cal, cal_source), y_cal, key_fn(test, test_source))
+    scores[name] = metrics.brier(p, y_test)
+  scores["mc_noise_floor"] = headroom.mc_noise_floor(y_test, np.array([r["num_rollouts"]
+                                                                        for r in test]))
+  return {name: {"brier": b, "ratio_to_base": b / base_brier} for name, b in scores.items()}
+
+
 def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Writes results.json (Brier/ECE per method on test questions) and predictions.npz."""
   mc = from_mapping(McConfig, config.mc, "mc")
@@ -150,18 +177,19 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
   policy = (policy_params, policy_cfg, policy_fingerprint(policy_params))
   os.makedirs(workdir, exist_ok=True)
-  cal = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed, policy, mc,
-                    workdir)
-  test = _mc_records("test", mc.test_questions, mc.test_seed, policy, mc, workdir)
+  cal, cal_source = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed,
+                                policy, mc, workdir)
+  test, test_source = _mc_records("test", mc.test_questions, mc.test_seed, policy, mc, workdir)
   # Split conformal needs scores of a model that did not train on them: its own questions.
-  held = _mc_records("conformal", mc.conformal_questions, mc.conformal_seed, policy, mc, workdir)
+  held, _ = _mc_records("conformal", mc.conformal_questions, mc.conformal_seed, policy, mc,
+                        workdir)
   logging.info("MC records: %d calibration, %d conformal, %d test", len(cal), len(held),
                len(test))
 
   # The base PRM learns from final outcomes of easier questions of its own, as public PRMs
   # are trained on other data than the policy's hard questions: miscalibrated on the rest.
-  easy = _mc_records("base", mc.base_questions, mc.base_seed, policy, mc, workdir,
-                     difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
+  easy, _ = _mc_records("base", mc.base_questions, mc.base_seed, policy, mc, workdir,
+                        difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
   base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
                             learning_rate=prm.learning_rate, seed=prm.seed,
                             backbone_params=policy_params if prm.init_from_policy else None,
@@ -209,6 +237,11 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
           "lower_q0.1_raw": float(np.mean(y_test >= q_test[:, 0])),
           "lower_q0.1_conformal": float(np.mean(y_test >= lower)),
           "conformal_nominal": 1 - ev.conformal_alpha},
+      # Reference predictors (not PRMs): what knowing only the difficulty (and step) scores,
+      # what an exact step verifier would add (an oracle: it reads the gold solution), and the
+      # floor the MC targets' own noise sets.
+      "reference": _reference_predictors(cal, test, cal_source, test_source,
+                                         metrics.brier(p_test, y_test)),
       "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
                                for k in sorted(set(difficulty.tolist()))},
   }

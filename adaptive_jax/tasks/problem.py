@@ -68,6 +68,17 @@ def is_correct(problem: Problem, completion: str) -> bool:
   return extract_answer(completion) == problem.answer
 
 
+def follows_gold_steps(problem: Problem, prefix: str) -> bool:
+  """Whether `prefix` (complete solution lines, each ending in STEP_END) is the gold solution's
+  first lines, exactly. Meaningful where the solution is canonical, as on the arithmetic task;
+  on GSM-style text another correct wording is not gold."""
+  if prefix and not prefix.endswith(STEP_END):
+    raise ValueError(f"prefix must be whole lines, each ending in {STEP_END!r}, got {prefix!r}")
+  lines = prefix.split(STEP_END)[:-1]
+  return len(lines) <= len(problem.steps) and all(
+      line == gold for line, gold in zip(lines, problem.steps))
+
+
 class TaskSource(Protocol):
   """Random access to problems (a grain `RandomAccessDataSource`) plus their checker."""
 
