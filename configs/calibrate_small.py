@@ -70,7 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.batch_size = 32  # the base PRM's
   config.prm.learning_rate = 1e-3  # the base PRM's
   config.prm.levels = (0.1, 0.5, 0.9)  # quantile levels of the calibrated head
-  config.prm.seed = 0
+  config.prm.seed = 0  # the base PRM's init and batches
+  config.prm.calibration_seed = 0  # the calibration's: vary it with the base PRM fixed
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_bins = 10  # ECE and reliability diagrams

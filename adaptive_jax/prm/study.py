@@ -71,7 +71,8 @@ class PrmConfig:
   batch_size: int = 32
   learning_rate: float = 1e-3
   levels: tuple[float, ...] = (0.1, 0.5, 0.9)
-  seed: int = 0
+  seed: int = 0  # the base PRM's init and batches
+  calibration_seed: int = 0  # the calibration's (LoRA init, batches): vary it with the base fixed
 
   def __post_init__(self):
     check_choice("prm", "base_max_difficulty", self.base_max_difficulty,
@@ -80,6 +81,7 @@ class PrmConfig:
                  "calibration_batch_size"):
       check_int("prm", name, getattr(self, name))
     check_int("prm", "seed", self.seed, minimum=0)
+    check_int("prm", "calibration_seed", self.calibration_seed, minimum=0)
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
     check_choice("prm", "base_adapter", self.base_adapter, fit.ADAPTERS)
     for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
@@ -198,7 +200,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   calibrated = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
                                  steps=prm.calibration_steps,
                                  batch_size=prm.calibration_batch_size,
-                                 learning_rate=prm.calibration_learning_rate, seed=prm.seed,
+                                 learning_rate=prm.calibration_learning_rate,
+                                 seed=prm.calibration_seed,
                                  adapter=prm.adapter, lora_rank=prm.lora_rank,
                                  lora_alpha=prm.lora_alpha)
   target = lambda records: np.array([r["target"] for r in records])
