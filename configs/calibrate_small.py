@@ -50,7 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.prm = ml_collections.ConfigDict()
   config.prm.model = policy_small.get_config().model  # same shape as the policy
-  config.prm.init_from_policy = True  # start the backbone from the policy's weights
+  # What the backbone starts from: "policy" (its weights), "random", or the workdir of another
+  # finished train_policy run (prm.model must then be that run's model, e.g. a stronger LM).
+  config.prm.backbone = "policy"
   config.prm.base_max_difficulty = 3  # the base PRM sees only easier questions' outcomes
   config.prm.base_adapter = "full"  # as public PRMs: the whole backbone ('lora', 'head' too)
   config.prm.base_steps = 300  # AdamW steps on the base set, binary cross-entropy

@@ -85,11 +85,21 @@ def test_calibration_seed_changes_the_calibration_not_the_base(policy_workdir, t
   config = _config(policy_workdir)
   run_calibration_study(config, str(tmp_path / "a"))
   config.prm.calibration_seed = 1
+  config.prm.backbone = policy_workdir  # the policy's weights again, by path
   run_calibration_study(config, str(tmp_path / "b"))
   a, b = (np.load(tmp_path / name / "predictions.npz") for name in ("a", "b"))
   np.testing.assert_array_equal(a["target"], b["target"])  # same MC records
   np.testing.assert_array_equal(a["base"], b["base"])
   assert not np.array_equal(a["calibrated"], b["calibrated"])
+
+
+def test_backbone_of_another_shape_raises_naming_the_fields(policy_workdir, tmp_path):
+  config = _config(policy_workdir)
+  config.prm.backbone = policy_workdir
+  config.prm.model.num_layers = 2
+  with pytest.raises(ValueError, match="prm.model.num_layers is 2, .*'s is 1"):
+    run_calibration_study(config, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()  # raised before any sampling
 
 
 def test_resume_with_changed_mc_settings_raises(policy_workdir, tmp_path):
@@ -123,6 +133,7 @@ def test_calibrate_config_builds():
     ("mc", "base_seed", 10, "must differ"),
     ("prm", "adapter", "qlora", r"prm.adapter must be one of \('head', 'lora', 'full'\)"),
     ("prm", "base_adapter", "none", r"prm.base_adapter must be one of \('head', 'lora', 'full'\)"),
+    ("prm", "backbone", "", "prm.backbone must be 'policy', 'random' or a train_policy workdir"),
     ("prm", "calibration_seed", -1, "prm.calibration_seed must be an integer >= 0"),
     ("prm", "lora_alpha", 0.0, r"prm.lora_alpha must be a number in \(0.0, inf\)"),
     ("prm", "base_max_difficulty", 9, "prm.base_max_difficulty must be one of"),

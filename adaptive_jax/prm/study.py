@@ -58,7 +58,7 @@ class McConfig:
 @dataclasses.dataclass(frozen=True)
 class PrmConfig:
   model: ModelConfig
-  init_from_policy: bool = True
+  backbone: str = "policy"  # "policy", "random", or a finished train_policy workdir
   base_max_difficulty: int = 3
   base_adapter: str = "full"
   base_steps: int = 300
@@ -82,6 +82,9 @@ class PrmConfig:
       check_int("prm", name, getattr(self, name))
     check_int("prm", "seed", self.seed, minimum=0)
     check_int("prm", "calibration_seed", self.calibration_seed, minimum=0)
+    if not isinstance(self.backbone, str) or not self.backbone:
+      raise ValueError(f"prm.backbone must be 'policy', 'random' or a train_policy workdir, got "
+                       f"{self.backbone!r}")
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
     check_choice("prm", "base_adapter", self.base_adapter, fit.ADAPTERS)
     for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
@@ -167,6 +170,26 @@ def _reference_predictors(cal, test, cal_source, test_source, base_brier: float)
   return {name: {"brier": b, "ratio_to_base": b / base_brier} for name, b in scores.items()}
 
 
+def _backbone_params(prm: PrmConfig, policy_cfg: ModelConfig, policy_params):
+  """The weights the PRM's backbone starts from (None: a fresh init), checked against
+  prm.model: the policy's, or those of another trained LM (e.g. a stronger verifier)."""
+  if prm.backbone == "random":
+    return None
+  if prm.backbone == "policy":
+    cfg, params, source = policy_cfg, policy_params, "the policy"
+  else:
+    _, cfg, params = load_trained(prm.backbone, train_command=(
+        f"python -m experiments.train_policy --config=... --workdir={prm.backbone}"))
+    source = prm.backbone
+  differ = [f"prm.model.{f.name} is {getattr(prm.model, f.name)!r}, {source}'s is "
+            f"{getattr(cfg, f.name)!r}" for f in dataclasses.fields(ModelConfig)
+            if getattr(prm.model, f.name) != getattr(cfg, f.name)]
+  if differ:
+    raise ValueError(f"prm.backbone={prm.backbone!r}: prm.model must be the model of "
+                     f"{source}, but " + "; ".join(differ))
+  return params
+
+
 def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Writes results.json (Brier/ECE per method on test questions) and predictions.npz."""
   mc = from_mapping(McConfig, config.mc, "mc")
@@ -178,6 +201,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                    f"--workdir={config.policy_workdir}")
   _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
   policy = (policy_params, policy_cfg, policy_fingerprint(policy_params))
+  backbone_params = _backbone_params(prm, policy_cfg, policy_params)  # checked before sampling
   os.makedirs(workdir, exist_ok=True)
   cal, cal_source = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed,
                                 policy, mc, workdir)
@@ -194,7 +218,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                         difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
   base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
                             learning_rate=prm.learning_rate, seed=prm.seed,
-                            backbone_params=policy_params if prm.init_from_policy else None,
+                            backbone_params=backbone_params,
                             adapter=prm.base_adapter, lora_rank=prm.lora_rank,
                             lora_alpha=prm.lora_alpha)
   calibrated = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
