@@ -144,29 +144,32 @@ def _scores(p, y, difficulty, num_bins):
           "mean_prediction": float(np.mean(p))}
 
 
+def _follows_gold(record, source) -> bool:
+  problem = source[record["question_id"]]
+  return follows_gold_steps(problem, record["text"][len(format_prompt(problem)):])
+
+
+# What each reference predictor groups records by; the last reads the gold solution.
+_REFERENCE_KEYS = {
+    "difficulty": lambda r, source: r["difficulty"],
+    "difficulty_step": lambda r, source: (r["difficulty"], r["step"]),
+    "difficulty_step_gold_prefix": lambda r, source: (r["difficulty"], r["step"],
+                                                      _follows_gold(r, source)),
+}
+
+
 def _reference_predictors(cal, test, cal_source, test_source, base_brier: float) -> dict:
   """Brier (and ratio to the base PRM) of group-mean predictors fit on `cal`, scored on `test`,
   and the MC noise floor (headroom.py): what the calibrated PRM's score sits between."""
-  def keys(records, source, gold: bool):
-    out = []
-    for r in records:
-      key = (r["difficulty"], r["step"])
-      if gold:
-        problem = source[r["question_id"]]
-        key += (follows_gold_steps(problem, r["text"][len(format_prompt(problem)):]),)
-      out.append(key)
-    return out
-
   y_cal = np.array([r["target"] for r in cal])
   y_test = np.array([r["target"] for r in test])
   scores = {}
-  for name, key_fn in (("difficulty", lambda rs, src: [r["difficulty"] for r in rs]),
-                       ("difficulty_step", lambda rs, src: keys(rs, src, False)),
-                       ("difficulty_step_gold_prefix", lambda rs, src: keys(rs, src, True))):
-    p = headroom.group_mean_predictions(key_fn(cal, cal_source), y_cal, key_fn(test, test_source))
+  for name, key in _REFERENCE_KEYS.items():
+    p = headroom.group_mean_predictions([key(r, cal_source) for r in cal], y_cal,
+                                        [key(r, test_source) for r in test])
     scores[name] = metrics.brier(p, y_test)
-  scores["mc_noise_floor"] = headroom.mc_noise_floor(y_test, np.array([r["num_rollouts"]
-                                                                        for r in test]))
+  scores["mc_noise_floor"] = headroom.mc_noise_floor(
+      y_test, np.array([r["num_rollouts"] for r in test]))
   return {name: {"brier": b, "ratio_to_base": b / base_brier} for name, b in scores.items()}
 
 
