@@ -158,11 +158,11 @@ _REFERENCE_KEYS = {
 }
 
 
-def _reference_predictors(cal, test, cal_source, test_source, base_brier: float) -> dict:
-  """Brier (and ratio to the base PRM) of group-mean predictors fit on `cal`, scored on `test`,
-  and the MC noise floor (headroom.py): what the calibrated PRM's score sits between."""
-  y_cal = np.array([r["target"] for r in cal])
-  y_test = np.array([r["target"] for r in test])
+def _reference_predictors(cal, test, y_cal, y_test, cal_source, test_source,
+                          base_brier: float) -> dict:
+  """Brier (and ratio to the base PRM) of group-mean predictors fit on `cal` (targets `y_cal`),
+  scored on `test` (`y_test`), and the MC noise floor (headroom.py): what the calibrated PRM's
+  score sits between."""
   scores = {}
   for name, key in _REFERENCE_KEYS.items():
     p = headroom.group_mean_predictions([key(r, cal_source) for r in cal], y_cal,
@@ -252,11 +252,11 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   conformal = calibration.ConformalLowerBound.fit(fit.predict(calibrated, prm.model, held)[:, 0],
                                                   target(held), alpha=ev.conformal_alpha)
   lower = conformal(q_test[:, 0])
+  methods = {name: _scores(p, y_test, difficulty, ev.num_bins) for name, p in predictions.items()}
   results = {
       "num_records": {"calibration": len(cal), "conformal": len(held), "test": len(test),
                       "base_training": len(easy)},
-      "methods": {name: _scores(p, y_test, difficulty, ev.num_bins)
-                  for name, p in predictions.items()},
+      "methods": methods,
       # Records of a question are correlated: the interval resamples whole test questions.
       "brier_ratio_to_base": {
           name: metrics.brier_ratio(p, p_test, y_test, question)
@@ -270,8 +270,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       # Reference predictors (not PRMs): what knowing only the difficulty (and step) scores,
       # what an exact step verifier would add (an oracle: it reads the gold solution), and the
       # floor the MC targets' own noise sets.
-      "reference": _reference_predictors(cal, test, cal_source, test_source,
-                                         metrics.brier(p_test, y_test)),
+      "reference": _reference_predictors(cal, test, y_cal, y_test, cal_source, test_source,
+                                         methods["base"]["brier"]),
       "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
                                for k in sorted(set(difficulty.tolist()))},
   }
