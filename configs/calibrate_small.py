@@ -63,10 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.calibration_batch_size = 256
   # What the fine-tune trains besides the calibration head: 'head' (nothing: it fits on
   # features computed once; test Brier 0.050), 'lora' (rank-r adapters on every attention and
-  # FFN kernel, and the final norm, as the paper: 0.047 and 0.056 over two calibration
-  # seeds with calibration_steps=600, calibration_batch_size=32, calibration_learning_rate=2e-3,
-  # ~30 min on 2 cores) or 'full'
-  # (on 768 questions and 64 test questions: 0.055-0.062 against the head's 0.057-0.062).
+  # FFN kernel, and the final norm, as the paper: 0.047 and 0.056 over two calibration seeds
+  # with calibration_steps=600, calibration_batch_size=32, calibration_learning_rate=2e-3,
+  # ~30 min on 2 cores) or 'full' (on 768 questions and 64 test questions: 0.055-0.062
+  # against the head's 0.057-0.062).
   config.prm.adapter = "head"
   config.prm.lora_rank = 8
   config.prm.lora_alpha = 16.0  # adapter scale alpha / rank
