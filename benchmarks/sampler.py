@@ -52,7 +52,7 @@ def python_loop_sampler(cfg: ModelConfig, dec: decode.DecodeConfig):
       if np.asarray(state.done_B).all():  # one device-to-host copy per token
         break
       state = advance(cfg, dec, params, state)
-    return decode.SampleOutput(state.tokens_BxM, state.lengths_B, state.logprobs_BxM)
+    return decode.output(state)
   return run
 
 
@@ -62,7 +62,7 @@ def scan_sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg, dec) -> decode.
   state = decode.start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B)
   state, _ = jax.lax.scan(lambda s, _: (decode.advance(cfg, dec, params, s), None), state,
                           length=dec.max_new_tokens - 1)
-  return decode.SampleOutput(state.tokens_BxM, state.lengths_B, state.logprobs_BxM)
+  return decode.output(state)
 
 
 def time_interleaved(runs: dict, repeats: int) -> dict:

@@ -28,6 +28,7 @@ from adaptive_jax import routing
 from adaptive_jax.nn.attention import Attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, rms_norm
+from adaptive_jax.sampler.confidence import token_confidence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +79,24 @@ class DecodeConfig:
   stop_tokens: tuple[int, ...] = ()  # end of answer (EOS), optionally end of step ("\n")
   pad_id: int = 0  # written after a sequence stops
   route: int | None = None  # Duo models only: the route (routing.Route) every token takes
+  # DeepConf's token confidence, -mean log p of the top-k candidates, from the logits the
+  # draw already computed (recorded per token; 0 after a stop).
+  confidence_top_k: int = 20
+  # > 0: a sequence stops early ("truncated") once the mean token confidence of its last
+  # `confidence_window` tokens falls below its row of `sample`'s min_confidence_B (DeepConf
+  # online). 0: never.
+  confidence_window: int = 0
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    if isinstance(self.confidence_top_k, bool) or not isinstance(self.confidence_top_k, int) \
+        or self.confidence_top_k < 1:
+      raise ValueError(f"confidence_top_k must be an integer >= 1, got {self.confidence_top_k!r}")
+    if isinstance(self.confidence_window, bool) or not isinstance(self.confidence_window, int) \
+        or self.confidence_window < 0:
+      raise ValueError(f"confidence_window must be an integer >= 0 (0: no early stop), got "
+                       f"{self.confidence_window!r}")
     object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
 
 
@@ -92,6 +107,9 @@ class DecodeState(NamedTuple):
   tokens_BxM: jax.Array  # new tokens; pad_id after a sequence's stop
   logprobs_BxM: jax.Array  # log p(token) under the model (temperature 1, no top-p); 0 after stop
   lengths_B: jax.Array  # new tokens per sequence, stop token included
+  confidence_BxM: jax.Array  # token confidence (DecodeConfig.confidence_top_k); 0 after stop
+  truncated_B: jax.Array  # stopped early by the confidence window (DeepConf online)
+  min_confidence_B: jax.Array  # the early-stop threshold of each row (-inf: none)
   prompt_len_B: jax.Array
   key_B: jax.Array
   cache: tuple  # per layer (k_cache_BxNxSxH, v_cache_BxNxSxH), S = P + M - 1
@@ -101,6 +119,8 @@ class SampleOutput(NamedTuple):
   tokens_BxM: jax.Array
   lengths_B: jax.Array
   logprobs_BxM: jax.Array
+  confidence_BxM: jax.Array
+  truncated_B: jax.Array
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0):
@@ -171,18 +191,36 @@ def _write(dec: DecodeConfig, state: DecodeState, logits_BxV) -> DecodeState:
   logprob_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BxV), token_B[:, None], -1)[:, 0]
   token_B = jnp.where(state.done_B, dec.pad_id, token_B)
   logprob_B = jnp.where(state.done_B, 0.0, logprob_B)
+  confidence_B = jnp.where(state.done_B, 0.0, token_confidence(
+      logits_BxV, min(dec.confidence_top_k, logits_BxV.shape[-1])))
+  confidence_BxM = jax.lax.dynamic_update_slice(state.confidence_BxM, confidence_B[:, None],
+                                                (0, state.t))
   stopped_B = jnp.isin(token_B, jnp.asarray(dec.stop_tokens, jnp.int32)) if dec.stop_tokens \
       else jnp.zeros_like(state.done_B)
+  truncated_B = state.truncated_B
+  if dec.confidence_window:
+    # The window of tokens t - w + 1 .. t, once t + 1 >= w (start clamped at 0 before that).
+    w = min(dec.confidence_window, dec.max_new_tokens)
+    window_BxW = jax.lax.dynamic_slice(confidence_BxM, (0, jnp.maximum(state.t + 1 - w, 0)),
+                                       (confidence_BxM.shape[0], w))
+    low_B = (state.t + 1 >= dec.confidence_window) & (
+        jnp.sum(window_BxW, axis=-1) / w < state.min_confidence_B)
+    truncated_B = truncated_B | (low_B & ~state.done_B & ~stopped_B)
   return state._replace(
-      t=state.t + 1, token_B=token_B, done_B=state.done_B | stopped_B,
+      t=state.t + 1, token_B=token_B, done_B=state.done_B | stopped_B | truncated_B,
       tokens_BxM=jax.lax.dynamic_update_slice(state.tokens_BxM, token_B[:, None], (0, state.t)),
       logprobs_BxM=jax.lax.dynamic_update_slice(state.logprobs_BxM, logprob_B[:, None],
                                                 (0, state.t)),
-      lengths_B=state.lengths_B + (~state.done_B).astype(jnp.int32))
+      lengths_B=state.lengths_B + (~state.done_B).astype(jnp.int32),
+      confidence_BxM=confidence_BxM, truncated_B=truncated_B)
 
 
-def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B, key_B):
-  """Prefills the cache with the left-padded prompts and draws the first new token."""
+def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B, key_B,
+          min_confidence_B=None):
+  """Prefills the cache with the left-padded prompts and draws the first new token.
+
+  min_confidence_B: each row's early-stop threshold when dec.confidence_window > 0.
+  """
   if cfg.duo and dec.route is None:
     raise ValueError("a Duo model needs DecodeConfig.route (a constant routing.Route)")
   if not cfg.duo and dec.route is not None:
@@ -203,6 +241,9 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
       t=jnp.int32(0), token_B=jnp.zeros(batch, jnp.int32), done_B=jnp.zeros(batch, bool),
       tokens_BxM=jnp.full((batch, m), dec.pad_id, jnp.int32),
       logprobs_BxM=jnp.zeros((batch, m), jnp.float32), lengths_B=jnp.zeros(batch, jnp.int32),
+      confidence_BxM=jnp.zeros((batch, m), jnp.float32), truncated_B=jnp.zeros(batch, bool),
+      min_confidence_B=(jnp.full(batch, -jnp.inf, jnp.float32) if min_confidence_B is None
+                        else jnp.asarray(min_confidence_B, jnp.float32)),
       prompt_len_B=prompt_len_B, key_B=key_B, cache=cache)
   return _write(dec, state, logits_BxV)
 
@@ -222,14 +263,20 @@ def running(dec: DecodeConfig, state: DecodeState):
 
 
 @jax.jit(static_argnames=("cfg", "dec"))
-def sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg: ModelConfig,
+def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None, *, cfg: ModelConfig,
            dec: DecodeConfig) -> SampleOutput:
   """Samples up to dec.max_new_tokens per left-padded prompt; a stopped sequence stops growing.
 
-  params: the Transformer's (unboxed) params; key_B: one key per sequence.
+  params: the Transformer's (unboxed) params; key_B: one key per sequence; min_confidence_B:
+  per-row early-stop thresholds (used when dec.confidence_window > 0; default none).
   """
   params = nn.meta.unbox(params)
-  state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B)
+  state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B, min_confidence_B)
   state = jax.lax.while_loop(lambda s: running(dec, s), lambda s: advance(cfg, dec, params, s),
                              state)
-  return SampleOutput(state.tokens_BxM, state.lengths_B, state.logprobs_BxM)
+  return output(state)
+
+
+def output(state: DecodeState) -> SampleOutput:
+  return SampleOutput(state.tokens_BxM, state.lengths_B, state.logprobs_BxM,
+                      state.confidence_BxM, state.truncated_B)

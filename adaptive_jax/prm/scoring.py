@@ -1,0 +1,52 @@
+"""PRM scores at every position of a sequence in one forward pass: a whole sample's step scores.
+
+The PRM reads h = [h_last; h_mean] at the end of a prefix (model.py). At position t of a
+right-padded sequence, h_last is the final-normed state at t and h_mean the mean of states
+0..t; the attention is causal, so these are exactly what the PRM computes on the sequence cut
+after t. One pass over a sampled solution therefore scores all of its step boundaries.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.prm.model import PRM, probabilities
+
+# Channels of `step_scores`, per position: the calibrated PRM's Q quantiles and mean (columns
+# of `probabilities`), then the base PRM's probability, which the calibrated PRM's own head
+# still computes (calibration adds `delta` beside it).
+BASE = "base"
+
+
+def _per_position_outputs(module: PRM, tokens_BxT):
+  positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+  backbone = module.backbone
+  x_BxTxD, _ = backbone.layers(backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
+  normed_BxTxD = backbone.final_norm(x_BxTxD).astype(jnp.float32)
+  mean_BxTxD = jnp.cumsum(normed_BxTxD, axis=1) / (positions_BxT[..., None] + 1.0)
+  h_NxF = jnp.concatenate([normed_BxTxD, mean_BxTxD], -1).reshape(-1, 2 * normed_BxTxD.shape[-1])
+  outputs = module.outputs(h_NxF)
+  base_logit_N = module.head(h_NxF)[:, 0]
+  return outputs, base_logit_N
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
+def position_probabilities(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
+  """probs_BxTxK at every position of right-padded tokens_BxT: for a calibrated PRM the Q
+  quantiles, the mean, then the base probability (K = Q + 2); for a base PRM K = 1."""
+  batch, length = tokens_BxT.shape
+  module = PRM(model_cfg, num_quantiles)
+  outputs, base_logit_N = module.apply({"params": params}, tokens_BxT,
+                                       method=_per_position_outputs)
+  probs_NxK = probabilities(outputs)
+  if num_quantiles:
+    probs_NxK = jnp.concatenate([probs_NxK, jax.nn.sigmoid(base_logit_N)[:, None]], -1)
+  return probs_NxK.reshape(batch, length, -1)
+
+
+def columns(levels) -> dict:
+  """Column index of each output of `position_probabilities` for a calibrated PRM."""
+  names = {f"q{level:g}": i for i, level in enumerate(levels)}
+  return {**names, "mean": len(levels), BASE: len(levels) + 1}

@@ -1,0 +1,173 @@
+"""Draw functions for the adaptive loop: live decoding, and replay of a pool drawn beforehand.
+
+Sample n of question q is decoded from `fold_in(fold_in(key, q), n)`, so it is the same
+sample whichever round, row or batch draws it. A pool holds every question's first n_max
+samples with their token confidences; replaying it gives exactly what live decoding gives,
+early stops included (`replay_truncation` applies the decoder's confidence-window rule to
+the recorded confidences), at the cost of one decode per sample for all methods together.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.sampler import confidence, decode, selection
+from adaptive_jax.sampler.adaptive import Draws
+
+# score_fn(scorer_params, tokens_BxT right-padded whole sequences, prompt_len_B, length_B)
+#   -> scores_BxC in [0, 1] (the sampler never imports prm: the caller builds this).
+ScoreFn = Callable[[object, jax.Array, jax.Array, jax.Array], jax.Array]
+# answer_fn(new_tokens_BxM) -> answer_B int32 (selection.NO_ANSWER when none)
+AnswerFn = Callable[[jax.Array], jax.Array]
+
+
+class Prompts(NamedTuple):
+  """The questions' prompts, left-padded to one width P (every row lays out the same)."""
+  prompt_QxP: jax.Array
+  prompt_len_Q: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class LiveDraw:
+  """A DrawFn that decodes with the policy and scores with `score_fn`.
+
+  data = {"policy": params, "scorer": params, "prompts": Prompts, "key": key,
+  "score_cost": 0 or 1 (whether the method pays for scoring; scores are computed either way)}.
+  """
+  model_cfg: ModelConfig
+  dec: decode.DecodeConfig
+  score_fn: ScoreFn
+  answer_fn: AnswerFn
+  group_window: int  # DeepConf's sliding window for a trace's lowest group confidence
+
+  def sample(self, data, question_B, slot_B, min_confidence_B) -> decode.SampleOutput:
+    prompts = data["prompts"]
+    key_B = jax.vmap(lambda q, n: jax.random.fold_in(jax.random.fold_in(data["key"], q), n))(
+        question_B, slot_B)
+    return decode.sample(data["policy"], prompts.prompt_QxP[question_B],
+                         prompts.prompt_len_Q[question_B], key_B, min_confidence_B,
+                         cfg=self.model_cfg, dec=self.dec)
+
+  def __call__(self, data, question_B, slot_B, valid_B, min_confidence_B) -> Draws:
+    out = self.sample(data, question_B, slot_B, min_confidence_B)
+    return self.finish(data, question_B, valid_B, out)
+
+  def finish(self, data, question_B, valid_B, out: decode.SampleOutput) -> Draws:
+    prompts = data["prompts"]
+    prompt_len_B = prompts.prompt_len_Q[question_B]
+    tokens_BxT = right_padded(prompts.prompt_QxP[question_B], prompt_len_B, out.tokens_BxM,
+                              out.lengths_B, self.dec.pad_id)
+    kept_B = valid_B & ~out.truncated_B
+    # A truncated trace is never scored (a replayed pool could not know its partial scores).
+    scores_BxC = jnp.where(kept_B[:, None], self.score_fn(data["scorer"], tokens_BxT,
+                                                           prompt_len_B, out.lengths_B), 0.0)
+    answer_B = jnp.where(kept_B, self.answer_fn(out.tokens_BxM), selection.NO_ANSWER)
+    lowest_B = confidence.lowest_group_confidence(out.confidence_BxM, out.lengths_B,
+                                                  self.group_window)
+    scored_B = jnp.where(kept_B, prompt_len_B + out.lengths_B, 0) * data["score_cost"]
+    return Draws(answer_B=answer_B, scores_BxC=scores_BxC, confidence_B=lowest_B,
+                 tokens_B=jnp.where(valid_B, out.lengths_B, 0),
+                 scored_tokens_B=scored_B.astype(jnp.int32), truncated_B=kept_B != valid_B)
+
+
+def right_padded(prompt_BxP, prompt_len_B, tokens_BxM, lengths_B, pad_id: int):
+  """tokens_BxT (T = P + M): each row's real prompt tokens, then its new tokens, then pads."""
+  full_BxT = jnp.concatenate([prompt_BxP, tokens_BxM], axis=1)
+  width = full_BxT.shape[1]
+  shift_B = prompt_BxP.shape[1] - prompt_len_B
+  index_BxT = jnp.minimum(jnp.arange(width)[None, :] + shift_B[:, None], width - 1)
+  real_BxT = jnp.arange(width)[None, :] < (prompt_len_B + lengths_B)[:, None]
+  return jnp.where(real_BxT, jnp.take_along_axis(full_BxT, index_BxT, axis=1), pad_id)
+
+
+def replay_truncation(confidence_BxM, lengths_B, stopped_B, min_confidence_B, window: int):
+  """(truncated_B, tokens_B): the decoder's early stop on recorded token confidences.
+
+  The decoder stops a sequence after token t (t >= window - 1) when the mean confidence of
+  tokens t - window + 1 .. t is below the row's threshold, unless token t ended it anyway
+  (stopped_B: the last token is a stop token). window = 0: never.
+  """
+  if not window:
+    return jnp.zeros_like(stopped_B), lengths_B
+  num_tokens = confidence_BxM.shape[1]
+  w = min(window, num_tokens)
+  starts_T = jnp.maximum(jnp.arange(num_tokens) + 1 - w, 0)
+  # The same slice-and-sum as the decoder, so the means agree bit for bit.
+  window_mean_BxT = jax.vmap(
+      lambda s: jnp.sum(jax.lax.dynamic_slice(confidence_BxM, (0, s), (confidence_BxM.shape[0], w)),
+                        axis=-1) / w, out_axes=1)(starts_T)
+  t_T = jnp.arange(num_tokens)
+  last_B = lengths_B - 1 - stopped_B.astype(jnp.int32)  # the last token that can truncate
+  low_BxT = ((t_T[None, :] + 1 >= window) & (t_T[None, :] <= last_B[:, None])
+             & (window_mean_BxT < min_confidence_B[:, None]))
+  truncated_B = low_BxT.any(-1)
+  return truncated_B, jnp.where(truncated_B, jnp.argmax(low_BxT, -1) + 1, lengths_B)
+
+
+class Pool(NamedTuple):
+  """The first N samples of every question, as LiveDraw made them with no early stop."""
+  answers_QxN: jax.Array  # NO_ANSWER when none
+  scores_QxNxC: jax.Array
+  confidence_QxNxM: jax.Array  # token confidences
+  lengths_QxN: jax.Array
+  stopped_QxN: jax.Array  # ended with a stop token (not at the length cap)
+  prompt_len_Q: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PoolDraw:
+  """A DrawFn reading a Pool: data = {"pool": Pool, "score_cost": 0 or 1}."""
+  confidence_window: int  # the decoder's early-stop window (LiveDraw.dec.confidence_window)
+  group_window: int
+
+  def __call__(self, data, question_B, slot_B, valid_B, min_confidence_B) -> Draws:
+    pool = data["pool"]
+    slot_B = jnp.minimum(slot_B, pool.answers_QxN.shape[1] - 1)  # padding rows read slot 0..
+    take = lambda x: x[question_B, slot_B]
+    confidence_BxM, lengths_B = take(pool.confidence_QxNxM), take(pool.lengths_QxN)
+    truncated_B, tokens_B = replay_truncation(confidence_BxM, lengths_B, take(pool.stopped_QxN),
+                                              min_confidence_B, self.confidence_window)
+    # What the decoder records for a truncated trace: its tokens up to the stop, then zeros.
+    confidence_BxM = jnp.where(jnp.arange(confidence_BxM.shape[1])[None, :] < tokens_B[:, None],
+                               confidence_BxM, 0.0)
+    kept_B = valid_B & ~truncated_B
+    scored_B = jnp.where(kept_B, pool.prompt_len_Q[question_B] + lengths_B, 0)
+    return Draws(
+        answer_B=jnp.where(kept_B, take(pool.answers_QxN), selection.NO_ANSWER),
+        scores_BxC=jnp.where(kept_B[:, None], take(pool.scores_QxNxC), 0.0),
+        confidence_B=confidence.lowest_group_confidence(confidence_BxM, tokens_B,
+                                                        self.group_window),
+        tokens_B=jnp.where(valid_B, tokens_B, 0),
+        scored_tokens_B=(scored_B * data["score_cost"]).astype(jnp.int32),
+        truncated_B=valid_B & truncated_B)
+
+
+def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int) -> Pool:
+  """Every question's samples 0..n-1, drawn `rows` at a time with no early stop."""
+  pairs = np.array([(q, s) for q in range(num_questions) for s in range(n)], np.int32)
+  step = jax.jit(lambda data, q_B, s_B: _pool_rows(live, data, q_B, s_B))
+  parts = []
+  for start in range(0, len(pairs), rows):
+    chunk = pairs[start:start + rows]
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), 0)])
+    parts.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)],
+                              step(data, padded[:, 0], padded[:, 1])))
+  fields = [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+  reshape = lambda x: x.reshape(num_questions, n, *x.shape[1:])
+  answers, scores, conf, lengths, stopped = map(reshape, fields)
+  return Pool(answers, scores, conf, lengths, stopped,
+              np.asarray(data["prompts"].prompt_len_Q))
+
+
+def _pool_rows(live: LiveDraw, data, question_B, slot_B):
+  valid_B = jnp.ones(question_B.shape, bool)
+  out = live.sample(data, question_B, slot_B, jnp.full(question_B.shape, -jnp.inf))
+  draws = live.finish(data, question_B, valid_B, out)
+  last_B = out.tokens_BxM[jnp.arange(question_B.shape[0]), jnp.maximum(out.lengths_B - 1, 0)]
+  stopped_B = jnp.isin(last_B, jnp.asarray(live.dec.stop_tokens, jnp.int32))
+  return draws.answer_B, draws.scores_BxC, out.confidence_BxM, out.lengths_B, stopped_B

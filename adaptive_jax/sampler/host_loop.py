@@ -1,0 +1,87 @@
+"""The adaptive loop's per-question host reference: one question at a time, rules in NumPy.
+
+The same draws as `adaptive.run` (the draw function is called on `rows` rows, padded, so it
+compiles once) but the bookkeeping and every stop rule are written again on the host, with
+`collections.Counter`, `scipy.stats.beta` and `np.percentile`: an independent implementation
+for the tests, and the per-question Python loop the benchmark times against the device loop.
+"""
+
+import collections
+
+import jax
+import numpy as np
+from scipy import stats
+
+from adaptive_jax.sampler.adaptive import DrawFn, LoopConfig, StopRule, check_targets
+from adaptive_jax.sampler.selection import NO_ANSWER
+
+
+def _votes(answers, weights):
+  totals = collections.Counter()
+  for answer, weight in zip(answers, weights):
+    if answer != NO_ANSWER:
+      totals[answer] += weight
+  return totals
+
+
+def _beta_settled(answers) -> float:
+  top = [count for _, count in _votes(answers, [1] * len(answers)).most_common(2)] + [0, 0]
+  return float(stats.beta.sf(0.5, top[0] + 1, top[1] + 1))
+
+
+def _consensus(answers, weights, tau) -> bool:
+  totals = _votes(answers, weights)
+  total = sum(totals.values())
+  return total > 0 and max(totals.values()) >= tau * total
+
+
+def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig) -> dict:
+  """Per question: drawn, answers_N, scores_NxC, confidence_N, truncated_N, tokens,
+  scored_tokens, rounds, min_confidence; the fields of adaptive.LoopState as NumPy arrays."""
+  target_Q = check_targets(target_Q, loop)
+  draw = jax.jit(draw_fn)
+  num_q, n = len(target_Q), loop.n_max
+  out = {"drawn_Q": np.zeros(num_q, np.int32), "answers_QxN": np.full((num_q, n), NO_ANSWER),
+         "scores_QxNxC": np.zeros((num_q, n, loop.num_channels), np.float32),
+         "confidence_QxN": np.zeros((num_q, n), np.float32),
+         "truncated_QxN": np.zeros((num_q, n), bool), "tokens_Q": np.zeros(num_q, np.int64),
+         "scored_tokens_Q": np.zeros(num_q, np.int64), "rounds_Q": np.zeros(num_q, np.int32),
+         "min_confidence_Q": np.full(num_q, -np.inf, np.float32)}
+  for q in range(num_q):
+    drawn, tokens, bar = 0, 0, -np.inf
+    answers, confidences, truncated = [], [], []
+    while True:
+      k = min(loop.per_round, target_Q[q] - drawn)
+      if rule.kind == "deepconf" and drawn < rule.warmup:
+        k = min(k, rule.warmup - drawn)
+      if loop.token_budget:
+        k = min(k, (loop.token_budget - tokens) // loop.max_sample_tokens)
+      if k <= 0:
+        break
+      rows = np.arange(loop.rows)
+      draws = jax.tree.map(np.asarray, draw(
+          data, np.full(loop.rows, q, np.int32), (drawn + np.minimum(rows, k - 1)).astype(np.int32),
+          rows < k, np.full(loop.rows, bar, np.float32)))
+      slots = slice(drawn, drawn + k)
+      out["answers_QxN"][q, slots] = draws.answer_B[:k]
+      out["scores_QxNxC"][q, slots] = draws.scores_BxC[:k]
+      out["confidence_QxN"][q, slots] = draws.confidence_B[:k]
+      out["truncated_QxN"][q, slots] = draws.truncated_B[:k]
+      answers += draws.answer_B[:k].tolist()
+      confidences += draws.confidence_B[:k].tolist()
+      truncated += draws.truncated_B[:k].tolist()
+      tokens += int(draws.tokens_B[:k].sum())
+      out["scored_tokens_Q"][q] += int(draws.scored_tokens_B[:k].sum())
+      drawn += k
+      out["rounds_Q"][q] += 1
+      if rule.kind == "adaptive_consistency" and _beta_settled(answers) >= rule.threshold:
+        break
+      if rule.kind == "deepconf":
+        if np.isneginf(bar) and drawn >= rule.warmup:
+          bar = np.float32(np.percentile(confidences[:rule.warmup], 100 - rule.keep_percent))
+        kept = [a for a, t in zip(answers, truncated) if not t]
+        weights = [c for c, t in zip(confidences, truncated) if not t]
+        if not np.isneginf(bar) and _consensus(kept, weights, rule.threshold):
+          break
+    out["drawn_Q"][q], out["tokens_Q"][q], out["min_confidence_Q"][q] = drawn, tokens, bar
+  return out
