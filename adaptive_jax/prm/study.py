@@ -12,7 +12,7 @@ from absl import logging
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
-from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics
+from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
@@ -231,6 +231,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                                  seed=prm.calibration_seed,
                                  adapter=prm.adapter, lora_rank=prm.lora_rank,
                                  lora_alpha=prm.lora_alpha)
+  saved.save_prm(workdir, "base", base, prm.model)
+  saved.save_prm(workdir, "calibrated", calibrated, prm.model, prm.levels)
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_test = target(cal), target(test)
   difficulty = np.array([r["difficulty"] for r in test])
