@@ -45,4 +45,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.consistency_threshold = 0.95  # Adaptive-Consistency's Beta criterion (its default)
   config.ias.bootstrap_resamples = 2000
   config.ias.seed = 0
+
+  # Step-level beam search on the first test questions (beams ranked by the calibrated PRM's
+  # median, widths from its 0.1 quantile). Paper: K x M = 64 generations per step, M_max = 8.
+  config.beam = ml_collections.ConfigDict()
+  config.beam.questions = 64
+  config.beam.fixed = ((1, 4), (2, 4), (4, 4))  # (K beams, M expansions) of the fixed searches
+  config.beam.num_beams = 4  # K at most (IAS-of-K and IAS-of-M)
+  config.beam.expansions = 4  # M at most
+  config.beam.max_steps = 10  # difficulty 8 needs 8 steps and the answer line
+  config.beam.max_step_tokens = 48  # one solution line is ~20 tokens
+  config.beam.max_rows = 512  # rows per decode call
   return config

@@ -46,6 +46,8 @@ def _config(policy_dir, calibrate_dir):
   ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 8, 8, 4, (1, 2, 4)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
+  config.beam.questions, config.beam.fixed, config.beam.max_steps = 4, ((1, 2), (2, 2)), 3
+  config.beam.num_beams, config.beam.expansions, config.beam.max_step_tokens = 2, 2, 8
   return config
 
 
@@ -66,6 +68,10 @@ def test_study_runs_every_method(workdirs, tmp_path):
     low, high = m["accuracy_interval"]
     assert low <= m["accuracy"] <= high
     assert m["flops"] > 0
+  beams = results["beam"]["variants"]
+  assert set(beams) == {"fixed_K1_M2", "fixed_K2_M2", "ias_of_k", "ias_of_m"}
+  assert beams["fixed_K2_M2"]["samples"] >= beams["fixed_K1_M2"]["samples"] > 0
+  assert all(b["prm_tokens"] > 0 for b in beams.values())
   # Self-consistency methods never read the PRM; IAS reads at least the empty prefix.
   assert test["methods"]["adaptive_consistency"]["prm_tokens"] == 0
   assert test["methods"]["ias_calibrated_q0.1"]["prm_tokens"] > 0
@@ -91,6 +97,8 @@ def test_bad_config_names_the_field():
     ias_study.IasConfig(fixed_ns=(0, 2))
   with pytest.raises(ValueError, match="ias.q"):
     ias_study.IasConfig(q=1.0)
+  with pytest.raises(ValueError, match="beam.fixed"):
+    ias_study.beam_study.BeamStudyConfig(fixed=((0, 4),))
   with pytest.raises(ValueError, match="ias.deepconf_warmup"):
     ias_study.IasConfig(n_max=4, fixed_ns=(1,), deepconf_warmup=8)
 
@@ -98,4 +106,5 @@ def test_bad_config_names_the_field():
 def test_shipped_config_builds():
   config = ias_small.get_config()
   cfg = ias_study.IasConfig(**config.ias)
+  ias_study.beam_study.BeamStudyConfig(**config.beam)
   assert cfg.n_max == max(cfg.fixed_ns) and cfg.deepconf_warmup < cfg.n_max

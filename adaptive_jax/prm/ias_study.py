@@ -23,7 +23,7 @@ from absl import logging
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import combined, ias, mc_data, saved, scoring
+from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring
 from adaptive_jax.sampler import adaptive, decode, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
@@ -201,6 +201,7 @@ class Split:
     self.name = name
     source = ArithmeticSource(size=size, seed=seed)
     problems = [source[i] for i in range(size)]
+    self.problems = problems
     self.difficulty_Q = np.array([p.difficulty for p in problems])
     self.gold_Q = np.array([p.answer for p in problems])
     prompts = encode_prompts(problems)
@@ -306,6 +307,32 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, aggregation: s
   return {"fixed": {str(n): v for n, v in fixed.items()}, "methods": methods}
 
 
+def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
+                   beam_cfg: beam_study.BeamStudyConfig) -> dict:
+  """Fixed beam searches and IAS-of-K / IAS-of-M on the split's first questions."""
+  n = min(beam_cfg.questions, len(split.problems))
+  problems = split.problems[:n]
+  prompts = [[TOKENIZER.eos_id] + TOKENIZER.encode(format_prompt(p)) for p in problems]
+  runs = beam_study.run_beams(models, problems, prompts, beam_cfg, temperature=cfg.temperature,
+                              q=cfg.q, key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
+  difficulty_Q, prompt_Q = split.difficulty_Q[:n], split.prompt_tokens_Q[:n]
+  by = lambda x: {str(d): float(np.mean(x[difficulty_Q == d])) for d in np.unique(difficulty_Q)}
+  out = {}
+  for name, (correct_Q, tokens_Q, prm_Q, generations_Q) in runs.items():
+    flops_Q = (tokens_Q + prompt_Q) * split.policy_flops + prm_Q * split.prm_flops
+    out[name] = {"accuracy": float(correct_Q.mean()),
+                 "accuracy_interval": _interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
+                 "samples": float(generations_Q.mean()), "policy_tokens": float(tokens_Q.mean()),
+                 "prm_tokens": float(prm_Q.mean()), "flops": float(flops_Q.mean()),
+                 "accuracy_by_difficulty": by(correct_Q),
+                 "samples_by_difficulty": by(generations_Q.astype(float))}
+  curve = [(m["flops"], m["accuracy"]) for name, m in out.items() if name.startswith("fixed")]
+  for name in ("ias_of_k", "ias_of_m"):
+    out[name]["matched_to"] = "fixed beam search"
+    out[name]["matched"] = matched_ratio(curve, out[name]["accuracy"], out[name]["flops"])
+  return {"questions": n, "variants": out}
+
+
 def load_models(config) -> Models:
   _, policy_cfg, policy = load_trained(config.policy_workdir, train_command=(
       f"python -m experiments.train_policy --config={config.policy_config} "
@@ -343,7 +370,10 @@ def run_ias_study(config, workdir: str) -> dict:
   logging.info("aggregation chosen on validation: %s (%s)", aggregation, mean_acc)
   test = Split("test", models, cfg, cfg.test_questions, cfg.test_seed)
   test_estimates = estimates_for(test, models, estimate, rate)
+  beam_cfg = from_mapping(beam_study.BeamStudyConfig, config.beam, "beam")
+  logging.info("beam search on %d test questions", beam_cfg.questions)
   results = {
+      "beam": evaluate_beams(test, models, cfg, beam_cfg),
       "aggregation": aggregation,
       "validation_mean_accuracy": {k: float(v) for k, v in mean_acc.items()},
       "test": evaluate_split(test, cfg, test_estimates, aggregation),
