@@ -10,14 +10,14 @@ left-padded prompts, timed in one process, interleaved, median of --repeats:
   with a host stop check after every token (how HF-style `generate` works);
 - scan: `advance` under a fixed-length `lax.scan`, stop tokens disabled, against while_loop
   with stop tokens disabled too, so nothing stops early: the cost of dynamic stopping.
+- batch 1 (the latency regime), no stop tokens: while_loop against python_loop, where the
+  per-token host dispatch shows, printed as `latency (batch 1): python_loop/while_loop = <r>`.
 The last two lines are `python_loop/while_loop = <ratio>` (target >= 2) and
 `while_loop/scan = <ratio>` (target <= 1.1), ratios of median times.
 """
 
 import dataclasses
 import functools
-import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -28,6 +28,7 @@ from absl import app, flags
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import decode
+from benchmarks.timing import time_interleaved
 
 _QUESTIONS = flags.DEFINE_integer("questions", 16, "Distinct prompts.")
 _SAMPLES = flags.DEFINE_integer("samples", 8, "Samples per prompt.")
@@ -65,20 +66,6 @@ def scan_sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg, dec) -> decode.
   return decode.output(state)
 
 
-def time_interleaved(runs: dict, repeats: int) -> dict:
-  """Median seconds of each `runs[name]()` (compiled first), in rotating order."""
-  for run in runs.values():
-    jax.block_until_ready(run())
-  seconds = {name: [] for name in runs}
-  names = list(runs)
-  for r in range(repeats):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      tick = time.perf_counter()
-      jax.block_until_ready(runs[name]())
-      seconds[name].append(time.perf_counter() - tick)
-  return {name: statistics.median(s) for name, s in seconds.items()}
-
-
 def main(argv):
   del argv
   cfg, m = MODEL, _MAX_NEW_TOKENS.value
@@ -92,14 +79,20 @@ def main(argv):
   policy = decode.SamplingPolicy(temperature=1.0, top_p=0.95)
   stopping = decode.DecodeConfig(m, policy, stop_tokens=tuple(range(_NUM_STOP_TOKENS.value)))
   no_stop = decode.DecodeConfig(m, policy)
+  # The latency regime: one sequence, no stop tokens, so both decode all m tokens and the
+  # per-token host dispatch is what differs.
+  one = (args[0], args[1][:1], args[2][:1], args[3][:1])
   runs = {
+      "while_loop_batch1": lambda: decode.sample(*one, cfg=cfg, dec=no_stop),
+      "python_loop_batch1": functools.partial(python_loop_sampler(cfg, no_stop), *one),
       "while_loop": lambda: decode.sample(*args, cfg=cfg, dec=stopping),
       "python_loop": functools.partial(python_loop_sampler(cfg, stopping), *args),
       "while_loop_no_stop": lambda: decode.sample(*args, cfg=cfg, dec=no_stop),
       "scan_no_stop": lambda: scan_sample(*args, cfg=cfg, dec=no_stop),
   }
   outputs = {name: jax.tree.map(np.asarray, run()) for name, run in runs.items()}
-  for a, b in (("while_loop", "python_loop"), ("while_loop_no_stop", "scan_no_stop")):
+  for a, b in (("while_loop", "python_loop"), ("while_loop_no_stop", "scan_no_stop"),
+               ("while_loop_batch1", "python_loop_batch1")):
     for x, y in zip(outputs[a], outputs[b]):
       np.testing.assert_array_equal(x, y, err_msg=f"{a} and {b} sampled differently")
   lengths_B = outputs["while_loop"].lengths_B
@@ -111,6 +104,8 @@ def main(argv):
   for name, s in seconds.items():
     tokens = int(outputs[name].lengths_B.sum())
     print(f"{name:>20}: {s * 1e3:8.1f} ms  {tokens / s:10.0f} tokens/s  ({tokens} tokens)")
+  print(f"latency (batch 1): python_loop/while_loop = "
+        f"{seconds['python_loop_batch1'] / seconds['while_loop_batch1']:.3f}")
   print(f"python_loop/while_loop = {seconds['python_loop'] / seconds['while_loop']:.3f}")
   print(f"while_loop/scan = {seconds['while_loop_no_stop'] / seconds['scan_no_stop']:.3f}")
 
