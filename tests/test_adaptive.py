@@ -85,6 +85,15 @@ def test_adaptive_consistency_stops_early_on_easy_questions():
   assert drawn[0] <= 6 and drawn[0] < drawn[4], drawn
 
 
+@pytest.mark.parametrize("bad", [jnp.nan, 1.5, -0.1])
+def test_bad_scores_raise_naming_the_score_function(bad):
+  def draw(data, question_B, slot_B, valid_B, min_confidence_B):
+    d = synthetic_draw(data, question_B, slot_B, valid_B, min_confidence_B)
+    return d._replace(scores_BxC=d.scores_BxC.at[:, 1].set(bad))
+  with pytest.raises(ValueError, match="score function"):
+    adaptive.run(draw, DATA, TARGET_Q, rule=StopRule(), loop=LOOPS["roomy"])
+
+
 def test_bad_input_names_it():
   with pytest.raises(ValueError, match="target_Q"):
     adaptive.run(synthetic_draw, DATA, np.array([], np.int32), rule=StopRule(),

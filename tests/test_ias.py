@@ -82,3 +82,16 @@ def test_num_expansions():
 def test_bad_inputs_raise_naming_the_argument(fn, args, kwargs, message):
   with pytest.raises(ValueError, match=message):
     fn(*args, **kwargs)
+
+
+def test_large_uncapped_counts_are_exact():
+  """Concrete p is counted in float64: exact wherever the ratio is not within 1e-9 of an
+  integer, up to N = 46050 (p clipped at 1e-4); a float32 shrink of 1e-5 lost one there."""
+  for q in (0.5, 0.99, 0.999):
+    p = np.concatenate([np.geomspace(1e-4, 0.5, 5000), np.linspace(0.5, 1 - 1e-4, 2000)])
+    ratio = np.log1p(-q) / np.log1p(-p)
+    clear = np.abs(ratio - np.round(ratio)) > 1e-9 * ratio
+    got = np.asarray(prm.num_samples(p, n_max=10**9, q=q))
+    np.testing.assert_array_equal(got[clear], np.ceil(ratio[clear]))
+  assert int(prm.num_samples(0.0, n_max=10**9)) == 46050
+  assert int(prm.num_samples(2e-4, n_max=10**9)) == math.ceil(math.log(0.01) / math.log(1 - 2e-4))

@@ -220,5 +220,14 @@ _jitted_loop = jax.jit(adaptive_loop, static_argnames=("draw_fn", "rule", "loop"
 
 
 def run(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig) -> LoopState:
-  """`adaptive_loop` compiled, after checking target_Q."""
-  return _jitted_loop(draw_fn, data, check_targets(target_Q, loop), rule=rule, loop=loop)
+  """`adaptive_loop` compiled, after checking target_Q; the draws' scores and confidences are
+  checked after it (a score function returning NaN or values outside [0, 1] raises)."""
+  state = _jitted_loop(draw_fn, data, check_targets(target_Q, loop), rule=rule, loop=loop)
+  scores = np.asarray(state.scores_QxNxC)
+  if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
+    bad = scores[np.isnan(scores) | (scores < 0) | (scores > 1)]
+    raise ValueError(f"the score function (draw_fn's scores_BxC) must return probabilities in "
+                     f"[0, 1] with no NaN, got {bad[:5]}")
+  if np.isnan(np.asarray(state.confidence_QxN)).any():
+    raise ValueError("draw_fn returned NaN confidences (confidence_B)")
+  return state
