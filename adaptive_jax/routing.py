@@ -3,7 +3,7 @@
 A route is one of SKIP=0 (residual only), SMALL=1, BIG=2, stored per token per layer as an
 int array `route_BxTxL`. The *budget* of a token is the number of layers where it takes BIG.
 
-Imports only jax and numpy.
+Imports only jax, numpy and adaptive_jax.typed_config.
 """
 
 import dataclasses
@@ -12,6 +12,8 @@ import enum
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from adaptive_jax.typed_config import is_integer, is_number
 
 ROUTE_DTYPES = (np.int8, np.int16, np.int32, np.int64, np.uint8)
 
@@ -62,7 +64,7 @@ def validate_soft_routes(weights_BxTxLxR, *, num_layers: int,
 
 def validate_budget(budget, *, num_layers: int, name: str = "budget") -> int:
   """Returns `budget` as an int; raises ValueError unless it is an integer in [0, num_layers]."""
-  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+  if not is_integer(budget):
     raise ValueError(f"{name} must be an integer number of big layers in [0, {num_layers}], "
                      f"got {budget!r} of type {type(budget).__name__}")
   if not 0 <= budget <= num_layers:
@@ -72,7 +74,7 @@ def validate_budget(budget, *, num_layers: int, name: str = "budget") -> int:
 
 def validate_probability(p, *, name: str) -> float:
   """Returns `p` as a float; raises ValueError unless 0 <= p <= 1."""
-  if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+  if not is_number(p):
     raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
   if not 0.0 <= float(p) <= 1.0:
     raise ValueError(f"{name} must be a probability in [0, 1], got {p}")

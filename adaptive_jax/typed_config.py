@@ -1,6 +1,12 @@
-"""Turns a ConfigDict section into a frozen dataclass, rejecting fields the dataclass lacks."""
+"""Turns a ConfigDict section into a frozen dataclass; the value checks every module shares.
+
+`check_*` raise a ValueError naming the field (`section.name`, or an argument's name) and the
+values it allows; `is_*` are their predicates, for checks whose message says more.
+"""
 
 import dataclasses
+
+import numpy as np
 
 
 def from_mapping(cls, values, section: str):
@@ -13,16 +19,41 @@ def from_mapping(cls, values, section: str):
   return cls(**values)
 
 
-def check_int(section: str, name: str, value, *, minimum: int = 1):
-  """ValueError naming `section.name` unless value is an int (not bool) >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"{section}.{name} must be an integer >= {minimum}, got {value!r}")
+def is_integer(value) -> bool:
+  """A Python or NumPy integer; bools are not (True would pass as 1)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_open_interval(section: str, name: str, value, low: float, high: float = float("inf")):
-  """ValueError naming `section.name` unless low < value < high (NaN fails)."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-    raise ValueError(f"{section}.{name} must be a number in ({low}, {high}), got {value!r}")
+def is_number(value) -> bool:
+  """A Python or NumPy real number, not a bool (NaN passes: compare it to reject it)."""
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+      value, (bool, np.bool_))
+
+
+def check_integer(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:
+  """`value` as an int; ValueError naming `name` unless an integer in [minimum, maximum]."""
+  if not is_integer(value) or value < minimum or (maximum is not None and value > maximum):
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+  return int(value)
+
+
+def check_number(name: str, value, low: float, high: float = float("inf")) -> float:
+  """`value` as a float; ValueError naming `name` unless low < value < high (NaN fails)."""
+  if not is_number(value) or not low < value < high:
+    raise ValueError(f"{name} must be a number in ({low}, {high}), got {value!r}")
+  return float(value)
+
+
+def check_int(section: str, name: str, value, *, minimum: int = 1) -> int:
+  """`check_integer` for the config field `section.name`."""
+  return check_integer(f"{section}.{name}", value, minimum=minimum)
+
+
+def check_open_interval(section: str, name: str, value, low: float,
+                        high: float = float("inf")) -> float:
+  """`check_number` for the config field `section.name`."""
+  return check_number(f"{section}.{name}", value, low, high)
 
 
 def check_choice(section: str, name: str, value, choices):

@@ -158,3 +158,27 @@ def test_live_decoding_equals_pool_replay_and_host_loop():
     np.testing.assert_array_equal(host[name], getattr(state, name), err_msg=name)
   np.testing.assert_allclose(replayed.scores_QxNxC, state.scores_QxNxC, atol=1e-6)
   np.testing.assert_allclose(replayed.confidence_QxN, state.confidence_QxN, atol=1e-6)
+
+
+def _probe_target(data, question_Q, answers_QxK, scores_QxKxC, confidence_QxK):
+  """Few more samples when the first draws look right and confident, many otherwise."""
+  sure_Q = (answers_QxK == 0).all(-1) & (confidence_QxK.min(-1) > 1.2)
+  return jnp.where(sure_Q, 2, 10 + question_Q % 3) + (scores_QxKxC[:, 0, 0] > 0.5)
+
+
+@pytest.mark.parametrize("loop", [LOOPS["roomy"], LOOPS["tight"]], ids=["roomy", "tight"])
+@pytest.mark.parametrize("samples", [1, 3])
+def test_probe_sets_targets_as_the_host_loop_does(samples, loop):
+  probe = adaptive.Probe(samples, _probe_target)
+  target_Q = np.full(NUM_Q, 16)
+  device = jax.tree.map(np.asarray, adaptive.run(synthetic_draw, DATA, target_Q, rule=StopRule(),
+                                                 loop=loop, probe=probe))
+  host = host_loop.run_host(synthetic_draw, DATA, target_Q, rule=StopRule(), loop=loop,
+                            probe=probe)
+  for name in ("target_Q", "drawn_Q", "answers_QxN", "tokens_Q", "rounds_Q"):
+    np.testing.assert_array_equal(getattr(device, name), host[name], err_msg=name)
+  expected_Q = np.clip(np.asarray(_probe_target(
+      DATA, np.arange(NUM_Q), device.answers_QxN[:, :samples],
+      device.scores_QxNxC[:, :samples], device.confidence_QxN[:, :samples])), samples, 16)
+  np.testing.assert_array_equal(device.drawn_Q, expected_Q)
+  assert len(set(device.drawn_Q.tolist())) > 1

@@ -138,6 +138,10 @@ def test_calibrate_config_builds():
     ("prm", "lora_alpha", 0.0, r"prm.lora_alpha must be a number in \(0.0, inf\)"),
     ("prm", "base_max_difficulty", 9, "prm.base_max_difficulty must be one of"),
     ("prm", "levels", (0.1, 1.5), r"prm.levels must be a number in \(0.0, 1.0\)"),
+    ("prm", "levels", (0.5, 0.1, 0.9), r"prm.levels must be strictly increasing, got \(0.5, 0.1"),
+    ("prm", "levels", (0.1, 0.1, 0.5), "prm.levels must be strictly increasing"),
+    ("prm", "levels", (0.2, 0.5, 0.9), r"prm.levels must include 0.1 and 0.5 .*got \(0.2, 0.5"),
+    ("prm", "levels", (0.1, 0.9), "prm.levels must include 0.1 and 0.5"),
     ("eval", "conformal_alpha", 1.0, r"eval.conformal_alpha must be a number in \(0.0, 1.0\)"),
 ])
 def test_bad_study_config_raises_naming_the_field(tmp_path, section, field, value, message):

@@ -7,11 +7,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.train.loop import typed_configs
 from adaptive_jax.train.state import count_params
+from adaptive_jax.typed_config import check_integer, check_number
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 DUO_CONFIGS = sorted(CONFIG_DIR.glob("duo_*.py"))  # oracle configs: see test_oracle_study.py
@@ -93,3 +95,16 @@ def test_vocab_mismatch_is_rejected():
   values["data"]["vocab_size"] = 512
   with pytest.raises(ValueError, match="data.vocab_size"):
     typed_configs(ml_collections.ConfigDict(values))
+
+
+def test_shared_validators_take_numpy_values_and_name_the_field():
+  assert check_integer("x", np.int64(3)) == 3 and type(check_integer("x", np.int32(3))) is int
+  assert check_number("q", np.float32(0.5), 0.0, 1.0) == 0.5
+  for bad in (True, np.bool_(True), 2.0, 0, "3", None):
+    with pytest.raises(ValueError, match=r"x must be an integer >= 1, got "):
+      check_integer("x", bad)
+  with pytest.raises(ValueError, match=r"split_depth must be an integer in \[0, 3\], got 4"):
+    check_integer("split_depth", 4, minimum=0, maximum=3)
+  for bad in (True, float("nan"), 0.0, 1.0, "0.5"):
+    with pytest.raises(ValueError, match=r"q must be a number in \(0.0, 1.0\), got "):
+      check_number("q", bad, 0.0, 1.0)

@@ -86,6 +86,8 @@ def test_oracle_small_config_fits_duo_small():
     ("budgets", (0, 13), r"oracle.budgets entry must be in \[0, 12\]"),
     ("split_depth", 0, r"oracle.split_depth must be in \[1, 12\]"),
     ("seq_len", 4096, "oracle.seq_len"),
+    ("skip_patterns", 1.5, "oracle.skip_patterns must be an integer >= 0, got 1.5"),
+    ("random_patterns", True, "oracle.random_patterns must be an integer >= 1, got True"),
 ])
 def test_bad_oracle_config_names_the_field(field, value, message):
   values = dict(oracle_small.get_config().oracle)

@@ -48,7 +48,7 @@ def test_policy_config_builds():
   assert "ffn" in params["params"]["layers"]
 
 
-def test_train_policy_writes_accuracy_per_difficulty(tmp_path):
+def _tiny_config():
   config = policy_small.get_config()
   config.model.num_layers, config.model.d_model, config.model.d_ff_big = 1, 32, 64
   config.model.num_heads, config.model.head_dim = 2, 16
@@ -56,7 +56,11 @@ def test_train_policy_writes_accuracy_per_difficulty(tmp_path):
   config.task.eval_problems_per_difficulty = 1
   config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
   config.train.log_every = 3
-  results = train_policy(config, str(tmp_path))
+  return config
+
+
+def test_train_policy_writes_accuracy_per_difficulty(tmp_path):
+  results = train_policy(_tiny_config(), str(tmp_path))
   assert set(results["accuracy_by_difficulty"]) == {str(d) for d in range(1, 9)}
   assert json.loads((tmp_path / "results.json").read_text()) == results
 
@@ -65,4 +69,34 @@ def test_policy_rejects_a_duo_model(tmp_path):
   config = policy_small.get_config()
   config.model.duo = True
   with pytest.raises(ValueError, match="model.duo must be False"):
+    train_policy(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "task.batch_size must be an integer >= 1, got 0"),
+    ("seq_len", 0, "task.seq_len must be an integer >= 1, got 0"),
+    ("train_problems", 0, "task.train_problems must be an integer >= 1"),
+    ("max_new_tokens", 0, "task.max_new_tokens must be an integer >= 1"),
+    ("eval_problems_per_difficulty", -1, "task.eval_problems_per_difficulty must be an integer"),
+    ("train_seed", -1, "task.train_seed must be an integer >= 0"),
+    ("eval_seed", 0, "task.eval_seed must differ from task.train_seed"),
+    ("train_difficulties", (), r"task.train_difficulties must be a non-empty tuple"),
+    ("train_difficulties", (1, 9), r"task.train_difficulties entry must be an integer in \[1, 8\]"),
+])
+def test_bad_task_config_raises_naming_the_field_before_writing(tmp_path, field, value, message):
+  config = _tiny_config()
+  config.task[field] = value
+  with pytest.raises(ValueError, match=message):
+    train_policy(config, str(tmp_path))
+  assert not list(tmp_path.iterdir())  # raised before config.json or any batch
+
+
+
+def test_resume_may_change_the_evaluation_but_not_the_training_batches(tmp_path):
+  train_policy(_tiny_config(), str(tmp_path))
+  config = _tiny_config()
+  config.task.eval_seed, config.task.max_new_tokens = 2, 4
+  assert train_policy(config, str(tmp_path))["step"] == 3
+  config.task.batch_size = 8
+  with pytest.raises(ValueError, match=r"task.batch_size: 4 there, 8 now\. A resumed run"):
     train_policy(config, str(tmp_path))

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,10 +14,12 @@ import numpy as np
 import optax
 import pytest
 
+from adaptive_jax.train import checkpoint as ckpt_lib
 from adaptive_jax.train.config import RoutingConfig, TrainConfig
 from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.metrics import read_metrics
 from adaptive_jax.train.state import make_optimizer
+from adaptive_jax.train.trained import load_trained
 from configs import duo_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,3 +121,108 @@ def test_freeze_big_after_stops_only_the_big_ffn():
   assert not np.allclose(big[1], big[0]) and not np.allclose(big[2], big[1])
   np.testing.assert_array_equal(big[4], big[2])  # frozen from the third update on
   assert not np.allclose(small[4], small[3])
+
+
+def _updates(tx, grads_per_step, params):
+  """The update of every step when `tx` sees these gradients in turn."""
+  opt_state, out = tx.init(params), []
+  for grads in grads_per_step:
+    updates, opt_state = tx.update(grads, opt_state, params)
+    out.append(updates)
+  return out
+
+
+def test_freeze_big_after_clips_by_the_global_norm_of_all_gradients():
+  # The big FFN's gradient norm swings (10, 0.01, 5, 0.1) while the rest's stays ~0.5: clipped
+  # globally, the rest is scaled down at steps 1 and 3 only. Adam undoes a constant scale, not
+  # a varying one, so clipping per branch (the rest alone never clips) gives other updates.
+  params = {"duo_ffn": {"big": {"gate": jnp.ones((3, 4, 4))}, "small": {"gate": jnp.ones((4, 2))}},
+            "attention": {"query": jnp.ones((4, 4))}}
+  rng = np.random.default_rng(0)
+  unit = lambda p: (p / np.linalg.norm(p)).astype(np.float32)
+  grads_per_step = [
+      {"duo_ffn": {"big": {"gate": scale * unit(rng.normal(size=(3, 4, 4)))},
+                   "small": {"gate": 0.3 * unit(rng.normal(size=(4, 2)))}},
+       "attention": {"query": 0.4 * unit(rng.normal(size=(4, 4)))}}
+      for scale in (10.0, 0.01, 5.0, 0.1)]
+  train_cfg = TrainConfig(num_steps=10, warmup_steps=0, learning_rate=0.1, grad_clip=1.0)
+  free = _updates(make_optimizer(train_cfg, RoutingConfig()), grads_per_step, params)
+  frozen = _updates(make_optimizer(train_cfg, RoutingConfig(freeze_big_after=2)), grads_per_step,
+                    params)
+  for step, (f, z) in enumerate(zip(free, frozen)):
+    np.testing.assert_allclose(z["duo_ffn"]["small"]["gate"], f["duo_ffn"]["small"]["gate"],
+                               rtol=1e-6, err_msg=f"step {step}")
+    np.testing.assert_allclose(z["attention"]["query"], f["attention"]["query"], rtol=1e-6,
+                               err_msg=f"step {step}")
+    big_free, big_frozen = f["duo_ffn"]["big"]["gate"], z["duo_ffn"]["big"]["gate"]
+    if step < 2:
+      np.testing.assert_allclose(big_frozen, big_free, rtol=1e-6)
+    else:
+      np.testing.assert_array_equal(big_frozen, 0.0)
+
+
+class _Killed(Exception):
+  """Stands for the process being killed."""
+
+
+def test_load_trained_rejects_an_unfinished_run_naming_the_steps(data_dir, tmp_path, monkeypatch):
+  workdir = str(tmp_path / "run")
+  save = ckpt_lib.save
+
+  def save_then_die_at_4(manager, step, state, data_iterator):
+    save(manager, step, state, data_iterator)
+    if step == 4:
+      raise _Killed()
+
+  monkeypatch.setattr(ckpt_lib, "save", save_then_die_at_4)
+  with pytest.raises(_Killed):
+    train_and_evaluate(_config(data_dir), workdir)  # num_steps=8, killed after step 4
+  monkeypatch.setattr(ckpt_lib, "save", save)
+  command = f"python -m experiments.train_duo --config=configs/duo_tiny.py --workdir={workdir}"
+  with pytest.raises(ValueError, match=r"(?s)unfinished.*step 4 of train.num_steps=8.*"
+                                       + re.escape(command)):
+    load_trained(workdir, train_command=command)
+  train_and_evaluate(_config(data_dir), workdir)  # the same command again finishes the run
+  config, _, params = load_trained(workdir, train_command=command)
+  assert config.train.num_steps == 8 and jax.tree.leaves(params)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+  """A 2-step run (checkpoint at step 2); tests copy it before changing it."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  train_and_evaluate(_config(data_dir, num_steps=2), str(workdir))
+  return workdir
+
+
+def test_rerun_with_another_config_raises_before_touching_config_json(data_dir, finished_run,
+                                                                      tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  saved = (workdir / "config.json").read_text()
+  changed = _config(data_dir, num_steps=2, learning_rate=1e-3)
+  changed.model.d_ff_small = 16
+  with pytest.raises(ValueError, match=r"model.d_ff_small: 8 there, 16 now; "
+                                       r"train.learning_rate: 0.003 there, 0.001 now"):
+    train_and_evaluate(changed, str(workdir))
+  assert (workdir / "config.json").read_text() == saved
+  with pytest.raises(ValueError, match=r"train.num_steps \(1\) must be >= 2, the step of the "
+                                       r"newest checkpoint"):
+    train_and_evaluate(_config(data_dir, num_steps=1), str(workdir))
+  assert (workdir / "config.json").read_text() == saved
+  # Steps, logging and checkpointing may change on resume: this one continues to step 4.
+  assert train_and_evaluate(_config(data_dir, num_steps=4, log_every=2), str(workdir))["step"] == 4
+
+
+def test_corrupt_checkpoint_raises_naming_its_path_and_step(data_dir, finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  step_dir = workdir / "checkpoints" / "2"
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"not a checkpoint")
+  message = f"could not restore checkpoint step 2 from {re.escape(str(step_dir))}"
+  with pytest.raises(ValueError, match=message):
+    load_trained(str(workdir), train_command="python -m experiments.train_duo ...")
+  with pytest.raises(ValueError, match=message):
+    train_and_evaluate(_config(data_dir, num_steps=4), str(workdir))

@@ -1,4 +1,8 @@
-"""Causal multi-head self-attention with rotary positions (never routed).
+"""Causal self-attention with rotary positions (never routed), multi-head or grouped-query.
+
+N query heads share K = cfg.kv_heads key/value heads: query head n reads kv head n // (N / K)
+(K = N: multi-head attention; K = 1: multi-query). N = 9, K = 3: heads 0-2 read kv head 0,
+3-5 kv head 1, 6-8 kv head 2, the grouping of `jax.nn.dot_product_attention` and of Llama.
 
 Besides the full causal call, `qkv` and `project_out` expose the two halves so that callers
 with their own key/value caches (decoding, the sequential oracle) reuse the same weights.
@@ -23,28 +27,29 @@ class Attention(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    qkv_shape = (cfg.d_model, cfg.num_heads, cfg.head_dim)
+    q_shape = (cfg.d_model, cfg.num_heads, cfg.head_dim)
+    kv_shape = (cfg.d_model, cfg.kv_heads, cfg.head_dim)
     qkv_init = nn.with_logical_partitioning(_QKV_INIT, ("embed", "heads", "kv"))
-    self.query = self.param("query", qkv_init, qkv_shape, cfg.weight_dtype)
-    self.key = self.param("key", qkv_init, qkv_shape, cfg.weight_dtype)
-    self.value = self.param("value", qkv_init, qkv_shape, cfg.weight_dtype)
+    self.query = self.param("query", qkv_init, q_shape, cfg.weight_dtype)
+    self.key = self.param("key", qkv_init, kv_shape, cfg.weight_dtype)
+    self.value = self.param("value", qkv_init, kv_shape, cfg.weight_dtype)
     self.out = self.param("out", nn.with_logical_partitioning(_OUT_INIT, ("heads", "kv", "embed")),
                           (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
 
   def qkv(self, x_BxTxD, positions_BxT):
-    """Queries, keys (both rotated to their positions) and values, each [B, T, N, H]."""
+    """Queries [B, T, N, H], keys and values [B, T, K, H]; queries and keys rotated."""
     cfg = self.cfg
     project = lambda w: jnp.einsum("btd,dnh->btnh", x_BxTxD, w.astype(cfg.activation_dtype))
     q_BxTxNxH = apply_rope(project(self.query), positions_BxT, theta=cfg.rope_theta)
-    k_BxTxNxH = apply_rope(project(self.key), positions_BxT, theta=cfg.rope_theta)
+    k_BxTxKxH = apply_rope(project(self.key), positions_BxT, theta=cfg.rope_theta)
     q_BxTxNxH = nn.with_logical_constraint(q_BxTxNxH, ("batch", "length", "heads", "kv"))
-    return q_BxTxNxH, k_BxTxNxH, project(self.value)
+    return q_BxTxNxH, k_BxTxKxH, project(self.value)
 
   def project_out(self, o_BxTxNxH):
     out_BxTxD = jnp.einsum("btnh,nhd->btd", o_BxTxNxH, self.out.astype(self.cfg.activation_dtype))
     return nn.with_logical_constraint(out_BxTxD, ("batch", "length", "embed"))
 
   def __call__(self, x_BxTxD, positions_BxT):
-    q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = self.qkv(x_BxTxD, positions_BxT)
-    o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, is_causal=True)
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.qkv(x_BxTxD, positions_BxT)
+    o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True)
     return self.project_out(o_BxTxNxH)

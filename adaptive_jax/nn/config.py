@@ -15,12 +15,17 @@ class ModelConfig:
   vocab_size: int
   num_layers: int
   d_model: int
-  num_heads: int
+  num_heads: int  # query heads
   head_dim: int
   d_ff_big: int
   d_ff_small: int
   max_len: int
   duo: bool = True  # False: a plain dense transformer with one FFN of width d_ff_big
+  # Key/value heads (grouped-query attention: query head n reads kv head n // (N / K));
+  # None: one per query head (multi-head attention).
+  num_kv_heads: int | None = None
+  # Token embeddings times sqrt(d_model) at the input (our models); Llama checkpoints: False.
+  scale_embeddings: bool = True
   rope_theta: float = 10_000.0
   norm_eps: float = 1e-6
   tie_embeddings: bool = True
@@ -38,12 +43,22 @@ class ModelConfig:
         or self.d_ff_small <= 0 and self.duo):
       raise ValueError(f"model.d_ff_small must be a positive integer for a Duo model, "
                        f"got {self.d_ff_small!r}")
+    if self.num_kv_heads is not None and (
+        isinstance(self.num_kv_heads, bool) or not isinstance(self.num_kv_heads, int)
+        or self.num_kv_heads <= 0 or self.num_heads % self.num_kv_heads):
+      raise ValueError(f"model.num_kv_heads must be None or a positive divisor of "
+                       f"model.num_heads={self.num_heads}, got {self.num_kv_heads!r}")
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim must be even (rotary positions rotate pairs), "
                        f"got {self.head_dim}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"model.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+
+  @property
+  def kv_heads(self) -> int:
+    """K: the number of key/value heads."""
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
   @property
   def activation_dtype(self):

@@ -77,8 +77,10 @@ class Transformer(nn.Module):
 
   def embed_tokens(self, tokens_BxT):
     # Embeddings start at std 1/sqrt(D); scaling by sqrt(D) gives unit-size inputs while tied
-    # logits stay O(1) at initialization.
-    x_BxTxD = self.embed(tokens_BxT) * jnp.sqrt(self.cfg.d_model).astype(self.cfg.activation_dtype)
+    # logits stay O(1) at initialization. Llama checkpoints were trained without the scale.
+    x_BxTxD = self.embed(tokens_BxT)
+    if self.cfg.scale_embeddings:
+      x_BxTxD = x_BxTxD * jnp.sqrt(self.cfg.d_model).astype(self.cfg.activation_dtype)
     return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
 
   def logits(self, x_BxTxD):

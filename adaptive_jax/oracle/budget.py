@@ -18,6 +18,7 @@ import numpy as np
 
 from adaptive_jax import routing
 from adaptive_jax.routing import Route
+from adaptive_jax.typed_config import check_integer
 
 
 def _check(loss_PxBxT, routes_PxL):
@@ -64,8 +65,7 @@ def random_best_of(loss_PxBxT, routes_PxL, k, *, num: int = 100,
                    seed: int = 0) -> tuple[int, float]:
   """Best (lowest mean loss) of `num` patterns with k big layers drawn with replacement."""
   loss, routes = _check(loss_PxBxT, routes_PxL)
-  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-    raise ValueError(f"num must be a positive integer number of random patterns, got {num!r}")
+  num = check_integer("num", num)
   index_K = with_budget(routes, k)
   drawn = np.random.default_rng(seed).choice(index_K, size=num, replace=True)
   mean_N = loss[drawn].mean(axis=(1, 2), dtype=np.float64)

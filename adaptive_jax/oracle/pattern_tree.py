@@ -28,6 +28,7 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
 from adaptive_jax.routing import Route
 from adaptive_jax.train.step import cross_entropy
+from adaptive_jax.typed_config import check_integer
 
 
 def route_options(with_skip: bool) -> tuple[Route, ...]:
@@ -194,12 +195,9 @@ def pattern_loss_matrix(params, cfg: ModelConfig, tokens_BxT, targets_BxT, *,
   _check_inputs(cfg, tokens_BxT, targets_BxT)
   L = cfg.num_layers
   split_depth = (L + 1) // 2 if split_depth is None else split_depth
-  if isinstance(split_depth, bool) or not isinstance(split_depth, int) or not 0 <= split_depth <= L:
-    raise ValueError(f"split_depth must be an integer in [0, num_layers={L}], got {split_depth!r}")
+  split_depth = check_integer("split_depth", split_depth, minimum=0, maximum=L)
   node_devices = _axes(mesh, tokens_BxT.shape[0])[2]
-  chunk = node_devices if chunk is None else chunk
-  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-    raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+  chunk = check_integer("chunk", node_devices if chunk is None else chunk)
   fn = _tree_fn(cfg, route_options(with_skip), split_depth, chunk, mesh, tokens_BxT.shape[0])
   return _call(fn, mesh, params, tokens_BxT, targets_BxT)
 
@@ -253,8 +251,7 @@ def subset_loss_matrix(params, cfg: ModelConfig, tokens_BxT, targets_BxT, routes
   node_devices = _axes(mesh, tokens_BxT.shape[0])[2]
   if chunk is None:
     chunk = -(-16 // node_devices) * node_devices
-  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-    raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+  chunk = check_integer("chunk", chunk)
   num = len(routes_PxL)
   chunk = min(chunk, -(-num // node_devices) * node_devices)  # no chunk larger than needed
   steps = -(-num // chunk)

@@ -14,7 +14,7 @@ from adaptive_jax import routing
 from adaptive_jax.oracle import budget as budget_lib
 from adaptive_jax.oracle import pattern_tree, sequential
 from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import from_mapping
+from adaptive_jax.typed_config import check_int, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +38,8 @@ class OracleConfig:
   def __post_init__(self):
     for name in ("num_sequences", "seq_len", "chunk_sequences", "random_patterns",
                  "sequential_sequences", "sequential_seq_len", "skip_sequences"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"oracle.{name} must be an integer >= 1, got {value!r}")
-    if self.skip_patterns < 0:
-      raise ValueError(f"oracle.skip_patterns must be >= 0 (0: no skip variant), "
-                       f"got {self.skip_patterns}")
+      check_int("oracle", name, getattr(self, name))
+    check_int("oracle", "skip_patterns", self.skip_patterns, minimum=0)  # 0: no skip variant
     if self.num_sequences % self.chunk_sequences:
       raise ValueError(f"oracle.num_sequences ({self.num_sequences}) must be a multiple of "
                        f"oracle.chunk_sequences ({self.chunk_sequences})")

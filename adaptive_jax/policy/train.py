@@ -10,12 +10,12 @@ import ml_collections
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty
-from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.config import RoutingConfig, TrainConfig
-from adaptive_jax.train.loop import train, write_run_config
-from adaptive_jax.typed_config import from_mapping
+from adaptive_jax.train.loop import RESUMABLE_FIELDS, train, write_run_config
+from adaptive_jax.typed_config import check_int, check_integer, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,18 +23,41 @@ class TaskConfig:
   """Which problems the policy trains and is evaluated on (configs/policy_small.py)."""
   train_problems: int = 200_000
   train_seed: int = 0
-  train_difficulties: tuple[int, ...] = tuple(range(1, 9))
+  train_difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
   eval_problems_per_difficulty: int = 32
   eval_seed: int = 1  # a different seed: held-out problems
   seq_len: int = 256
   batch_size: int = 32
   max_new_tokens: int = 224
 
+  def __post_init__(self):
+    for name in ("train_problems", "eval_problems_per_difficulty", "seq_len", "batch_size",
+                 "max_new_tokens"):
+      check_int("task", name, getattr(self, name))
+    for name in ("train_seed", "eval_seed"):
+      check_int("task", name, getattr(self, name), minimum=0)
+    if self.eval_seed == self.train_seed:
+      raise ValueError(f"task.eval_seed must differ from task.train_seed (held-out problems), "
+                       f"got {self.eval_seed} for both")
+    if not isinstance(self.train_difficulties, (tuple, list)) or not self.train_difficulties:
+      raise ValueError(f"task.train_difficulties must be a non-empty tuple of difficulties in "
+                       f"[{MIN_DIFFICULTY}, {MAX_DIFFICULTY}], got {self.train_difficulties!r}")
+    for d in self.train_difficulties:
+      check_integer("task.train_difficulties entry", d, minimum=MIN_DIFFICULTY,
+                    maximum=MAX_DIFFICULTY)
+    object.__setattr__(self, "train_difficulties", tuple(self.train_difficulties))
+
+  from_dict = classmethod(lambda cls, values: from_mapping(cls, values, "task"))
+
+
+# Task fields read only by the evaluation after training: a resumed run may change them.
+_EVAL_TASK_FIELDS = ("task.eval_problems_per_difficulty", "task.eval_seed", "task.max_new_tokens")
+
 
 def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from `workdir`), evaluates greedy accuracy per difficulty, writes results."""
   model_cfg = ModelConfig.from_dict(config.model)
-  task = from_mapping(TaskConfig, config.task, "task")
+  task = TaskConfig.from_dict(config.task)
   train_cfg = TrainConfig.from_dict(config.train)
   if model_cfg.duo:
     raise ValueError("model.duo must be False: the policy is a dense transformer")
@@ -44,7 +67,7 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"got {model_cfg.vocab_size}")
   if task.seq_len > model_cfg.max_len:
     raise ValueError(f"task.seq_len ({task.seq_len}) must be <= model.max_len")
-  write_run_config(config, workdir)
+  write_run_config(config, workdir, may_change=RESUMABLE_FIELDS + _EVAL_TASK_FIELDS)
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
   source = ArithmeticSource(size=task.train_problems, seed=task.train_seed,
                             difficulties=task.train_difficulties)

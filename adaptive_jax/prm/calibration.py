@@ -13,6 +13,7 @@ import scipy.optimize
 import sklearn.isotonic
 
 from adaptive_jax.prm.metrics import bin_index, check_pair, check_probs
+from adaptive_jax.typed_config import check_integer
 
 _LOGIT_EPS = 1e-6  # p is clipped to [eps, 1 - eps] before the logit: saturated PRMs stay finite
 
@@ -83,8 +84,7 @@ class HistogramBinning:
   @classmethod
   def fit(cls, p, y, *, num_bins: int = 10, equal_mass: bool = False) -> "HistogramBinning":
     p, y = check_pair(p, y)
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
-      raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
+    num_bins = check_integer("num_bins", num_bins)
     if equal_mass:
       edges = np.quantile(p, np.linspace(0, 1, num_bins + 1))
       edges[0], edges[-1] = 0.0, 1.0

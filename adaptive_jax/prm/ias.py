@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_jax.typed_config import check_integer, is_number
+
 P_CLIP = 1e-4  # p is clipped to [P_CLIP, 1 - P_CLIP], as in the paper
 # The log ratio is shrunk by a relative amount before the ceil, so that rounding error just
 # above an integer does not add a sample: in float32 log(0.01) / log(0.1) comes out 2.0000007,
@@ -20,13 +22,8 @@ _CEIL_RTOL = 5e-7
 
 
 def _check_q(q) -> None:
-  if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < q < 1:
+  if not is_number(q) or not 0 < q < 1:
     raise ValueError(f"q must be a confidence level in (0, 1), got {q!r}")
-
-
-def _check_count(value, name: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _check_p(p, name: str):
@@ -51,7 +48,7 @@ def _uncapped(p, q: float) -> jax.Array:
 def num_samples(p, *, n_max: int, q: float = 0.99) -> jax.Array:
   """min(N(p), n_max) elementwise, int32; p of any shape, clipped to [1e-4, 1 - 1e-4]."""
   _check_q(q)
-  _check_count(n_max, "n_max")
+  check_integer("n_max", n_max)
   return jnp.minimum(_uncapped(_check_p(p, "p"), q), n_max)
 
 
@@ -66,7 +63,7 @@ def num_beams(p_xK, *, m_max: int, q: float = 0.99) -> jax.Array:
   k = 2 holds (16 >= 13) -> 2 beams.
   """
   _check_q(q)
-  _check_count(m_max, "m_max")
+  check_integer("m_max", m_max)
   p_xK = _check_p(p_xK, "p_xK")
   if p_xK.ndim < 1 or p_xK.shape[-1] < 1:
     raise ValueError(f"p_xK must have a last axis of K >= 1 beams, got shape {p_xK.shape}")
@@ -83,7 +80,7 @@ def num_expansions(p_xK, *, m_max: int, q: float = 0.99) -> jax.Array:
   The K beams together draw N(weakest beam) samples (paper's code: `determine_M`).
   """
   _check_q(q)
-  _check_count(m_max, "m_max")
+  check_integer("m_max", m_max)
   p_xK = _check_p(p_xK, "p_xK")
   if p_xK.ndim < 1 or p_xK.shape[-1] < 1:
     raise ValueError(f"p_xK must have a last axis of K >= 1 beams, got shape {p_xK.shape}")

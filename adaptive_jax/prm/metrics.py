@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from adaptive_jax.typed_config import check_integer
+
 
 def check_probs(x, name: str) -> np.ndarray:
   """Returns `x` as a float64 array; ValueError naming `name` if empty, NaN or outside [0, 1]."""
@@ -34,12 +36,6 @@ def check_pair(p, y, p_name: str = "p", y_name: str = "y") -> tuple[np.ndarray, 
   return p, y
 
 
-def _check_num_bins(num_bins) -> int:
-  if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
-    raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
-  return int(num_bins)
-
-
 def bin_index(p: np.ndarray, edges_B1: np.ndarray) -> np.ndarray:
   """Bin b of each p with edges[b] <= p < edges[b + 1]; the last bin is closed on the right."""
   return np.searchsorted(edges_B1[1:-1], p, side="right")
@@ -54,7 +50,7 @@ def brier(p, y) -> float:
 def reliability_curve(p, y, num_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Per equal-width bin: (mean predicted, mean observed, count); empty bins give NaN, NaN, 0."""
   p, y = check_pair(p, y)
-  num_bins = _check_num_bins(num_bins)
+  num_bins = check_integer("num_bins", num_bins)
   bin_N = bin_index(p, np.arange(num_bins + 1) / num_bins)  # k / B: exact for 0.3, 0.7, ...
   counts_B = np.bincount(bin_N.ravel(), minlength=num_bins)
   with np.errstate(invalid="ignore", divide="ignore"):

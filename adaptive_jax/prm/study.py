@@ -93,6 +93,12 @@ class PrmConfig:
       raise ValueError("prm.levels must hold quantile levels in (0, 1), got ()")
     for level in self.levels:
       check_open_interval("prm", "levels", level, 0.0, 1.0)
+    if any(a >= b for a, b in zip(self.levels, self.levels[1:])):
+      raise ValueError(f"prm.levels must be strictly increasing, got {tuple(self.levels)}")
+    # The conformal bound and coverage read the 0.1 quantile, quantile_median the 0.5 one.
+    if not {0.1, 0.5} <= set(self.levels):
+      raise ValueError(f"prm.levels must include 0.1 and 0.5 (the lower bound and the median), "
+                       f"got {tuple(self.levels)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +247,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   p_test = fit.predict(base, prm.model, test)[:, 0]
   out_test = fit.predict(calibrated, prm.model, test)
   q_test = out_test[:, :MEAN]
-  median = list(prm.levels).index(0.5) if 0.5 in prm.levels else len(prm.levels) // 2
+  lower, median = prm.levels.index(0.1), prm.levels.index(0.5)
   predictions = {
       "base": p_test,
       "calibrated": out_test[:, MEAN],
@@ -251,9 +257,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
                                                     num_bins=ev.histogram_bins)(p_test),
   }
-  conformal = calibration.ConformalLowerBound.fit(fit.predict(calibrated, prm.model, held)[:, 0],
-                                                  target(held), alpha=ev.conformal_alpha)
-  lower = conformal(q_test[:, 0])
+  q_held = fit.predict(calibrated, prm.model, held)[:, :MEAN]
+  conformal = calibration.ConformalLowerBound.fit(q_held[:, lower], target(held),
+                                                  alpha=ev.conformal_alpha)
+  lower_conformal = conformal(q_test[:, lower])
   methods = {name: _scores(p, y_test, difficulty, ev.num_bins) for name, p in predictions.items()}
   results = {
       "num_records": {"calibration": len(cal), "conformal": len(held), "test": len(test),
@@ -266,8 +273,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       "coverage": {
           **{f"q{level:g}": float(np.mean(y_test <= q_test[:, i]))
              for i, level in enumerate(prm.levels)},
-          "lower_q0.1_raw": float(np.mean(y_test >= q_test[:, 0])),
-          "lower_q0.1_conformal": float(np.mean(y_test >= lower)),
+          "lower_q0.1_raw": float(np.mean(y_test >= q_test[:, lower])),
+          "lower_q0.1_conformal": float(np.mean(y_test >= lower_conformal)),
           "conformal_nominal": 1 - ev.conformal_alpha},
       # Reference predictors (not PRMs): what knowing only the difficulty (and step) scores,
       # what an exact step verifier would add (an oracle: it reads the gold solution), and the
@@ -280,5 +287,5 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   np.savez(os.path.join(workdir, "predictions.npz"), target=y_test, difficulty=difficulty,
-           quantiles=q_test, lower_conformal=lower, **predictions)
+           quantiles=q_test, lower_conformal=lower_conformal, **predictions)
   return results

@@ -17,8 +17,8 @@ the other questions. Example, B = 4, requests k = (2, 0, 1, 2):
 
 A question's draws are a pure function of (question, slot) (the draw function folds both into
 its key), so the loop gives exactly what a per-question host loop gives (`host_loop.py`).
-After each round a question stops when it has its target (fixed N, or IAS's N(p)), when no
-sample fits its token budget, or by its rule: Adaptive-Consistency's Beta posterior, or
+After each round a question stops when it has its target (fixed N, IAS's N(p), or the target
+a `Probe` sets from the question's first draws), when no sample fits its token budget, or by its rule: Adaptive-Consistency's Beta posterior, or
 DeepConf-online's consensus of the confidence-weighted vote.
 """
 
@@ -102,7 +102,25 @@ class LoopConfig:
                        f"{self.max_sample_tokens}")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class Probe:
+  """Sets each question's target from its first `samples` draws (before: up to `samples`).
+
+  target_fn(data, question_Q, answers_QxK, scores_QxKxC, confidence_QxK) -> target_Q, with K =
+  samples; the loop clips the result to [samples, n_max]. An estimate of the question's
+  success probability from its first sample, turned into N(p) by the caller's rule.
+  """
+  samples: int
+  target_fn: Callable
+
+  def __post_init__(self):
+    if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+      raise ValueError(f"Probe.samples must be an integer >= 1, got {self.samples!r}")
+
+
 class LoopState(NamedTuple):
+  target_Q: jax.Array  # samples wanted at most (a Probe sets it after its draws)
+  probed_Q: jax.Array  # the Probe has set the target (always True without one)
   drawn_Q: jax.Array  # samples drawn
   answers_QxN: jax.Array
   scores_QxNxC: jax.Array
@@ -124,9 +142,11 @@ class LoopState(NamedTuple):
     return self.filled() & ~self.truncated_QxN
 
 
-def _requests(state: LoopState, target_Q, rule: StopRule, loop: LoopConfig):
+def _requests(state: LoopState, rule: StopRule, loop: LoopConfig, probe: Probe | None):
   """k_Q: how many samples each question asks for this round (see the module docstring)."""
-  k_Q = jnp.minimum(loop.per_round, target_Q - state.drawn_Q)
+  k_Q = jnp.minimum(loop.per_round, state.target_Q - state.drawn_Q)
+  if probe is not None:
+    k_Q = jnp.where(state.probed_Q, k_Q, jnp.minimum(k_Q, probe.samples - state.drawn_Q))
   if rule.kind == "deepconf":
     in_warmup_Q = state.drawn_Q < rule.warmup
     k_Q = jnp.where(in_warmup_Q, jnp.minimum(k_Q, rule.warmup - state.drawn_Q), k_Q)
@@ -145,10 +165,10 @@ def _rule_stop(state: LoopState, rule: StopRule):
   return jnp.zeros_like(state.active_Q)
 
 
-def _round(draw_fn: DrawFn, data, target_Q, rule: StopRule, loop: LoopConfig,
+def _round(draw_fn: DrawFn, data, rule: StopRule, loop: LoopConfig, probe: Probe | None,
            state: LoopState) -> LoopState:
   num_q = state.drawn_Q.shape[0]
-  k_Q = jnp.where(state.active_Q, _requests(state, target_Q, rule, loop), 0)
+  k_Q = jnp.where(state.active_Q, _requests(state, rule, loop, probe), 0)
   ends_Q = jnp.cumsum(k_Q)
   k_Q = jnp.where(ends_Q <= loop.rows, k_Q, 0)  # whole requests only; ends stay monotone
   ends_Q = jnp.cumsum(k_Q)
@@ -180,7 +200,15 @@ def _round(draw_fn: DrawFn, data, target_Q, rule: StopRule, loop: LoopConfig,
                                               keep_percent=rule.keep_percent)
     state = state._replace(min_confidence_Q=jnp.where(warmed_Q, threshold_Q,
                                                       state.min_confidence_Q))
-  exhausted_Q = _requests(state, target_Q, rule, loop) == 0
+  if probe is not None:
+    k = probe.samples
+    probe_Q = ~state.probed_Q & (state.drawn_Q >= k)
+    new_Q = jnp.clip(probe.target_fn(data, jnp.arange(num_q), state.answers_QxN[:, :k],
+                                     state.scores_QxNxC[:, :k], state.confidence_QxN[:, :k]),
+                     k, loop.n_max).astype(jnp.int32)
+    state = state._replace(target_Q=jnp.where(probe_Q, new_Q, state.target_Q),
+                           probed_Q=state.probed_Q | probe_Q)
+  exhausted_Q = _requests(state, rule, loop, probe) == 0
   return state._replace(active_Q=state.active_Q & ~exhausted_Q & ~_rule_stop(state, rule))
 
 
@@ -196,13 +224,15 @@ def check_targets(target_Q, loop: LoopConfig) -> np.ndarray:
   return target_Q.astype(np.int32)
 
 
-def adaptive_loop(draw_fn: DrawFn, data, target_Q, *, rule: StopRule,
-                  loop: LoopConfig) -> LoopState:
+def adaptive_loop(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig,
+                  probe: Probe | None = None) -> LoopState:
   """Draws for every question until each has stopped; target_Q: samples wanted at most, in
-  [0, n_max] (`run` checks). Traceable, with draw_fn, rule and loop static."""
+  [0, n_max] (`run` checks; with a probe, the most it may draw before the probe sets it).
+  Traceable, with draw_fn, rule, loop and probe static."""
   target_Q = jnp.asarray(target_Q, jnp.int32)
   num_q, n = target_Q.shape[0], loop.n_max
   state = LoopState(
+      target_Q=target_Q, probed_Q=jnp.full(num_q, probe is None),
       drawn_Q=jnp.zeros(num_q, jnp.int32),
       answers_QxN=jnp.full((num_q, n), selection.NO_ANSWER, jnp.int32),
       scores_QxNxC=jnp.zeros((num_q, n, loop.num_channels), jnp.float32),
@@ -211,18 +241,20 @@ def adaptive_loop(draw_fn: DrawFn, data, target_Q, *, rule: StopRule,
       tokens_Q=jnp.zeros(num_q, jnp.int32), scored_tokens_Q=jnp.zeros(num_q, jnp.int32),
       active_Q=jnp.ones(num_q, bool), rounds_Q=jnp.zeros(num_q, jnp.int32),
       min_confidence_Q=jnp.full(num_q, -jnp.inf, jnp.float32), round=jnp.int32(0))
-  state = state._replace(active_Q=_requests(state, target_Q, rule, loop) > 0)
+  state = state._replace(active_Q=_requests(state, rule, loop, probe) > 0)
   return jax.lax.while_loop(lambda s: jnp.any(s.active_Q),
-                            lambda s: _round(draw_fn, data, target_Q, rule, loop, s), state)
+                            lambda s: _round(draw_fn, data, rule, loop, probe, s), state)
 
 
-_jitted_loop = jax.jit(adaptive_loop, static_argnames=("draw_fn", "rule", "loop"))
+_jitted_loop = jax.jit(adaptive_loop, static_argnames=("draw_fn", "rule", "loop", "probe"))
 
 
-def run(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig) -> LoopState:
+def run(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig,
+        probe: Probe | None = None) -> LoopState:
   """`adaptive_loop` compiled, after checking target_Q; the draws' scores and confidences are
   checked after it (a score function returning NaN or values outside [0, 1] raises)."""
-  state = _jitted_loop(draw_fn, data, check_targets(target_Q, loop), rule=rule, loop=loop)
+  state = _jitted_loop(draw_fn, data, check_targets(target_Q, loop), rule=rule, loop=loop,
+                       probe=probe)
   scores = np.asarray(state.scores_QxNxC)
   if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
     bad = scores[np.isnan(scores) | (scores < 0) | (scores > 1)]

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from scipy import stats
 
-from adaptive_jax.sampler.adaptive import DrawFn, LoopConfig, StopRule, check_targets
+from adaptive_jax.sampler.adaptive import DrawFn, LoopConfig, Probe, StopRule, check_targets
 from adaptive_jax.sampler.selection import NO_ANSWER
 
 
@@ -35,7 +35,8 @@ def _consensus(answers, weights, tau) -> bool:
   return total > 0 and max(totals.values()) >= tau * total
 
 
-def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig) -> dict:
+def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig,
+             probe: Probe | None = None) -> dict:
   """Per question: drawn, answers_N, scores_NxC, confidence_N, truncated_N, tokens,
   scored_tokens, rounds, min_confidence; the fields of adaptive.LoopState as NumPy arrays."""
   target_Q = check_targets(target_Q, loop)
@@ -47,11 +48,14 @@ def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfi
          "truncated_QxN": np.zeros((num_q, n), bool), "tokens_Q": np.zeros(num_q, np.int64),
          "scored_tokens_Q": np.zeros(num_q, np.int64), "rounds_Q": np.zeros(num_q, np.int32),
          "min_confidence_Q": np.full(num_q, -np.inf, np.float32)}
+  out["target_Q"] = target_Q.copy()
   for q in range(num_q):
-    drawn, tokens, bar = 0, 0, -np.inf
+    drawn, tokens, bar, probed = 0, 0, -np.inf, probe is None
     answers, confidences, truncated = [], [], []
     while True:
-      k = min(loop.per_round, target_Q[q] - drawn)
+      k = min(loop.per_round, out["target_Q"][q] - drawn)
+      if not probed:
+        k = min(k, probe.samples - drawn)
       if rule.kind == "deepconf" and drawn < rule.warmup:
         k = min(k, rule.warmup - drawn)
       if loop.token_budget:
@@ -74,6 +78,12 @@ def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfi
       out["scored_tokens_Q"][q] += int(draws.scored_tokens_B[:k].sum())
       drawn += k
       out["rounds_Q"][q] += 1
+      if not probed and drawn >= probe.samples:
+        s = probe.samples
+        new = probe.target_fn(data, np.array([q]), out["answers_QxN"][q:q + 1, :s],
+                              out["scores_QxNxC"][q:q + 1, :s], out["confidence_QxN"][q:q + 1, :s])
+        out["target_Q"][q] = min(max(int(np.asarray(new)[0]), s), n)
+        probed = True
       if rule.kind == "adaptive_consistency" and _beta_settled(answers) >= rule.threshold:
         break
       if rule.kind == "deepconf":

@@ -18,29 +18,40 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator) -> Non
       state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)))
 
 
+def latest_step(workdir: str) -> int | None:
+  """The newest checkpoint's step in `workdir`, or None; creates no folder."""
+  if not os.path.isdir(os.path.join(os.path.abspath(workdir), "checkpoints")):
+    return None
+  with make_manager(workdir, max_to_keep=1) as manager:
+    return manager.latest_step()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite):
+  try:
+    return manager.restore(step, args=args)
+  except Exception as e:  # orbax raises many types; name the folder the user must look at
+    path = os.path.join(str(manager.directory), str(step))
+    raise ValueError(f"could not restore checkpoint step {step} from {path}: "
+                     f"{type(e).__name__}: {e}. Delete that folder to resume from an earlier "
+                     f"step, or use a fresh --workdir.") from e
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator):
   """Restores the newest checkpoint into `abstract_state`'s shardings and `data_iterator`.
 
   Returns the state, or None when the directory holds no checkpoint. A checkpoint that cannot
-  be read raises an error naming its directory.
+  be read raises a ValueError naming its folder and step.
   """
   step = manager.latest_step()
   if step is None:
     return None
-  try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-  except Exception as e:  # orbax raises many types; name the file the user must look at
-    raise ValueError(f"could not restore checkpoint step {step} from {manager.directory}: "
-                     f"{type(e).__name__}: {e}. Delete that step's folder to resume from an "
-                     f"earlier one, or use a fresh --workdir.") from e
-  return restored.state
+  return _restore(manager, step, ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      data=grain.checkpoint.CheckpointRestore(data_iterator))).state
 
 
 def restore_params(manager: ocp.CheckpointManager, abstract_state):
   """The params of the newest checkpoint (the data-iterator item is left alone)."""
   step = manager.latest_step()
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state)))
-  return restored.state.params
+  return _restore(manager, step, ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state))).state.params

@@ -3,7 +3,7 @@
 import dataclasses
 
 from adaptive_jax import routing
-from adaptive_jax.typed_config import check_int, from_mapping
+from adaptive_jax.typed_config import check_int, from_mapping, is_integer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +19,7 @@ class RoutingConfig:
     if self.p_big + self.p_skip > 1.0:
       raise ValueError(f"routing.p_big + routing.p_skip must be <= 1, got {self.p_big} + "
                        f"{self.p_skip}")
-    if isinstance(self.freeze_big_after, bool) or not isinstance(self.freeze_big_after, int) or (
-        self.freeze_big_after < -1):
+    if not is_integer(self.freeze_big_after) or self.freeze_big_after < -1:
       raise ValueError(f"routing.freeze_big_after must be -1 (off) or a step >= 0, "
                        f"got {self.freeze_big_after!r}")
 

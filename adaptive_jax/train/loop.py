@@ -22,10 +22,56 @@ from adaptive_jax.train.step import make_train_step
 
 
 CONFIG_FILE = "config.json"
+# What a resumed run may change: how long it trains, how often it logs and saves, how it is
+# sharded. Any other change would leave checkpoints from two configs under one config.json.
+RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                    "train.max_checkpoints", "train.mesh_shape", "train.logical_axis_rules",
+                    "data.data_dir")
 
 
-def write_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Saves the run's config beside its checkpoints; later stages rebuild the model from it."""
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """{'model': {'d_model': 32}} -> {'model.d_model': 32}; lists are leaves."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _check_resume(config: ml_collections.ConfigDict, workdir: str, may_change) -> None:
+  """Raises unless `config` may resume the checkpoints in `workdir` (see write_run_config)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  step = ckpt_lib.latest_step(workdir)
+  if step is None or not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json()))
+  allowed = lambda key: any(key == name or key.startswith(name + ".") for name in may_change)
+  shown = lambda values, key: repr(values[key]) if key in values else "absent"
+  changed = [k for k in sorted(set(old) | set(new))
+             if not allowed(k) and (k not in old or k not in new or old[k] != new[k])]
+  if changed:
+    diff = "; ".join(f"{k}: {shown(old, k)} there, {shown(new, k)} now" for k in changed)
+    raise ValueError(f"{workdir} holds checkpoints (newest: step {step}) of another config: "
+                     f"{diff}. A resumed run may change only {', '.join(may_change)}. Use a "
+                     f"fresh --workdir, or the values there to resume ({path}).")
+  if new["train.num_steps"] < step:
+    raise ValueError(f"train.num_steps ({new['train.num_steps']}) must be >= {step}, the step "
+                     f"of the newest checkpoint in {workdir}")
+
+
+def write_run_config(config: ml_collections.ConfigDict, workdir: str, *,
+                     may_change=RESUMABLE_FIELDS + ("eval",)) -> None:
+  """Saves the run's config beside its checkpoints; later stages rebuild the model from it.
+
+  Where `workdir` already holds checkpoints, `config` resumes them: it may differ from the
+  saved config.json only in `may_change` (field names, or sections whose fields all may), and
+  its train.num_steps must reach the newest checkpoint. Otherwise raises, before writing.
+  """
+  _check_resume(config, workdir, may_change)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     f.write(config.to_json(indent=2))

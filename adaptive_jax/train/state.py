@@ -35,19 +35,22 @@ def _param_labels(params):
 
 
 def make_optimizer(train: TrainConfig, routing_cfg: RoutingConfig) -> optax.GradientTransformation:
-  """AdamW (decay on matrices only) with clipping; optionally freezes the big FFNs at a step."""
+  """Global-norm clipping, then AdamW (decay on matrices only); optionally freezes the big FFNs.
+
+  The clip sees every gradient, the big FFNs' too, also with the freeze: clipping inside each
+  branch would scale the rest by its own norm and change more than the freeze.
+  """
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 2, nn.meta.unbox(params))
-  adamw = lambda: optax.chain(
-      optax.clip_by_global_norm(train.grad_clip),
-      optax.adamw(learning_rate_schedule(train), b2=train.b2, weight_decay=train.weight_decay,
-                  mask=decay_mask))
+  adamw = lambda: optax.adamw(learning_rate_schedule(train), b2=train.b2,
+                              weight_decay=train.weight_decay, mask=decay_mask)
+  clip = optax.clip_by_global_norm(train.grad_clip)
   if routing_cfg.freeze_big_after < 0:
-    return adamw()
+    return optax.chain(clip, adamw())
   # After `freeze_big_after` updates, the big FFNs' updates are scaled by 0: frozen exactly.
   freeze = optax.scale_by_schedule(
       lambda count: (count < routing_cfg.freeze_big_after).astype(jnp.float32))
-  return optax.multi_transform({"big": optax.chain(adamw(), freeze), "rest": adamw()},
-                               _param_labels)
+  return optax.chain(clip, optax.multi_transform(
+      {"big": optax.chain(adamw(), freeze), "rest": adamw()}, _param_labels))
 
 
 def _strip_boxes(tree):
