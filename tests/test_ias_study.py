@@ -57,7 +57,8 @@ def test_study_runs_every_method(workdirs, tmp_path):
   test = results["test"]
   assert set(test["methods"]) == {
       "ias_base", "ias_calibrated_q0.1", "ias_calibrated_mean", "ias_combined",
-      "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high"}
+      "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high",
+      "probe_confidence", "probe_combined"}
   assert results["aggregation"] in ias_study.AGGREGATIONS
   for n, by_aggregation in test["fixed"].items():
     for name, m in by_aggregation.items():
@@ -75,6 +76,9 @@ def test_study_runs_every_method(workdirs, tmp_path):
   # Self-consistency methods never read the PRM; IAS reads at least the empty prefix.
   assert test["methods"]["adaptive_consistency"]["prm_tokens"] == 0
   assert test["methods"]["ias_calibrated_q0.1"]["prm_tokens"] > 0
+  assert test["methods"]["probe_combined"]["prm_tokens"] > 0
+  assert set(results["probe_brier"]) == {"probe_confidence", "probe_combined"}
+  assert all(np.isfinite(w) for kind in results["probe_weights"].values() for w in kind.values())
 
 
 def test_missing_calibration_names_the_command(workdirs, tmp_path):

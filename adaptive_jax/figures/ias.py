@@ -19,9 +19,12 @@ LABELS = {
     "adaptive_consistency": "Adaptive-Consistency",
     "deepconf_low": "DeepConf-low",
     "deepconf_high": "DeepConf-high",
+    "probe_confidence": "probe IAS, policy confidence of sample 1",
+    "probe_combined": "probe IAS, confidence + PRM + prior",
 }
 # The allocation figure: the paper's point is that calibration makes N follow difficulty.
-ALLOCATION = ("ias_base", "ias_calibrated_q0.1", "ias_combined", "ias_oracle_difficulty_rate")
+ALLOCATION = ("ias_base", "ias_calibrated_q0.1", "ias_combined", "probe_combined",
+              "ias_oracle_difficulty_rate")
 MARKERS = "osD^v<>Ph*X"
 
 

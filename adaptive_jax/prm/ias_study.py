@@ -24,7 +24,8 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring
-from adaptive_jax.sampler import adaptive, decode, draws, selection
+from adaptive_jax.prm import probe as probe_lib
+from adaptive_jax.sampler import adaptive, confidence, decode, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
@@ -197,7 +198,8 @@ def _interval(correct_Q, resamples: int, seed: int) -> list:
 class Split:
   """One split's questions, pool and per-token FLOPs."""
 
-  def __init__(self, name, models: Models, cfg: IasConfig, size: int, seed: int):
+  def __init__(self, name, models: Models, cfg: IasConfig, size: int, seed: int,
+               prior: combined.CombinedEstimate):
     self.name = name
     source = ArithmeticSource(size=size, seed=seed)
     problems = [source[i] for i in range(size)]
@@ -206,6 +208,7 @@ class Split:
     self.gold_Q = np.array([p.answer for p in problems])
     prompts = encode_prompts(problems)
     self.features = question_features(models, [format_prompt(p) for p in problems])
+    self.prior_Q = prior(_combined_features(self.features))  # the combined estimate
     live = live_draw(models, cfg)
     data = {"policy": models.policy, "prompts": prompts, "score_cost": 1,
             "key": jax.random.fold_in(jax.random.key(cfg.seed), seed),
@@ -225,12 +228,33 @@ class Split:
     return self.correct_QxN.mean(1)
 
 
-def _run(split: Split, cfg: IasConfig, target_Q, rule: StopRule):
+def _run(split: Split, cfg: IasConfig, target_Q, rule: StopRule, probe=None):
   loop = LoopConfig(n_max=cfg.n_max, per_round=cfg.per_round, rows=cfg.rows,
                     num_channels=len(CHANNELS))
   replay = draws.PoolDraw(confidence_window=cfg.group_window, group_window=cfg.group_window)
-  return adaptive.run(replay, {"pool": split.pool, "score_cost": 1},
-                      np.asarray(target_Q, np.int32), rule=rule, loop=loop)
+  data = {"pool": split.pool, "score_cost": 1, "prior_Q": jnp.asarray(split.prior_Q, jnp.float32)}
+  return adaptive.run(replay, data, np.asarray(target_Q, np.int32), rule=rule, loop=loop,
+                      probe=probe)
+
+
+def pool_probe_features(split: Split, cfg: IasConfig) -> np.ndarray:
+  """features_QxNxF (`probe.features`) of every pool sample, as the loop's replay sees them."""
+  pool = split.pool
+  q, n, m = pool.confidence_QxNxM.shape
+  lowest_QxN = np.asarray(confidence.lowest_group_confidence(
+      pool.confidence_QxNxM.reshape(q * n, m), pool.lengths_QxN.reshape(-1),
+      cfg.group_window)).reshape(q, n)
+  prior_QxN = np.broadcast_to(split.prior_Q[:, None], (q, n))
+  return probe_lib.features(lowest_QxN, np.asarray(pool.scores_QxNxC[..., 0]), prior_QxN)
+
+
+def fit_probes(split: Split, cfg: IasConfig) -> dict:
+  """The probe estimates, fit on every sample of `split`'s pool (the validation split)."""
+  x_QxNxF = pool_probe_features(split, cfg)
+  target_QxN = probe_lib.leave_one_out_rate(split.correct_QxN)
+  return {kind: probe_lib.ProbeEstimate.fit(kind, x_QxNxF.reshape(-1, x_QxNxF.shape[-1]),
+                                            target_QxN.reshape(-1))
+          for kind in probe_lib.KINDS}
 
 
 def _summary(split: Split, cfg: IasConfig, state, answer_Q, *, pays_prm: bool,
@@ -273,8 +297,10 @@ def matched_ratio(fixed_curve: list, accuracy: float, flops: float) -> dict:
   return {"ratio": float(flops / matched), "not_reached": False}
 
 
-def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, aggregation: str) -> dict:
-  """Every method on one split; `estimates`: name -> p_Q for IAS; `aggregation` for PRM picks."""
+def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
+                   aggregation: str) -> dict:
+  """Every method on one split; `estimates`: name -> p_Q for IAS; `probes`: kind ->
+  ProbeEstimate for probe IAS; `aggregation` for the PRM methods' picks."""
   uses_prm = AGGREGATIONS[aggregation][1] is not None
   methods, fixed = {}, {}
   for n in cfg.fixed_ns:
@@ -287,6 +313,14 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, aggregation: s
     state = _run(split, cfg, target_Q, StopRule())
     methods[f"ias_{name}"] = _summary(split, cfg, state, _answers(state, aggregation),
                                       pays_prm=uses_prm, prm_prompt=not name.startswith("oracle"))
+  for kind, estimate in probes.items():
+    fn = probe_lib.target_fn(estimate, channel=0, n_max=cfg.n_max, q=cfg.q)
+    state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max), StopRule(),
+                 probe=adaptive.Probe(1, fn))
+    # The combined probe reads the PRM on its sample and at the empty prefix (its prior).
+    methods[f"probe_{kind}"] = _summary(split, cfg, state, _answers(state, aggregation),
+                                        pays_prm=uses_prm or kind == "combined",
+                                        prm_prompt=kind == "combined")
   state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max),
                StopRule("adaptive_consistency", threshold=cfg.consistency_threshold))
   methods["adaptive_consistency"] = _summary(split, cfg, state, _answers(state, "majority"),
@@ -301,7 +335,7 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, aggregation: s
   curves = {name: [(fixed[n][name]["flops"], fixed[n][name]["accuracy"]) for n in cfg.fixed_ns]
             for name in AGGREGATIONS}
   for name, m in methods.items():
-    reference = "majority" if not name.startswith("ias_") else aggregation
+    reference = aggregation if name.startswith(("ias_", "probe_")) else "majority"
     m["matched_to"] = f"fixed_{reference}"
     m["matched"] = matched_ratio(curves[reference], m["accuracy"], m["flops"])
   return {"fixed": {str(n): v for n, v in fixed.items()}, "methods": methods}
@@ -344,13 +378,12 @@ def load_models(config) -> Models:
   return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels)
 
 
-def estimates_for(split: Split, models: Models, estimate: combined.CombinedEstimate,
-                  rate_by_difficulty: dict) -> dict:
+def estimates_for(split: Split, models: Models, rate_by_difficulty: dict) -> dict:
   cols = scoring.columns(models.levels)
   f = split.features
   return {"base": f["base"], "calibrated_q0.1": f["calibrated"][:, cols["q0.1"]],
           "calibrated_mean": f["calibrated"][:, cols["mean"]],
-          "combined": estimate(_combined_features(f)),
+          "combined": split.prior_Q,
           "oracle_difficulty_rate": np.array([rate_by_difficulty[d] for d in split.difficulty_Q])}
 
 
@@ -359,28 +392,36 @@ def run_ias_study(config, workdir: str) -> dict:
   models = load_models(config)
   os.makedirs(workdir, exist_ok=True)
   estimate = fit_combined(models, config.calibrate_workdir)
-  val = Split("validation", models, cfg, cfg.validation_questions, cfg.validation_seed)
+  val = Split("validation", models, cfg, cfg.validation_questions, cfg.validation_seed, estimate)
+  probes = fit_probes(val, cfg)
   rate = {int(d): float(val.success_rate()[val.difficulty_Q == d].mean())
           for d in np.unique(val.difficulty_Q)}
   # Choice on validation: the aggregation with the best mean accuracy over the fixed sweep.
-  val_results = evaluate_split(val, cfg, estimates_for(val, models, estimate, rate), "majority")
+  val_results = evaluate_split(val, cfg, estimates_for(val, models, rate), probes,
+                               "majority")
   mean_acc = {name: np.mean([val_results["fixed"][str(n)][name]["accuracy"]
                              for n in cfg.fixed_ns]) for name in AGGREGATIONS}
   aggregation = max(AGGREGATIONS, key=lambda name: (mean_acc[name], name == "majority"))
   logging.info("aggregation chosen on validation: %s (%s)", aggregation, mean_acc)
-  test = Split("test", models, cfg, cfg.test_questions, cfg.test_seed)
-  test_estimates = estimates_for(test, models, estimate, rate)
+  test = Split("test", models, cfg, cfg.test_questions, cfg.test_seed, estimate)
+  test_estimates = estimates_for(test, models, rate)
   beam_cfg = from_mapping(beam_study.BeamStudyConfig, config.beam, "beam")
   logging.info("beam search on %d test questions", beam_cfg.questions)
   results = {
       "beam": evaluate_beams(test, models, cfg, beam_cfg),
       "aggregation": aggregation,
       "validation_mean_accuracy": {k: float(v) for k, v in mean_acc.items()},
-      "test": evaluate_split(test, cfg, test_estimates, aggregation),
+      "test": evaluate_split(test, cfg, test_estimates, probes, aggregation),
       "validation": val_results,
       # How well each estimate predicts a test question's success rate (its n_max samples).
       "estimate_brier": {name: float(np.mean((p - test.success_rate()) ** 2))
                          for name, p in test_estimates.items()},
+      # The same for the probes, from each test question's first sample.
+      "probe_brier": {f"probe_{kind}": float(np.mean(
+          (est(pool_probe_features(test, cfg)[:, 0]) - test.success_rate()) ** 2))
+          for kind, est in probes.items()},
+      "probe_weights": {kind: dict(zip(("confidence", "sample_score", "prior")[:len(
+          est.estimate.weights_F)], est.estimate.weights_F.tolist())) for kind, est in probes.items()},
       "success_rate_by_difficulty": {
           str(d): float(test.success_rate()[test.difficulty_Q == d].mean())
           for d in np.unique(test.difficulty_Q)},
