@@ -5,7 +5,8 @@ N query heads share K = cfg.kv_heads key/value heads: query head n reads kv head
 3-5 kv head 1, 6-8 kv head 2, the grouping of `jax.nn.dot_product_attention` and of Llama.
 
 Besides the full causal call, `qkv` and `project_out` expose the two halves so that callers
-with their own key/value caches (decoding, the sequential oracle) reuse the same weights.
+with their own key/value caches (decoding, the sequential oracle) reuse the same weights, and
+`cached_attention` is the one attention over such a cache.
 """
 
 import flax.linen as nn
@@ -53,3 +54,31 @@ class Attention(nn.Module):
     q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.qkv(x_BxTxD, positions_BxT)
     o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True)
     return self.project_out(o_BxTxNxH)
+
+
+def cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS,
+                     self_k_BxTxKxH=None, self_v_BxTxKxH=None):
+  """Softmax attention of T queries over a key/value cache, scale 1/sqrt(H) as the model.
+
+  Caches are heads-major [B, K, S, H]: one-query attention over [B, S, N, H] caches (or through
+  jax.nn.dot_product_attention) took 12 ms per layer on CPU at B=128, S=110; [B, N, S, H] 0.9 ms.
+  Query t sees the slots where mask_BxTxS is True and, when self_k/self_v are given, its own
+  key and value beside them (the sequential oracle's tree nodes, which are not in the cache).
+  Grouped-query: query head n reads cache head n // (N / K), as `Attention.__call__`.
+  """
+  b, t, n, h = q_BxTxNxH.shape
+  k, s = k_cache_BxKxSxH.shape[1], k_cache_BxKxSxH.shape[2]
+  q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, k, n // k, h)
+  scale = h ** -0.5
+  scores_BxKxGxTxS = jnp.einsum("btkgh,bksh->bkgts", q_BxTxKxGxH, k_cache_BxKxSxH,
+                                preferred_element_type=jnp.float32) * scale
+  scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, -jnp.inf)
+  if self_k_BxTxKxH is not None:
+    self_BxKxGxT = jnp.einsum("btkgh,btkh->bkgt", q_BxTxKxGxH, self_k_BxTxKxH,
+                              preferred_element_type=jnp.float32) * scale
+    scores_BxKxGxTxS = jnp.concatenate([scores_BxKxGxTxS, self_BxKxGxT[..., None]], -1)
+  probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_cache_BxKxSxH.dtype)
+  o_BxTxKxGxH = jnp.einsum("bkgts,bksh->btkgh", probs[..., :s], v_cache_BxKxSxH)
+  if self_v_BxTxKxH is not None:
+    o_BxTxKxGxH += jnp.einsum("bkgt,btkh->btkgh", probs[..., s], self_v_BxTxKxH)
+  return o_BxTxKxGxH.reshape(b, t, n, h)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptive_jax.nn.attention import Attention
+from adaptive_jax.nn.attention import Attention, cached_attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, rms_norm
 from adaptive_jax.routing import Route, validate_budget
@@ -104,24 +104,17 @@ def _plan(num_layers: int, budgets: tuple[int, ...], share: bool) -> _Plan:
   return _Plan(max(n for n, _ in per_budget), tuple(small), tuple(big), valid)
 
 
-def _attend(cfg: ModelConfig, lp, h_MxPxD, k_MxTxNxH, v_MxTxNxH, t):
+def _attend(cfg: ModelConfig, lp, h_MxPxD, k_MxKxTxH, v_MxKxTxH, t):
   """Layer's attention for P single-token nodes at position t over the cache of tokens < t."""
   m, p, _ = h_MxPxD.shape
-  attn, dtype = Attention(cfg), cfg.activation_dtype
+  attn = Attention(cfg)
   xn_MxPxD = rms_norm(cfg).apply({"params": lp["attention_norm"]}, h_MxPxD)
-  q_MxPxNxH, k_MxPxNxH, v_MxPxNxH = attn.apply(
+  q_MxPxNxH, k_MxPxKxH, v_MxPxKxH = attn.apply(
       {"params": lp["attention"]}, xn_MxPxD, jnp.full((m, p), t), method=Attention.qkv)
-  scale = cfg.head_dim ** -0.5
-  s_MxNxPxT = jnp.einsum("mpnh,msnh->mnps", q_MxPxNxH, k_MxTxNxH,
-                         preferred_element_type=jnp.float32) * scale
-  s_MxNxPxT = jnp.where(jnp.arange(k_MxTxNxH.shape[1]) < t, s_MxNxPxT, -jnp.inf)
-  self_MxNxPx1 = jnp.einsum("mpnh,mpnh->mnp", q_MxPxNxH, k_MxPxNxH,
-                            preferred_element_type=jnp.float32)[..., None] * scale
-  w_MxNxPxT1 = jax.nn.softmax(jnp.concatenate([s_MxNxPxT, self_MxNxPx1], -1), axis=-1).astype(dtype)
-  o_MxPxNxH = (jnp.einsum("mnps,msnh->mpnh", w_MxNxPxT1[..., :-1], v_MxTxNxH)
-               + jnp.einsum("mnp,mpnh->mpnh", w_MxNxPxT1[..., -1], v_MxPxNxH))
+  mask_MxPxT = jnp.broadcast_to(jnp.arange(k_MxKxTxH.shape[2]) < t, (m, p, k_MxKxTxH.shape[2]))
+  o_MxPxNxH = cached_attention(q_MxPxNxH, k_MxKxTxH, v_MxKxTxH, mask_MxPxT, k_MxPxKxH, v_MxPxKxH)
   out_MxPxD = attn.apply({"params": lp["attention"]}, o_MxPxNxH, method=Attention.project_out)
-  return h_MxPxD + out_MxPxD, k_MxPxNxH, v_MxPxNxH
+  return h_MxPxD + out_MxPxD, k_MxPxKxH, v_MxPxKxH
 
 
 def _children(cfg: ModelConfig, lp, h_MxPxD, parent_MxC, route: Route):
@@ -145,13 +138,13 @@ def _search(params, tokens_BxT, targets_BxT, *, cfg: ModelConfig, budgets, share
   rows_M = jnp.arange(m)
 
   def step(cache, xs):
-    k_LxMxTxNxH, v_LxMxTxNxH = cache
+    k_LxMxKxTxH, v_LxMxKxTxH = cache
     x_MxD, y_M, t = xs
     h = jnp.broadcast_to(x_MxD[:, None], (m, plan.num_start, x_MxD.shape[-1]))
     kv = []
     for l in range(n_layers):  # breadth-first: every node of depth l at once
-      h, k_MxPxNxH, v_MxPxNxH = _attend(cfg, lps[l], h, k_LxMxTxNxH[l], v_LxMxTxNxH[l], t)
-      kv.append((k_MxPxNxH, v_MxPxNxH))
+      h, k_MxPxKxH, v_MxPxKxH = _attend(cfg, lps[l], h, k_LxMxKxTxH[l], v_LxMxKxTxH[l], t)
+      kv.append((k_MxPxKxH, v_MxPxKxH))
       groups = [(plan.small_parent[l], Route.SMALL), (plan.big_parent[l], Route.BIG)]
       h = jnp.concatenate([_children(cfg, lps[l], h, per_m(p), r) for p, r in groups
                            if p.shape[1]], axis=1)
@@ -167,11 +160,11 @@ def _search(params, tokens_BxT, targets_BxT, *, cfg: ModelConfig, budgets, share
       parent_MxC = per_m(np.concatenate([plan.small_parent[l], plan.big_parent[l]], axis=1))
       pos_M = parent_MxC[rows_M, pos_M]
       new_k[l], new_v[l] = kv[l][0][rows_M, pos_M], kv[l][1][rows_M, pos_M]
-    k_LxMxTxNxH = k_LxMxTxNxH.at[:, :, t].set(jnp.stack(new_k))
-    v_LxMxTxNxH = v_LxMxTxNxH.at[:, :, t].set(jnp.stack(new_v))
-    return (k_LxMxTxNxH, v_LxMxTxNxH), (jnp.stack(route_LxM, -1), best_M)
+    k_LxMxKxTxH = k_LxMxKxTxH.at[:, :, :, t].set(jnp.stack(new_k))
+    v_LxMxKxTxH = v_LxMxKxTxH.at[:, :, :, t].set(jnp.stack(new_v))
+    return (k_LxMxKxTxH, v_LxMxKxTxH), (jnp.stack(route_LxM, -1), best_M)
 
-  cache = jnp.zeros((n_layers, m, t_len, cfg.num_heads, cfg.head_dim), cfg.activation_dtype)
+  cache = jnp.zeros((n_layers, m, cfg.kv_heads, t_len, cfg.head_dim), cfg.activation_dtype)
   _, (route_TxMxL, loss_TxM) = jax.lax.scan(step, (cache, cache),
                                             (x_TxMxD, y_TxM, jnp.arange(t_len)))
   route_KxBxTxL = route_TxMxL.swapaxes(0, 1).reshape(len(budgets), b, t_len, n_layers)

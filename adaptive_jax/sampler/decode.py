@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax import routing
-from adaptive_jax.nn.attention import Attention
+from adaptive_jax.nn.attention import Attention, cached_attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, rms_norm
 from adaptive_jax.sampler.confidence import token_confidence
@@ -112,7 +112,7 @@ class DecodeState(NamedTuple):
   min_confidence_B: jax.Array  # the early-stop threshold of each row (-inf: none)
   prompt_len_B: jax.Array
   key_B: jax.Array
-  cache: tuple  # per layer (k_cache_BxNxSxH, v_cache_BxNxSxH), S = P + M - 1
+  cache: tuple  # per layer (k_cache_BxKxSxH, v_cache_BxKxSxH), K kv heads, S = P + M - 1
 
 
 class SampleOutput(NamedTuple):
@@ -134,20 +134,6 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0):
   return prompt_BxP, np.array([len(s) for s in sequences], np.int32)
 
 
-def _attend(q_BxTxNxH, k_cache_BxNxSxH, v_cache_BxNxSxH, mask_BxTxS):
-  """Softmax attention over the cache slots allowed by the mask (scale 1/sqrt(H) as the model).
-
-  Caches are heads-major: one-query attention over [B, S, N, H] caches (or through
-  jax.nn.dot_product_attention) took 12 ms per layer on CPU at B=128, S=110; [B, N, S, H] 0.9 ms.
-  """
-  scale = q_BxTxNxH.shape[-1] ** -0.5
-  scores_BxNxTxS = jnp.einsum("btnh,bnsh->bnts", q_BxTxNxH, k_cache_BxNxSxH,
-                              preferred_element_type=jnp.float32) * scale
-  scores_BxNxTxS = jnp.where(mask_BxTxS[:, None], scores_BxNxTxS, -jnp.inf)
-  probs_BxNxTxS = jax.nn.softmax(scores_BxNxTxS, axis=-1).astype(v_cache_BxNxSxH.dtype)
-  return jnp.einsum("bnts,bnsh->btnh", probs_BxNxTxS, v_cache_BxNxSxH)
-
-
 def _forward(cfg: ModelConfig, dec: DecodeConfig, params, tokens_BxT, first_slot, pad_B, cache):
   """Runs tokens_BxT at slots first_slot.. through the cached model: (last logits_BxV, cache)."""
   batch, num_tokens = tokens_BxT.shape
@@ -164,21 +150,21 @@ def _forward(cfg: ModelConfig, dec: DecodeConfig, params, tokens_BxT, first_slot
     route_in = {"route": jnp.full((batch, num_tokens), dec.route, jnp.int32)}
   x_BxTxD = Transformer(cfg).apply({"params": params}, tokens_BxT, method=Transformer.embed_tokens)
   new_cache = []
-  for layer, (k_cache_BxNxSxH, v_cache_BxNxSxH) in enumerate(cache):
+  for layer, (k_cache_BxKxSxH, v_cache_BxKxSxH) in enumerate(cache):
     lp = layer_params(params, layer)
     xn_BxTxD = rms_norm(cfg).apply({"params": lp["attention_norm"]}, x_BxTxD)
-    q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = Attention(cfg).apply(
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = Attention(cfg).apply(
         {"params": lp["attention"]}, xn_BxTxD, positions_BxT, method=Attention.qkv)
     write = lambda cache, new: jax.lax.dynamic_update_slice(
         cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), (0, 0, first_slot, 0))
-    k_cache_BxNxSxH = write(k_cache_BxNxSxH, k_BxTxNxH)
-    v_cache_BxNxSxH = write(v_cache_BxNxSxH, v_BxTxNxH)
-    o_BxTxNxH = _attend(q_BxTxNxH, k_cache_BxNxSxH, v_cache_BxNxSxH, mask_BxTxS)
+    k_cache_BxKxSxH = write(k_cache_BxKxSxH, k_BxTxKxH)
+    v_cache_BxKxSxH = write(v_cache_BxKxSxH, v_BxTxKxH)
+    o_BxTxNxH = cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS)
     x_BxTxD = x_BxTxD + Attention(cfg).apply({"params": lp["attention"]}, o_BxTxNxH,
                                              method=Attention.project_out)
     x_BxTxD = DecoderLayer(cfg).apply({"params": lp}, x_BxTxD, route_in,
                                       method=DecoderLayer.ffn_block)
-    new_cache.append((k_cache_BxNxSxH, v_cache_BxNxSxH))
+    new_cache.append((k_cache_BxKxSxH, v_cache_BxKxSxH))
   logits_BxV = Transformer(cfg).apply({"params": params}, x_BxTxD[:, -1:],
                                       method=Transformer.logits)[:, 0]
   return logits_BxV, tuple(new_cache)
@@ -232,7 +218,7 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
   if prompt_len + m - 1 > cfg.max_len:
     raise ValueError(f"prompt length {prompt_len} + max_new_tokens {m} - 1 exceeds "
                      f"model.max_len={cfg.max_len}")
-  shape = (batch, cfg.num_heads, prompt_len + m - 1, cfg.head_dim)
+  shape = (batch, cfg.kv_heads, prompt_len + m - 1, cfg.head_dim)
   cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
                 for _ in range(cfg.num_layers))
   prompt_len_B = jnp.asarray(prompt_len_B, jnp.int32)
