@@ -1,5 +1,6 @@
 """Pattern oracle: prefix-shared loss matrix against brute force, budget choices by hand."""
 
+import itertools
 import math
 import os
 import subprocess
@@ -151,6 +152,22 @@ def test_flop_counts():
   assert naive - shared == pytest.approx(2 * flops.attention())
   shared, naive = oracle.pattern_flops(flops, 12, 40)
   assert 1 / 12 < shared / naive < 0.5
+
+
+@pytest.mark.parametrize("num_layers, with_skip", [(4, False), (3, True)])
+def test_pattern_flops_equal_brute_force_over_the_tree(num_layers, with_skip):
+  flops = routing.FlopModel(d_model=16, d_ff_small=4, d_ff_big=32, context=3)
+  options = oracle.route_options(with_skip)
+  patterns = list(itertools.product(options, repeat=num_layers))
+  logits = 2.0 * 16 * 40
+  # Naive: every pattern runs every layer's attention and its chosen FFN, then the logits.
+  naive = sum(sum(flops.attention() + flops.ffn(r) for r in p) + logits for p in patterns)
+  # Shared: each distinct proper prefix is a node that runs one attention and every option.
+  nodes = {p[:depth] for p in patterns for depth in range(num_layers)}
+  shared = len(nodes) * (flops.attention() + sum(flops.ffn(r) for r in options))
+  shared += len(patterns) * logits
+  assert oracle.pattern_flops(flops, num_layers, 40, with_skip=with_skip) == pytest.approx(
+      (shared, naive), rel=1e-12)
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""

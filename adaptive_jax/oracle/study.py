@@ -151,7 +151,7 @@ def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results["domains"][domain] = result
     pieces = [tokenizer.decode([int(i)]) for i in targets_BxT[0]]
     np.savez(os.path.join(workdir, f"{domain}_tokens.npz"), pieces=np.array(pieces),
-             tokens=targets_BxT[0], **per_token)
+             inputs=tokens_BxT[0], tokens=targets_BxT[0], **per_token)
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
   return results
