@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
+from adaptive_jax.prm import study
 from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.problem import format_completion, format_prompt
 from configs import calibrate_small, policy_small
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,3 +153,50 @@ def test_bad_study_config_raises_naming_the_field(tmp_path, section, field, valu
   # Raised while reading the config, before the (missing) policy is looked for.
   with pytest.raises(ValueError, match=message):
     run_calibration_study(config, str(tmp_path / "out"))
+
+
+def _difficulty_coin_policy(config):
+  """A fake policy for study.complete: from a prefix on the gold path it finishes the gold
+  solution w.p. 1 - (d - 1) / 8 at difficulty d, else writes a wrong answer. MC targets then
+  vary with the difficulty (d = 1: 1, d = 8: 1/8 at the gold step-0 prefix; 0 off the path)."""
+  mc = config.mc
+  sources = [ArithmeticSource(size=mc.calibration_questions, seed=mc.calibration_seed),
+             ArithmeticSource(size=mc.test_questions, seed=mc.test_seed),
+             ArithmeticSource(size=mc.conformal_questions, seed=mc.conformal_seed),
+             ArithmeticSource(size=mc.base_questions, seed=mc.base_seed,
+                              difficulties=tuple(range(1, config.prm.base_max_difficulty + 1)))]
+  problems = {format_prompt(s[i]): s[i] for s in sources for i in range(len(s))}
+  rng = np.random.default_rng(0)
+
+  def complete(params, model_cfg, prompts, tokenizer, *, key, max_new_tokens, policy):
+    del params, model_cfg, tokenizer, key, max_new_tokens, policy
+    out = []
+    for text in prompts:
+      prompt = next(p for p in problems if text.startswith(p))
+      problem, done = problems[prompt], text[len(prompt):]
+      gold = format_completion(problem)
+      p_gold = 1 - (problem.difficulty - 1) / 8
+      out.append(gold[len(done):] if gold.startswith(done) and rng.random() < p_gold
+                 else "z = 1 + 1 = 2\nanswer: -1\n")
+    return out
+  return complete
+
+
+def test_study_on_varied_targets_calibrates_the_base_prm(policy_workdir, tmp_path, monkeypatch):
+  config = _config(policy_workdir)
+  config.mc.calibration_questions, config.mc.test_questions = 64, 32
+  config.mc.num_rollouts = 4
+  config.prm.calibration_steps = 300  # the head fits on frozen features: seconds
+  monkeypatch.setattr(study, "complete", _difficulty_coin_policy(config))
+  results = run_calibration_study(config, str(tmp_path / "calibrate"))
+  target = {int(d): t for d, t in results["target_by_difficulty"].items()}
+  assert target[1] > 0.6 > 0.3 > target[8] > 0, target
+  methods, reference = results["methods"], results["reference"]
+  # The MC noise floor is below what knowing the difficulty scores, which is below the base PRM
+  # (trained on difficulties 1-3 only for 3 steps); calibration moves towards the difficulty's.
+  assert 0 < reference["mc_noise_floor"]["brier"] < reference["difficulty"]["brier"]
+  assert reference["difficulty"]["brier"] < methods["base"]["brier"]
+  assert methods["calibrated"]["brier"] < 0.8 * methods["base"]["brier"], methods
+  assert methods["isotonic"]["brier"] < methods["base"]["brier"]
+  for scores in methods.values():
+    assert 0 < scores["brier"] < 0.5 and 0 <= scores["ece"] <= 1
