@@ -5,7 +5,7 @@ r"""Duo-LLM stage 2: oracle routing under a budget, on the trained duo_small mod
 
 Writes workdir/oracle_small/results.json: per domain (held-out Shakespeare plays, Python
 source) and per budget k (number of big layers, 0..12) the perplexity of the paper's oracle
-(per-token minimum over 2^12 patterns), the realizable sequential oracle, the best fixed
+(per-token minimum over 2^12 patterns), the context-consistent oracle, the best fixed
 pattern and the best of 100 random patterns; all-small and all-big; and NPZ arrays for the
 figures (`python -m experiments.oracle_figures`). Paper: oracle perplexity falls until about
 k = L/2 then rises, with one big layer the oracle beats all-big, later layers are used at
@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.oracle.budgets = tuple(range(13))  # numbers of big layers to report
   config.oracle.random_patterns = 100  # the random baseline's best-of-N
   config.oracle.seed = 0  # draws of the random baseline and the skip subsample
-  # The realizable sequential oracle costs a tree search per token: fewer tokens.
+  # The context-consistent oracle costs a tree search per token: fewer tokens.
   config.oracle.sequential_sequences = 2
   config.oracle.sequential_seq_len = 64
   config.oracle.sequential_budgets = (0, 1, 2, 4, 6, 8, 10, 12)

@@ -56,7 +56,7 @@ def test_study_results_and_figures(stage1, tmp_path):
     assert rows[3]["oracle_ppl"] == pytest.approx(res["all_big_ppl"], rel=1e-5)
     seq = res["sequential"]["budgets"]
     assert set(seq) == {0, 1, 3}
-    # Budget 0 and L have one path each: the realizable and paper oracles coincide.
+    # Budget 0 and L have one path each: the context-consistent and paper oracles coincide.
     for k in (0, 3):
       assert seq[k]["sequential_ppl"] == pytest.approx(seq[k]["oracle_ppl_same_tokens"], rel=1e-4)
     assert res["skip"]["num_patterns"] == 40

@@ -1,4 +1,4 @@
-"""The realizable sequential oracle against exhaustive search with the full (cache-free) model."""
+"""The context-consistent oracle against exhaustive search with the full (cache-free) model."""
 
 import itertools
 import math

@@ -62,7 +62,7 @@ def plot_budget_curves(results: dict, path: str) -> None:
     seq = _budget_rows(res, "sequential") if res.get("sequential") else []
     if seq:
       ax.plot([k for k, _ in seq], [r["sequential_ppl"] for _, r in seq], "D-",
-              label=f"realizable oracle ({res['sequential']['num_tokens']} tokens)")
+              label=f"context-consistent oracle ({res['sequential']['num_tokens']} tokens)")
       ax.plot([k for k, _ in seq], [r["oracle_ppl_same_tokens"] for _, r in seq], "o:",
               color="tab:blue", alpha=0.6, label="oracle (paper), same tokens")
     ax.axhline(res["all_big_ppl"], color="tab:red", ls="--", label="all big")

@@ -1,10 +1,12 @@
-"""Realizable sequential oracle: left to right, each token searches its own path under a budget.
+"""Context-consistent oracle: left to right, each token searches its own path under a budget.
 
 The paper's oracle takes per token the best of 2^L patterns, each applied to the whole
 sequence, so a token's context was computed under the token's own pattern: not realizable.
 Here tokens go left to right with a KV cache: earlier tokens keep their chosen paths (their
 keys/values at every layer are fixed), and token t picks, among its paths with exactly k BIG
-layers, the one with the lowest loss on targets[t]; its keys/values are then appended.
+layers, the one with the lowest loss on targets[t]; its keys/values are then appended. The
+context is consistent with the earlier choices, but the choice still reads the token's own
+target, which no router sees: an oracle, not a realizable router.
 
 Token t's search is a prefix-shared tree over layers. A node at depth l holds t's hidden state
 after l layers along a route prefix; expanding it runs layer l's attention once (its query
@@ -185,7 +187,7 @@ def _checked_budgets(cfg: ModelConfig, tokens_BxT, targets_BxT, budgets) -> tupl
 
 
 def sequential_oracle(params, cfg: ModelConfig, tokens_BxT, targets_BxT, budgets):
-  """Realizable oracle, prefix-shared tree per token: (route_KxBxTxL int32, loss_KxBxT float32).
+  """Context-consistent oracle, prefix-shared tree per token: (route_KxBxTxL int32, loss_KxBxT float32).
 
   For budget budgets[i], token t's route has exactly that many BIG layers (others SMALL) and
   is chosen given the routes already chosen for tokens < t; loss_KxBxT is its cross-entropy.

@@ -1,4 +1,4 @@
-"""Stage-2 study: oracle, realizable oracle and baselines per budget on a trained Duo model."""
+"""Stage-2 study: oracle, context-consistent oracle and baselines per budget on a trained Duo model."""
 
 import dataclasses
 import json

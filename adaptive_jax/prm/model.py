@@ -7,12 +7,12 @@ level order and the mean, the calibrated success probability
 (1 + base_gain) sigmoid(head(h)) + delta_mean(h): linear in probability space, fit by least
 squares (the Brier score) and clipped to [0, 1] when read (`probabilities`). Linear rather than
 a sigmoid: on the arithmetic task a sigmoid mean fit by squared error overfits the questions it
-sees (README, Part 2). `h` = [h_last; h_mean]: the final-normed hidden state
+sees (docs/calibrated_prm.md). `h` = [h_last; h_mean]: the final-normed hidden state
 of the last real (non-pad) token, which for a record is the step boundary "\n" that ends its
 text, and the mean of the final-normed hidden states of all real tokens. The mean carries what
 the whole question says about its difficulty: on the arithmetic task a ridge probe of the
 policy's states predicts the MC target with Brier 0.054 from [h_last; h_mean], 0.064 from
-h_last alone (README, Part 2).
+h_last alone (docs/calibrated_prm.md).
 
 Padding: `encode_texts` pads on the right, the supported layout. Attention is causal, so the
 last real token never sees the pads after it and the output is exactly that of the unpadded
