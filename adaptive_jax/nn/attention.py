@@ -7,6 +7,9 @@ N query heads share K = cfg.kv_heads key/value heads: query head n reads kv head
 Besides the full causal call, `qkv` and `project_out` expose the two halves so that callers
 with their own key/value caches (decoding, the sequential oracle) reuse the same weights, and
 `cached_attention` is the one attention over such a cache.
+
+Letters here: N query heads, K key/value heads, G = N / K query heads per kv head, H head
+width, S cache slots.
 """
 
 import flax.linen as nn

@@ -26,8 +26,11 @@ All budgets run side by side as batch entries (M = K * B, budget-major). Each de
 is padded to the largest over the budgets (never beyond the full tree); padded nodes are
 invalid and never chosen. Memory per token step: leaf logits M x C x V floats (C = the most
 leaves of a budget, C(L, k) <= 924 for L=12) plus node activations M x P x (F_big + N*T), and
-the caches 2 x L x M x T x N x H. duo_small (V=2048), B=2, budgets (4, 6, 8): 45 MB of logits,
+the caches 2 x L x M x K x T x H (K key/value heads). duo_small (V=2048), B=2, budgets (4, 6, 8): 45 MB of logits,
 5 MB of cache. Attention reads the whole T-slot cache (masked), so each step costs O(T).
+
+Letters here: K budgets (in route_KxBxTxL), M = K * B rows, P tree nodes of a depth, C leaves,
+N query heads (K in cache shapes: key/value heads, as nn/attention.py).
 """
 
 import dataclasses

@@ -13,6 +13,9 @@ Batch questions x samples by repeating each prompt (np.repeat(prompt_QxP, N, axi
 key per row (jax.random.split(key, Q * N)). The token at position p of sequence b is drawn with
 `fold_in(key_b, p)`, so continuing from a prefix the sampler produced, with the same keys, gives
 the same tokens as sampling from scratch.
+
+Letters here: P prompt length, M new tokens, S = P + M - 1 cache slots, N query heads, K
+key/value heads, H head width.
 """
 
 import dataclasses
