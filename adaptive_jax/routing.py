@@ -62,6 +62,11 @@ def validate_soft_routes(weights_BxTxLxR, *, num_layers: int,
     raise ValueError(f"{name} must have a floating dtype, got {weights_BxTxLxR.dtype}")
 
 
+def route_options(with_skip: bool) -> tuple[Route, ...]:
+  """The routes a layer may take, in digit order of the oracle's pattern numbering (BIG last)."""
+  return (Route.SKIP, Route.SMALL, Route.BIG) if with_skip else (Route.SMALL, Route.BIG)
+
+
 def validate_budget(budget, *, num_layers: int, name: str = "budget") -> int:
   """Returns `budget` as an int; raises ValueError unless it is an integer in [0, num_layers]."""
   if not is_integer(budget):

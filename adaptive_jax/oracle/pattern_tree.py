@@ -26,14 +26,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
-from adaptive_jax.routing import Route
+from adaptive_jax.routing import Route, route_options
 from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.typed_config import check_integer
-
-
-def route_options(with_skip: bool) -> tuple[Route, ...]:
-  """The routes a layer may take, in digit order of the pattern numbering."""
-  return (Route.SKIP, Route.SMALL, Route.BIG) if with_skip else (Route.SMALL, Route.BIG)
 
 
 def pattern_routes(num_layers: int, with_skip: bool = False) -> np.ndarray:
