@@ -2,16 +2,18 @@ r"""Instance-adaptive sampling on CPU: every best-of-N method through the on-dev
 
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_ias \
-    --config.mc.calibration_questions=768 --config.mc.test_questions=128
+    --config.mc.calibration_questions=512 --config.mc.test_questions=64 \
+    --config.mc.conformal_questions=32
   python -m experiments.ias --config=configs/ias_small.py --workdir=workdir/ias_small
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
 Draws 32 samples for each of 64 validation and 128 test questions (difficulties cycling 1..8)
 once, then runs fixed N = 1..32, IAS best-of-N (N(p) from the base PRM, the calibrated PRM's
 0.1 quantile and mean, the combined estimate, and the per-difficulty success rate as an
-oracle), Adaptive-Consistency and DeepConf-online (low and high) through the adaptive loop on
-replays of those samples. The aggregation of the PRM methods is chosen on validation.
-results.json: per method accuracy [90% interval], samples, tokens and FLOPs per question, by
+oracle), probe IAS (N(p) from the first sample's confidence, alone or with its PRM score and
+the combined estimate; fit on the validation pool), Adaptive-Consistency and DeepConf-online
+(low and high) through the adaptive loop on replays of those samples. The aggregation of the
+PRM methods is chosen on validation. results.json: per method accuracy [90% interval], samples, tokens and FLOPs per question, by
 difficulty, and FLOPs / fixed FLOPs at matched accuracy. About 20 minutes on 2 cores.
 """
 
