@@ -12,6 +12,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "results.json and test_pool.npz.
 _CONFIG = config_flags.DEFINE_config_file("config", None, "IAS config file.", lock_config=True)
 
 
+def _row(name: str, m: dict) -> str:
+  low, high = m["accuracy_interval"]
+  matched = m.get("matched", {})
+  ratio = ("" if not matched else "not reached" if matched["not_reached"]
+           else f"{matched['ratio']:.2f} ({m['matched_to']})")
+  return (f"{name:<32}{m['accuracy']:>8.3f} [{low:.3f}, {high:.3f}]{m['samples']:>9.1f}"
+          f"{m['policy_tokens']:>9.0f}{m['flops'] / 1e9:>9.3f}  {ratio}")
+
+
 def main(argv):
   del argv
   results = run_ias_study(_CONFIG.value, _WORKDIR.value)
@@ -23,14 +32,13 @@ def main(argv):
           for n, r in test["fixed"].items()]
   rows += [(f"fixed N={n} majority", r["majority"]) for n, r in test["fixed"].items()]
   for name, m in rows + list(test["methods"].items()):
-    low, high = m["accuracy_interval"]
-    matched = m.get("matched", {})
-    ratio = ("" if not matched else "not reached" if matched["not_reached"]
-             else f"{matched['ratio']:.2f} ({m['matched_to']})")
-    print(f"{name:<32}{m['accuracy']:>8.3f} [{low:.3f}, {high:.3f}]{m['samples']:>9.1f}"
-          f"{m['policy_tokens']:>9.0f}{m['flops'] / 1e9:>9.3f}  {ratio}")
+    print(_row(name, m))
+  print(f"beam search on the first {results['beam']['questions']} test questions:")
+  for name, m in results["beam"]["variants"].items():
+    print(_row(name, m))
   print("Brier of each estimate against the test questions' success rates:",
-        {k: round(v, 4) for k, v in results["estimate_brier"].items()})
+        {k: round(v, 4) for k, v in {**results["estimate_brier"],
+                                     **results["probe_brier"]}.items()})
 
 
 if __name__ == "__main__":
