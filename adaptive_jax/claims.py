@@ -1,0 +1,99 @@
+"""The papers' headline claims beside our numbers, read from the stages' results.json files.
+
+`results` maps a stage name to its results.json as a dict (None where the stage has none):
+'duo' (train.loop.train_and_evaluate), 'oracle' (oracle.study), 'calibrate' (prm.study) and
+'ias' (prm.ias_study). JSON turns the oracle's integer budgets into strings; both are read.
+"""
+
+PLAYS = "shakespeare"  # the oracle domain the Duo-LLM claims are read on (held-out plays)
+PAPER_L = 12  # the paper's number of layers
+MISSING = "no results"
+
+
+def _budgets(oracle: dict) -> tuple[dict, int]:
+  """The plays' {k: budget row} (int keys) and the model's number of layers."""
+  domains = oracle["domains"]
+  domain = PLAYS if PLAYS in domains else next(iter(domains))
+  rows = {int(k): row for k, row in domains[domain]["budgets"].items()}
+  return {**domains[domain], "budgets": rows}, int(oracle["num_layers"])
+
+
+def _stage1(duo: dict) -> str:
+  small, big = duo["eval/ppl@all_small"], duo["eval/ppl@all_big"]
+  random = next(v for k, v in duo.items() if k.startswith("eval/ppl@random"))
+  holds = "yes" if big < random < small else "no"
+  return f"{holds} ({big:.2f} < {random:.2f} < {small:.2f})"
+
+
+def _one_big_layer(oracle: dict) -> str:
+  domain, _ = _budgets(oracle)
+  if 1 not in domain["budgets"]:
+    return "budget 1 not searched"
+  one, big = domain["budgets"][1]["oracle_ppl"], domain["all_big_ppl"]
+  return f"{'yes' if one < big else 'no'} (ppl {one:.2f} at k=1, all-big {big:.2f})"
+
+
+def _argmin_budget(oracle: dict) -> str:
+  domain, num_layers = _budgets(oracle)
+  ppl = {k: row["oracle_ppl"] for k, row in domain["budgets"].items()}
+  best = min(ppl, key=ppl.get)
+  return f"k = {best} of L = {num_layers} (ppl {ppl[best]:.2f})"
+
+
+def _brier_ratio(calibrate: dict) -> str:
+  base = calibrate["methods"]["base"]["brier"]
+  calibrated = calibrate["methods"]["calibrated"]["brier"]
+  text = f"{calibrated / base:.2f}x ({base:.3f} -> {calibrated:.3f})"
+  interval = calibrate.get("brier_ratio_to_base", {}).get("calibrated") or {}
+  if interval.get("low") is not None:
+    text += f", 90% CI [{interval['low']:.2f}, {interval['high']:.2f}]"
+  return text
+
+
+def _matched(method: dict) -> str:
+  matched = method["matched"]
+  if matched["ratio"] is None:
+    return "not reached (more accurate than every fixed N)"
+  return f"{matched['ratio']:.2f}x"
+
+
+def _ias_calibrated(ias: dict) -> str:
+  return _matched(ias["test"]["methods"]["ias_calibrated_q0.1"])
+
+
+def _best_adaptive(ias: dict) -> str:
+  """The lowest matched ratio among the realizable adaptive methods (oracles excluded)."""
+  ratios = {name: m["matched"]["ratio"] for name, m in ias["test"]["methods"].items()
+            if "oracle" not in name and m["matched"]["ratio"] is not None}
+  if not ratios:
+    return "not reached by any method"
+  best = min(ratios, key=ratios.get)
+  return f"{ratios[best]:.2f}x ({best})"
+
+
+# (claim, the paper's number, the stage whose results hold ours, how ours is read)
+CLAIMS = (
+    ("Duo stage 1: ppl all-big < random < all-small", "yes", "duo", _stage1),
+    ("Duo oracle, 1 big layer beats all-big (plays)", "yes", "oracle", _one_big_layer),
+    ("Duo oracle ppl minimum near k = L/2 (plays)", f"k ~ {PAPER_L // 2} of L = {PAPER_L}",
+     "oracle", _argmin_budget),
+    ("Calibrated PRM Brier / base PRM", "0.29x (0.24 -> 0.07)", "calibrate", _brier_ratio),
+    ("IAS best-of-N (calibrated q0.1) FLOPs / fixed N at matched accuracy", "about 0.5x",
+     "ias", _ias_calibrated),
+    ("Best adaptive method FLOPs / fixed N at matched accuracy", "-", "ias", _best_adaptive),
+)
+
+
+def claim_rows(results: dict) -> list[tuple[str, str, str]]:
+  """(claim, paper, ours) per claim; ours is MISSING where its stage has no results."""
+  return [(claim, paper, read(results[stage]) if results.get(stage) else MISSING)
+          for claim, paper, stage, read in CLAIMS]
+
+
+def claims_table(results: dict) -> str:
+  """The claim rows as a fixed-width text table with a header."""
+  rows = [("claim", "paper", "ours")] + claim_rows(results)
+  widths = [max(len(row[i]) for row in rows) for i in range(2)]
+  lines = [f"{claim:<{widths[0]}}  {paper:<{widths[1]}}  {ours}" for claim, paper, ours in rows]
+  lines.insert(1, "-" * max(map(len, lines)))
+  return "\n".join(lines)

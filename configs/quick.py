@@ -1,0 +1,84 @@
+r"""The main job's stages in one config: Duo-LLM stages 1-2, policy, calibrated PRM, IAS.
+
+  python -m experiments.main                                   # quick: about 45 min, 2 CPU cores
+  python -m experiments.main --config=configs/quick.py:small   # the documented small configs
+  python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
+
+One section per stage, each a whole stage config: `duo` (configs/duo_small.py), `oracle`
+(oracle_small), `policy` (policy_small), `calibrate` (calibrate_small), `ias` (ias_small).
+The main job points each stage's upstream fields (oracle.stage1_workdir,
+calibrate.policy_workdir, ias.policy_workdir, ias.calibrate_workdir) at its own stage folders
+under --workdir, whatever they say here. Override a field with e.g.
+`--config.policy.train.num_steps=2000`.
+
+Sizes (the argument after the colon):
+  quick  (default) the small configs with fewer policy steps and fewer questions, below;
+  small  the small configs unchanged: the numbers in docs/ come from them (about 2.6 hours);
+  paper  stage 1 at the paper's size (configs/duo_paper.py, on C4 as its docstring runs it:
+         internet and a TPU/GPU); the oracle runs oracle_small on that model, and the policy,
+         calibration and IAS sections stay small (no paper-size configs exist for them).
+
+Quick reductions, with ESTIMATED wall times on 2 uncontended CPU cores (not measured end to
+end; scaled from the measured times of the small configs: duo_small 600 steps ~10 min,
+oracle_small ~5 min, policy_small 2000 steps ~35 min, calibrate_small ~85 min with MC
+sampling ~2.3 s per question, ias_small ~20 min):
+  duo        duo_small unchanged (600 steps)                                      ~10 min
+  oracle     oracle_small unchanged                                               ~5 min
+  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     ~11 min
+             instead of 32: a weaker policy (lower accuracy on long problems), so the
+             MC targets, the PRMs and the IAS numbers differ from those in docs/
+  calibrate  128 calibration / 48 test / 24 conformal / 32 base questions         ~13 min
+             (1536 / 256 / 64 / 96: ~9 min of sampling), 150 base-PRM steps (300): a
+             noisier fit and a wide interval on the Brier ratio
+  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           ~6 min
+             fixed N up to 16 (32), beam search on 16 questions (64)
+  figures    the four figure scripts                                              ~1 min
+  total                                                                           ~46 min
+"""
+
+import ml_collections
+
+from configs import calibrate_small, duo_paper, duo_small, ias_small, oracle_small, policy_small
+
+SIZES = ("quick", "small", "paper")
+
+
+def _quick(config: ml_collections.ConfigDict) -> None:
+  """The reductions of the quick run (see the docstring for what each costs and changes)."""
+  policy = config.policy
+  policy.train.num_steps = 600
+  policy.train.lr_decay_steps = 600  # the cosine ends with the run
+  policy.task.eval_problems_per_difficulty = 16
+
+  mc = config.calibrate.mc
+  mc.calibration_questions, mc.test_questions = 128, 48
+  mc.conformal_questions, mc.base_questions = 24, 32
+  config.calibrate.prm.base_steps = 150
+
+  ias = config.ias.ias
+  ias.validation_questions, ias.test_questions = 32, 64
+  ias.n_max, ias.fixed_ns = 16, (1, 2, 4, 8, 16)
+  config.ias.beam.questions = 16
+
+
+def get_config(size: str = "quick") -> ml_collections.ConfigDict:
+  if size not in SIZES:
+    raise ValueError(f"configs/quick.py takes a size in {SIZES}, got {size!r}")
+  config = ml_collections.ConfigDict()
+  config.duo = (duo_paper if size == "paper" else duo_small).get_config()
+  if size == "paper":
+    config.duo.data.name = "c4"  # a 32k-piece tokenizer needs more text than the plays
+  config.oracle = oracle_small.get_config()
+  config.policy = policy_small.get_config()
+  config.calibrate = calibrate_small.get_config()
+  config.ias = ias_small.get_config()
+
+  # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
+  config.minutes = ml_collections.ConfigDict()
+  minutes = {"quick": (10, 5, 11, 13, 6, 1), "small": (10, 5, 35, 85, 20, 1),
+             "paper": (-1, -1, 35, 85, 20, 1)}[size]
+  for name, value in zip(("duo", "oracle", "policy", "calibrate", "ias", "figures"), minutes):
+    config.minutes[name] = value
+  if size == "quick":
+    _quick(config)
+  return config

@@ -1,0 +1,179 @@
+"""The main job: the claims table from hand-made results, and every stage end to end on tiny
+models, run twice (the second run skips every stage and touches no file), then once more
+with one section changed."""
+
+import json
+import os
+
+import pytest
+
+from adaptive_jax import claims, main_job
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.oracle.study import OracleConfig
+from adaptive_jax.policy.train import TaskConfig
+from adaptive_jax.prm.beam_study import BeamStudyConfig
+from adaptive_jax.prm.ias_study import IasConfig
+from adaptive_jax.prm.study import McConfig
+from adaptive_jax.train.loop import typed_configs
+from configs import duo_tiny, quick
+
+
+def _method(ratio):
+  return {"matched": {"ratio": ratio, "not_reached": ratio is None}}
+
+
+def _results(ias_ratio=0.47):
+  budgets = {str(k): {"oracle_ppl": ppl} for k, ppl in enumerate([30.0, 17.5, 15.25, 16.0])}
+  return {
+      "duo": {"eval/ppl@all_small": 40.0, "eval/ppl@random_p0.5": 25.0,
+              "eval/ppl@all_big": 20.0},
+      "oracle": {"num_layers": 3, "domains": {
+          "python_stdlib": {"all_big_ppl": 1.0, "budgets": {"1": {"oracle_ppl": 9.0}}},
+          "shakespeare": {"all_big_ppl": 18.25, "budgets": budgets}}},
+      "calibrate": {"methods": {"base": {"brier": 0.2}, "calibrated": {"brier": 0.05}},
+                    "brier_ratio_to_base": {"calibrated": {"ratio": 0.25, "low": 0.19,
+                                                           "high": 0.31}}},
+      "ias": {"test": {"methods": {"ias_calibrated_q0.1": _method(ias_ratio),
+                                   "ias_oracle_difficulty_rate": _method(0.11),
+                                   "probe_combined": _method(0.38),
+                                   "adaptive_consistency": _method(None)}}},
+  }
+
+
+def test_claims_table_reads_each_results_file():
+  rows = {claim: (paper, ours) for claim, paper, ours in claims.claim_rows(_results())}
+  ours = [o for _, o in rows.values()]
+  assert ours[0] == "yes (20.00 < 25.00 < 40.00)"
+  assert ours[1] == "yes (ppl 17.50 at k=1, all-big 18.25)"  # the plays, not the code domain
+  assert ours[2] == "k = 2 of L = 3 (ppl 15.25)"
+  assert ours[3] == "0.25x (0.200 -> 0.050), 90% CI [0.19, 0.31]"
+  assert ours[4] == "0.47x"
+  assert ours[5] == "0.38x (probe_combined)"  # the oracle estimate's 0.11 is not realizable
+  assert [p for p, _ in rows.values()][3] == "0.29x (0.24 -> 0.07)"
+  table = claims.claims_table(_results())
+  assert all(claim in table and o in table for claim, o in zip(rows, ours))
+
+
+def test_claims_table_not_reached_and_missing():
+  results = _results(ias_ratio=None)
+  results["calibrate"] = None
+  ours = [o for _, _, o in claims.claim_rows(results)]
+  assert ours[3] == claims.MISSING
+  assert ours[4].startswith("not reached")
+  assert "not reached" in claims.claims_table(results)
+
+
+def _tiny_model(model):
+  model.num_layers, model.d_model, model.d_ff_big = 1, 32, 64
+  model.num_heads, model.head_dim = 2, 16
+
+
+def _tiny_config(data_dir):
+  """configs/quick.py with the tiny settings of tests/test_{oracle,ias}_study.py."""
+  config = quick.get_config()
+  config.duo = duo_tiny.get_config()
+  config.duo.data.data_dir = data_dir
+  config.duo.train.num_steps, config.duo.train.lr_decay_steps = 6, 6
+  config.duo.train.log_every, config.duo.train.checkpoint_every = 3, 3
+  o = config.oracle.oracle
+  o.num_sequences, o.seq_len, o.chunk_sequences, o.split_depth = 4, 16, 2, 2
+  o.budgets, o.random_patterns = (0, 1, 2, 3), 10
+  o.sequential_sequences, o.sequential_seq_len, o.sequential_budgets = 2, 8, (0, 1, 3)
+  o.skip_patterns, o.skip_sequences, o.text_budget = 40, 2, 1
+  policy = config.policy
+  _tiny_model(policy.model)
+  policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 64, 4, 8
+  policy.task.eval_problems_per_difficulty = 1
+  policy.train.num_steps, policy.train.warmup_steps, policy.train.lr_decay_steps = 3, 1, 3
+  policy.train.log_every = 3
+  mc = config.calibrate.mc
+  mc.calibration_questions, mc.test_questions = 8, 8
+  mc.conformal_questions, mc.base_questions = 4, 4
+  mc.num_responses, mc.num_rollouts, mc.max_steps = 1, 2, 1
+  mc.max_new_tokens, mc.questions_per_shard = 16, 8
+  _tiny_model(config.calibrate.prm.model)
+  prm = config.calibrate.prm
+  prm.base_steps, prm.calibration_steps, prm.batch_size = 2, 2, 4
+  ias = config.ias.ias
+  ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 8, 8, 4, (1, 2, 4)
+  ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
+  ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
+  beam = config.ias.beam
+  beam.questions, beam.fixed, beam.max_steps = 4, ((1, 2), (2, 2)), 3
+  beam.num_beams, beam.expansions, beam.max_step_tokens = 2, 2, 8
+  return config
+
+
+def _mtimes(workdir):
+  """mtime of every results file, NPZ, PNG and stage record under `workdir`."""
+  return {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+          for root, _, names in os.walk(workdir) for name in names
+          if name.endswith((".json", ".npz", ".png"))}
+
+
+def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
+  workdir = str(tmp_path / "main")
+  config = _tiny_config(str(tmp_path / "data"))
+  first = main_job.run_main(config, workdir)
+  out = capsys.readouterr().out
+  names = [stage.name for stage in main_job.STAGES]
+  assert first["status"] == dict.fromkeys(names, "ran")
+  for i, name in enumerate(names, 1):
+    assert f"[{i}/6] {name} " in out
+    assert os.path.exists(os.path.join(workdir, name, main_job.RECORD))
+  assert out.count(": done in ") == 6
+  assert "step 6/6" not in out  # the stages' own output went to their logs
+  assert "step 6/6" in (tmp_path / "main" / "duo" / main_job.LOG).read_text()
+  for name in ("duo", "oracle", "policy", "calibrate", "ias"):
+    with open(os.path.join(workdir, name, "results.json")) as f:
+      assert json.load(f) == first["results"][name]
+  configs, dirs = main_job.stage_configs(config, workdir)
+  pngs = main_job.STAGES[-1].outputs(configs, dirs)
+  assert len(pngs) == 9
+  for png in pngs:
+    with open(os.path.join(workdir, "figures", png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert first["table"] in out
+  for claim, _, ours in claims.claim_rows(first["results"]):
+    assert claim in out and ours != claims.MISSING
+  before = _mtimes(workdir)
+
+  second = main_job.run_main(config, workdir)
+  out = capsys.readouterr().out
+  assert second["status"] == dict.fromkeys(names, "skipped")
+  assert out.count(": skipped, finished before") == 6
+  assert _mtimes(workdir) == before
+  assert second["table"] == first["table"]
+
+  # A changed section reruns its stage and the stages that read it, nothing else.
+  config.oracle.oracle.random_patterns = 12
+  third = main_job.run_main(config, workdir)
+  out = capsys.readouterr().out
+  assert [name for name, s in third["status"].items() if s == "ran"] == ["oracle", "figures"]
+  assert "oracle (Duo-LLM stage 2 oracle): running (its config section changed" in out
+  assert "figures (figure scripts): running (oracle ran again)" in out
+
+
+def test_quick_config_sizes():
+  config = quick.get_config()
+  assert config.policy.train.num_steps == config.policy.train.lr_decay_steps == 600
+  assert max(config.ias.ias.fixed_ns) == config.ias.ias.n_max == 16
+  assert quick.get_config("small").calibrate.mc.calibration_questions == 1536
+  paper = quick.get_config("paper")
+  assert paper.duo.model.d_model == 2560 and paper.oracle.oracle.budgets == tuple(range(13))
+  with pytest.raises(ValueError, match="size in"):
+    quick.get_config("huge")
+
+
+@pytest.mark.parametrize("size", quick.SIZES)
+def test_quick_config_sections_validate(size):
+  config = quick.get_config(size)
+  model, *_ = typed_configs(config.duo)
+  OracleConfig(**config.oracle.oracle).validate_for(model.num_layers, model.max_len)
+  ModelConfig.from_dict(config.policy.model)
+  TaskConfig.from_dict(config.policy.task)
+  McConfig(**config.calibrate.mc)
+  assert config.calibrate.prm.model == config.policy.model  # the PRM starts from the policy
+  IasConfig(**config.ias.ias)
+  BeamStudyConfig(**config.ias.beam)
+  assert set(config.minutes) == {stage.name for stage in main_job.STAGES}
