@@ -11,22 +11,11 @@ import pytest
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.oracle.study import OracleConfig, run_oracle_study
 from adaptive_jax.routing import Route
-from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.train.trained import load_trained
-from configs import duo_small, duo_tiny, oracle_small
+from configs import duo_small, oracle_small
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("stage1"))
-  config = duo_tiny.get_config()
-  config.data.data_dir = str(tmp_path_factory.mktemp("data"))
-  config.train.num_steps = 6
-  train_and_evaluate(config, workdir)
-  return workdir
 
 
 def _oracle_config(stage1_workdir):

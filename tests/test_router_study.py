@@ -9,24 +9,13 @@ import numpy as np
 import pytest
 
 from adaptive_jax.router.study import run_router_study
-from adaptive_jax.train.loop import train_and_evaluate
-from configs import duo_tiny, router_small
+from configs import router_small
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGETS = (1, 2)
 # Shrinks router_small to seconds on one core (duo_tiny: 3 layers, max_len 32).
 SMALL = {"budgets": BUDGETS, "num_steps": 20, "batch_size": 4, "train_sequences": 8,
          "seq_len": 16, "oracle_sequences": 2, "oracle_seq_len": 8, "eval_sequences": 2}
-
-
-@pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("stage1"))
-  config = duo_tiny.get_config()
-  config.data.data_dir = str(tmp_path_factory.mktemp("data"))
-  config.train.num_steps = 6
-  train_and_evaluate(config, workdir)
-  return workdir
 
 
 def test_study_results(stage1, tmp_path):
