@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "MC shards, results.json, predictions.npz.",
                                required=True)
@@ -16,6 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Calibration config fi
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   results = run_calibration_study(_CONFIG.value, _WORKDIR.value)
   print(f"{'method':<18}{'Brier':>8}{'ECE':>8}  Brier / base, 90% CI over test questions")
   for name, scores in results["methods"].items():

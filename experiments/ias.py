@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.prm.ias_study import run_ias_study
+from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "results.json and test_pool.npz.", required=True)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "IAS config file.", lock_config=True)
@@ -23,6 +24,7 @@ def _row(name: str, m: dict) -> str:
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   results = run_ias_study(_CONFIG.value, _WORKDIR.value)
   test = results["test"]
   print(f"aggregation (chosen on validation): {results['aggregation']}")

@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.main_job import run_main, set_verbosity
+from adaptive_jax.train import distributed
 from configs import quick
 
 _QUICK = quick.__file__
@@ -28,6 +29,7 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the stages' own output and 
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   config = _CONFIG.value
   if _PAPER.value:
     if (config_flags.get_config_filename(flags.FLAGS["config"]) != _QUICK

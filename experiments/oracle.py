@@ -8,6 +8,7 @@ from ml_collections import config_flags
 
 from adaptive_jax.oracle.study import run_oracle_study
 from adaptive_jax.oracle.report import oracle_table
+from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and NPZ files go.",
                                required=True)
@@ -17,6 +18,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Oracle config file.",
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   print(oracle_table(run_oracle_study(_CONFIG.value, _WORKDIR.value)))
 
 

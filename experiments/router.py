@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.router.study import router_table, run_router_study
+from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and routers.npz go.",
                                required=True)
@@ -16,6 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Router config file.",
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   print(router_table(run_router_study(_CONFIG.value, _WORKDIR.value)))
 
 

@@ -6,6 +6,7 @@ r"""Duo-LLM stage 1: train with random routing, evaluate under all-small / rando
 from absl import app, flags
 from ml_collections import config_flags
 
+from adaptive_jax.train import distributed
 from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.report import results_table
 
@@ -17,6 +18,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(results_table(results))
 

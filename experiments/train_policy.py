@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.policy.train import train_policy
+from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and results.", required=True)
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Policy config file.", lock_config=True)
@@ -14,6 +15,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Policy config file.",
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a device
   results = train_policy(_CONFIG.value, _WORKDIR.value)
   print("difficulty  greedy accuracy")
   for d, acc in results["accuracy_by_difficulty"].items():

@@ -12,6 +12,7 @@ from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty
 from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
+from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.config import RoutingConfig, TrainConfig
 from adaptive_jax.train.loop import RESUMABLE_FIELDS, train, write_run_config
@@ -71,8 +72,10 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = mesh_lib.make_mesh(train_cfg.mesh_shape)
   source = ArithmeticSource(size=task.train_problems, seed=task.train_seed,
                             difficulties=task.train_difficulties)
+  shard, num_shards = mesh_lib.data_shard(mesh, task.batch_size)
   train_iter = train_iterator(source, tokenizer, seq_len=task.seq_len,
-                              batch_size=task.batch_size, seed=train_cfg.seed)
+                              batch_size=task.batch_size, seed=train_cfg.seed,
+                              process_index=shard, process_count=num_shards)
   state = train(model_cfg, RoutingConfig(), train_cfg, mesh, workdir, train_iter, task.seq_len)
 
   eval_source = ArithmeticSource(size=8 * task.eval_problems_per_difficulty, seed=task.eval_seed)
@@ -82,6 +85,7 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"step": train_cfg.num_steps,
              "accuracy_by_difficulty": {str(d): a for d, a in accuracy.items()},
              "eval_problems_per_difficulty": task.eval_problems_per_difficulty}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

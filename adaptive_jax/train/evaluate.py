@@ -31,7 +31,7 @@ def evaluate(params, apply_fn, batches, model_cfg: ModelConfig, eval_cfg: EvalCo
   for name, policy in routing_policies(model_cfg, eval_cfg).items():
     total, count = 0.0, 0
     for i, host_batch in enumerate(batches):
-      batch = mesh_lib.global_batch(host_batch, mesh)
+      batch = mesh_lib.replicated_batch(host_batch, mesh)  # every process holds it whole
       shape = (*host_batch["inputs"].shape, model_cfg.num_layers)
       route_BxTxL = policy(jax.random.fold_in(jax.random.key(eval_cfg.seed), i), shape)
       with jax.set_mesh(mesh):

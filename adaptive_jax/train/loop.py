@@ -13,6 +13,7 @@ from absl import logging
 from adaptive_jax import data as data_lib
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.train import checkpoint as ckpt_lib
+from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train import state as state_lib
 from adaptive_jax.train.config import EvalConfig, RoutingConfig, TrainConfig
@@ -70,11 +71,14 @@ def write_run_config(config: ml_collections.ConfigDict, workdir: str, *,
   Where `workdir` already holds checkpoints, `config` resumes them: it may differ from the
   saved config.json only in `may_change` (field names, or sections whose fields all may), and
   its train.num_steps must reach the newest checkpoint. Otherwise raises, before writing.
+  Every process checks; process 0 writes.
   """
   _check_resume(config, workdir, may_change)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))
+  distributed.barrier("config.json checked")  # all have read it before process 0 rewrites it
+  if distributed.is_writer():
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      f.write(config.to_json(indent=2))
 
 
 def typed_configs(config: ml_collections.ConfigDict):
@@ -101,8 +105,9 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
 def train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, seq_len: int):
   """Runs (or resumes) training to `train_cfg.num_steps`; returns the final state.
 
-  `train_iter` yields host batches {'inputs', 'targets'} of int32 [B, seq_len] and is a grain
-  DatasetIterator, whose state is checkpointed with the model so a resume sees the same batches.
+  `train_iter` yields this process's share of each batch ({'inputs', 'targets'}, int32
+  [B / shards, seq_len], see mesh.data_shard) and is a grain DatasetIterator, whose state is
+  checkpointed with the model so a resume sees the same batches. Process 0 writes the metrics.
   """
   init_fn, abstract_state = state_lib.sharded_state_init(
       model_cfg, train_cfg, routing_cfg, mesh, seq_len)
@@ -132,12 +137,14 @@ def train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, seq_len:
           # Means over the steps since the last log line: less noisy than the last step alone.
           means = {k: np.mean([np.asarray(m[k]) for _, m in pending]) for k in metrics}
           writer.write_scalars(done, {**means, "train/steps_per_sec": rate})
-          print(f"step {done}/{train_cfg.num_steps}  loss {means['train/loss']:.4f}  "
-                f"{rate:.2f} steps/s", flush=True)
+          if distributed.is_writer():
+            print(f"step {done}/{train_cfg.num_steps}  loss {means['train/loss']:.4f}  "
+                  f"{rate:.2f} steps/s", flush=True)
           pending, tick = [], time.time()
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.num_steps:
           ckpt_lib.save(manager, done, state, train_iter)
     writer.close()
+  distributed.barrier("metrics written")  # so every process may read metrics.jsonl
   return state
 
 
@@ -153,10 +160,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if data_cfg.batch_size % mesh.shape["data"]:
     raise ValueError(f"data.batch_size ({data_cfg.batch_size}) must be divisible by the mesh's "
                      f"data axis ({mesh.shape['data']})")
-  tokenizer = data_lib.prepare(data_cfg)
+  # Process 0 builds the dataset and tokenizer; the others then find them and load them.
+  tokenizer = distributed.writer_first(lambda: data_lib.prepare(data_cfg))
   # Read the held-out batches first: a split too small for eval.num_batches fails before training.
   eval_batches = data_lib.make_eval_batches(data_cfg, tokenizer, num_batches=eval_cfg.num_batches)
-  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer)
+  shard, num_shards = mesh_lib.data_shard(mesh, data_cfg.batch_size)
+  train_iter = data_lib.make_train_iterator(data_cfg, tokenizer, process_index=shard,
+                                            process_count=num_shards)
   state = train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, data_cfg.seq_len)
 
   results = evaluate(state.params, state.apply_fn, eval_batches, model_cfg, eval_cfg, mesh)
@@ -164,6 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"step": train_cfg.num_steps,
              "train/loss": final[-1]["train/loss"] if final else None,
              "num_params": state_lib.count_params(state.params), **results}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

@@ -35,7 +35,35 @@ def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
 
 
+def data_shard(mesh, batch_size: int) -> tuple[int, int]:
+  """(index, count): this process reads share `index` of `count` of each global batch.
+
+  Processes whose devices hold the same batch rows (the 'model' axis spanning hosts) share
+  an index and must read the same data. Example: 2 hosts of 4 devices, mesh (8, 1): host 1
+  holds rows 4..7 of 8, so (1, 2); mesh (2, 4): host 1 holds rows 4..7 too; mesh (1, 8):
+  both hold every row, so (0, 1).
+  """
+  indices = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  starts = sorted({index[0].indices(batch_size)[0] for index in indices.values()})
+  stops = sorted({index[0].indices(batch_size)[1] for index in indices.values()})
+  if any(stop != start for stop, start in zip(stops, starts[1:])):
+    raise ValueError(f"this process's devices hold rows {list(zip(starts, stops))} of the "
+                     f"batch, not one block: order the mesh's devices by process")
+  rows = stops[-1] - starts[0]
+  return starts[0] // rows, batch_size // rows
+
+
 def global_batch(batch: dict, mesh) -> dict:
-  """Places a host batch (numpy, global shape) on the mesh, split over the data axis."""
+  """A global array from this process's share of the batch (`data_shard`), split over 'data'.
+
+  With one process the share is the whole batch.
+  """
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def replicated_batch(batch: dict, mesh) -> dict:
+  """A global array, split over 'data', from a whole batch that every process holds."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape), batch)

@@ -7,17 +7,23 @@ import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
+from adaptive_jax.train import distributed
+
 
 class MetricWriter:
-  """Writes scalars to `<workdir>/tensorboard` and appends them to `<workdir>/metrics.jsonl`."""
+  """Writes scalars to `<workdir>/tensorboard` and appends them to `<workdir>/metrics.jsonl`.
+
+  In a multi-process run only process 0 writes; the others' calls do nothing.
+  """
 
   def __init__(self, workdir: str):
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._writes = distributed.is_writer()
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self._writes else None
     self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
 
   def truncate_after(self, step: int) -> None:
     """Drops logged lines past `step` (a resumed run re-logs them)."""
-    if not os.path.exists(self._jsonl_path):
+    if not self._writes or not os.path.exists(self._jsonl_path):
       return
     with open(self._jsonl_path) as f:
       rows = [json.loads(line) for line in f if line.strip()]
@@ -27,6 +33,8 @@ class MetricWriter:
           f.write(json.dumps(row) + "\n")
 
   def write_scalars(self, step: int, scalars: dict) -> None:
+    if not self._writes:
+      return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
     for key, value in scalars.items():
       self._tb.add_scalar(key, value, step)
@@ -35,7 +43,8 @@ class MetricWriter:
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
 
   def close(self) -> None:
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:
