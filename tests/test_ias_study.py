@@ -64,7 +64,13 @@ def test_study_runs_every_method(workdirs, tmp_path):
     for name, m in by_aggregation.items():
       assert m["samples"] == int(n)
       assert (m["prm_tokens"] > 0) == (ias_study.AGGREGATIONS[name][1] is not None)
+  # A selected answer is one of the samples: accuracy <= coverage; coverage grows with N.
+  coverage = [test["fixed"][n]["majority"]["coverage"] for n in ("1", "2", "4")]
+  assert coverage == sorted(coverage)
+  for by_aggregation in test["fixed"].values():
+    assert all(m["accuracy"] <= m["coverage"] for m in by_aggregation.values())
   for m in test["methods"].values():
+    assert m["accuracy"] <= m["coverage"] and "matched_coverage" in m
     assert 1 <= m["samples"] <= 4 and 0 <= m["accuracy"] <= 1
     low, high = m["accuracy_interval"]
     assert low <= m["accuracy"] <= high

@@ -270,8 +270,13 @@ def _summary(split: Split, cfg: IasConfig, state, answer_Q, *, pays_prm: bool,
              + (scored_Q + prm_prompt * prompt_Q) * split.prm_flops)
   by = lambda x: {str(d): float(np.mean(x[split.difficulty_Q == d]))
                   for d in np.unique(split.difficulty_Q)}
+  # Coverage (pass@k over the samples drawn): the accuracy of a perfect selector, an oracle
+  # that reads the gold answer. It measures the allocation apart from the selection.
+  covered_Q = ((np.asarray(state.answers_QxN) == split.gold_Q[:, None])
+               & np.asarray(state.kept())).any(1)
   return {"accuracy": float(correct_Q.mean()),
           "accuracy_interval": _interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
+          "coverage": float(covered_Q.mean()),
           "samples": float(drawn_Q.mean()), "policy_tokens": float(tokens_Q.mean()),
           "prm_tokens": float((scored_Q + prm_prompt * prompt_Q).mean()),
           "flops": float(flops_Q.mean()), "accuracy_by_difficulty": by(correct_Q),
@@ -334,10 +339,13 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
                                               prm_prompt=False)
   curves = {name: [(fixed[n][name]["flops"], fixed[n][name]["accuracy"]) for n in cfg.fixed_ns]
             for name in AGGREGATIONS}
+  coverage_curve = [(n, fixed[n]["majority"]["coverage"]) for n in cfg.fixed_ns]
   for name, m in methods.items():
     reference = aggregation if name.startswith(("ias_", "probe_")) else "majority"
     m["matched_to"] = f"fixed_{reference}"
     m["matched"] = matched_ratio(curves[reference], m["accuracy"], m["flops"])
+    # Samples / fixed N's samples at the same coverage: the allocation alone.
+    m["matched_coverage"] = matched_ratio(coverage_curve, m["coverage"], m["samples"])
   return {"fixed": {str(n): v for n, v in fixed.items()}, "methods": methods}
 
 
