@@ -2,8 +2,8 @@ r"""IAS figures from a finished IAS study (never resamples).
 
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
-Writes ias_accuracy_vs_flops.png, ias_samples_vs_difficulty.png and, when the study ran
-beam search, ias_beam.png.
+Writes ias_accuracy_vs_flops.png, ias_samples_vs_difficulty.png, ias_coverage_vs_samples.png
+(when results.json has coverage) and, when the study ran beam search, ias_beam.png.
 """
 
 import os
@@ -25,6 +25,8 @@ def main(argv):
   out = lambda name: os.path.join(_OUT_DIR.value, name)
   ias.accuracy_vs_flops(results, out("ias_accuracy_vs_flops.png"))
   ias.samples_vs_difficulty(results, out("ias_samples_vs_difficulty.png"))
+  if not ias.coverage_vs_samples(results, out("ias_coverage_vs_samples.png")):
+    print("no coverage in results.json: skipped ias_coverage_vs_samples.png")
   if not ias.beam_accuracy_vs_budget(results, out("ias_beam.png")):
     print("no beam section in results.json: skipped ias_beam.png")
   print(f"wrote figures to {_OUT_DIR.value}")

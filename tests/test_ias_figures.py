@@ -16,7 +16,8 @@ from adaptive_jax.figures import ias
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIFFICULTIES = range(1, 9)
 METHODS = ("ias_base", "ias_calibrated_q0.1", "ias_calibrated_mean", "ias_combined",
-           "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high")
+           "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high",
+           "probe_confidence", "probe_combined")
 
 
 def _entry(accuracy, samples, flops, samples_by_difficulty=None):
@@ -36,7 +37,8 @@ def _results(aggregation="calibrated_vote"):
   methods = {}
   for i, name in enumerate(METHODS):
     # IAS spends more on hard questions; the others spread evenly.
-    by = {str(d): (1 + 3 * d / 8 if name.startswith("ias_") else 2.0) for d in DIFFICULTIES}
+    by = {str(d): (1 + 3 * d / 8 if name.startswith(("ias_", "probe_")) else 2.0)
+          for d in DIFFICULTIES}
     methods[name] = _entry(0.4 + 0.02 * i, float(np.mean(list(by.values()))), 2e9 + 1e8 * i, by)
     methods[name].update(matched={"ratio": 0.8, "not_reached": False}, matched_to="fixed_majority")
   return {"aggregation": aggregation, "num_questions": {"validation": 64, "test": 128},
@@ -131,3 +133,21 @@ def test_entry_point_writes_every_png(tmp_path):
   assert sorted(os.listdir(tmp_path / "figs")) == names
   for name in names:
     _png(tmp_path / "figs" / name)
+
+
+def test_coverage_figure_plots_fixed_curve_and_methods_only_with_coverage(figures, tmp_path):
+  results = _results()
+  assert not ias.coverage_vs_samples(results, str(tmp_path / "none.png"))
+  assert not (tmp_path / "none.png").exists()
+  for k, n in enumerate(("1", "2", "4")):
+    for entry in results["test"]["fixed"][n].values():
+      entry["coverage"] = 0.4 + 0.1 * k
+  for i, m in enumerate(results["test"]["methods"].values()):
+    m["coverage"] = 0.45 + 0.01 * i
+  assert ias.coverage_vs_samples(results, str(tmp_path / "coverage.png"))
+  [(ax, legend)] = figures["coverage.png"]
+  assert legend[0] == "fixed N"
+  np.testing.assert_allclose(ax.lines[0].get_xdata(), [1, 2, 4])
+  np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.4, 0.5, 0.6])
+  assert len(ax.lines) == 1 + len(results["test"]["methods"])
+  assert ax.lines[1].get_ydata()[0] == pytest.approx(0.45)

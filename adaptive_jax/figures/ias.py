@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, NullFormatter
 
 # Adaptive methods in plotting order, with their legend labels; unknown names plot as named.
 LABELS = {
@@ -53,7 +53,9 @@ def _accuracy_vs_flops_axes(ax, title: str) -> None:
   ax.set_xscale("log")
   # 3G rather than 3x10^9, on minor ticks too: a sweep often spans less than a decade.
   ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-  ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
+  low, high = ax.get_xlim()
+  # Minor labels only within a decade: over more they crowd into each other.
+  ax.xaxis.set_minor_formatter(EngFormatter(sep="") if high < 10 * low else NullFormatter())
   ax.tick_params(axis="x", which="both", labelsize=8)
   ax.margins(x=0.08, y=0.08)  # room for the point labels at the ends
   low, high = ax.get_ylim()
@@ -151,5 +153,33 @@ def beam_accuracy_vs_budget(results: dict, path: str) -> bool:
   _accuracy_vs_flops_axes(ax, "Step-level beam search: accuracy vs compute"
                           + (f", {questions} test questions" if questions else "")
                           + "\n(bars: 90% bootstrap interval)")
+  _save(fig, path)
+  return True
+
+
+def coverage_vs_samples(results: dict, path: str) -> bool:
+  """Coverage (some drawn sample is correct: a perfect selector) against samples per question,
+  fixed N as a line, adaptive methods as points. False (nothing written) without coverage."""
+  test = results["test"]
+  ns = sorted(test["fixed"], key=int)
+  if "coverage" not in test["fixed"][ns[0]]["majority"]:
+    return False
+  fig, ax = plt.subplots(figsize=(8, 5))
+  samples = [test["fixed"][n]["majority"]["samples"] for n in ns]
+  coverage = [test["fixed"][n]["majority"]["coverage"] for n in ns]
+  ax.plot(samples, coverage, marker=".", ms=8, color="k", label="fixed N")
+  for n, x, y in zip(ns, samples, coverage):
+    ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(0, -12), ha="center",
+                fontsize=7)
+  for i, name in enumerate(_ordered(test["methods"])):
+    m = test["methods"][name]
+    ax.plot([m["samples"]], [m["coverage"]], marker=MARKERS[i % len(MARKERS)], ms=7, ls="none",
+            color=f"C{i}", label=LABELS.get(name, name))
+  ax.set_xscale("log", base=2)
+  ax.set(xlabel="samples per question (log scale)", ylabel="coverage: some sample is correct",
+         title=f"Allocation alone: coverage vs samples{_questions(results)}\n"
+               "(the accuracy a perfect selector would reach; an oracle that reads the answer)")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8, frameon=False)
   _save(fig, path)
   return True
