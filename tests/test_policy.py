@@ -9,6 +9,7 @@ import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy import evaluate
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.train import train_policy
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
@@ -100,3 +101,25 @@ def test_resume_may_change_the_evaluation_but_not_the_training_batches(tmp_path)
   config.task.batch_size = 8
   with pytest.raises(ValueError, match=r"task.batch_size: 4 there, 8 now\. A resumed run"):
     train_policy(config, str(tmp_path))
+
+
+def test_accuracy_by_difficulty_scores_known_completions(monkeypatch):
+  """A fake policy writes the gold solution for difficulties 1-3 and for even answers, a wrong
+  one otherwise: the accuracies are known per problem, across chunks of 5."""
+  source = ArithmeticSource(size=40, seed=3)
+  problems = {format_prompt(source[i]): source[i] for i in range(len(source))}
+  right = lambda p: p.difficulty <= 3 or p.answer % 2 == 0
+
+  def complete(params, model_cfg, prompts, tokenizer, *, key, max_new_tokens, policy):
+    del params, model_cfg, tokenizer, key, max_new_tokens, policy
+    return [format_completion(problems[t]) if right(problems[t])
+            else "x = 1 + 1 = 2\nanswer: -7\n" for t in prompts]
+
+  monkeypatch.setattr(evaluate, "complete", complete)
+  accuracy = evaluate.accuracy_by_difficulty(None, None, source, None, key=jax.random.key(0),
+                                             max_new_tokens=8, batch_size=5)
+  expected = {d: np.mean([right(p) for p in problems.values() if p.difficulty == d])
+              for d in range(1, 9)}
+  assert accuracy == pytest.approx(expected)
+  assert accuracy[1] == accuracy[2] == accuracy[3] == 1.0
+  assert any(0 < accuracy[d] < 1 for d in range(4, 9))
