@@ -1,12 +1,8 @@
 """Sparse dispatch vs the masked dense Duo-FFN: hand-made grouping, overflow, groups, mesh."""
 
 import functools
-import os
-import subprocess
-import sys
 import textwrap
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,8 +14,8 @@ from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.routing import Route
+from tests.fake_devices import run_with_inputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = ModelConfig(vocab_size=40, num_layers=1, d_model=16, num_heads=2, head_dim=8, d_ff_big=32,
                   d_ff_small=8, max_len=16)
 S, M, G = Route.SKIP, Route.SMALL, Route.BIG
@@ -229,14 +225,7 @@ _MESH_SCRIPT = textwrap.dedent("""
 def test_mesh_equals_single_device(params, tmp_path):
   """On 8 fake devices, one group per data shard: equal to the same groups on one device."""
   x_BxTxD, route_BxT = _inputs(6, 8, 8)
-  (tmp_path / "params.msgpack").write_bytes(flax.serialization.msgpack_serialize(
-      jax.tree.map(np.asarray, params)))
-  np.savez(tmp_path / "inputs.npz", x=x_BxTxD, route=route_BxT)
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path),
-                         repr(CFG.__dict__)], env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  run_with_inputs(_MESH_SCRIPT, tmp_path, params, CFG, x=x_BxTxD, route=route_BxT)
   sharded = np.load(tmp_path / "mesh.npz")
   for name, caps in (("tight", (3, 2)), ("ample", (16, 16))):
     for groups in (8, 4):

@@ -2,12 +2,8 @@
 
 import itertools
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,8 +15,8 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.routing import Route
 from adaptive_jax.train.step import cross_entropy
+from tests.fake_devices import run_with_inputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 L, B, T = 4, 2, 6
 CFG = ModelConfig(vocab_size=40, num_layers=L, d_model=16, num_heads=2, head_dim=8, d_ff_big=32,
                   d_ff_small=4, max_len=8)
@@ -200,14 +196,8 @@ def test_sharded_equals_unsharded(setup, tmp_path):
   expected = {"tree": oracle.pattern_loss_matrix(*args),
               "tree_skip": oracle.pattern_loss_matrix(*args, with_skip=True),
               "subset": oracle.subset_loss_matrix(*args, routes_PxL)}
-  (tmp_path / "params.msgpack").write_bytes(flax.serialization.msgpack_serialize(
-      jax.tree.map(np.asarray, params)))
-  np.savez(tmp_path / "inputs.npz", tokens=tokens_BxT, targets=targets_BxT, routes=routes_PxL)
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path),
-                         repr(CFG.__dict__)], env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  run_with_inputs(_SHARDED_SCRIPT, tmp_path, params, CFG, tokens=tokens_BxT,
+                  targets=targets_BxT, routes=routes_PxL)
   sharded = np.load(tmp_path / "sharded.npz")
   for name, loss_PxBxT in expected.items():
     np.testing.assert_allclose(sharded[name], np.asarray(loss_PxBxT), atol=1e-5, err_msg=name)

@@ -4,8 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -21,6 +19,7 @@ from adaptive_jax.train.metrics import read_metrics
 from adaptive_jax.train.state import make_optimizer
 from adaptive_jax.train.trained import load_trained
 from configs import duo_tiny
+from tests.fake_devices import run_on_8_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,12 +76,8 @@ _SHARDED_RUN = textwrap.dedent("""
 
 def test_sharded_training_on_8_devices_matches_1_device(data_dir, tmp_path):
   single = train_and_evaluate(_config(data_dir), str(tmp_path / "single"))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
-  proc = subprocess.run([sys.executable, "-c", _SHARDED_RUN, data_dir, str(tmp_path / "sharded")],
-                        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  sharded = json.loads(proc.stdout.split("RESULT", 1)[1])
+  stdout = run_on_8_devices(_SHARDED_RUN, data_dir, str(tmp_path / "sharded"), cwd=REPO)
+  sharded = json.loads(stdout.split("RESULT", 1)[1])
   np.testing.assert_allclose(sharded["losses"], _losses(tmp_path / "single"), atol=1e-5, rtol=0)
   for key, value in single.items():
     if key.startswith("eval/"):
