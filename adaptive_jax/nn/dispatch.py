@@ -43,12 +43,12 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.ffn import SwiGLU, swiglu
 from adaptive_jax.routing import Route
+from adaptive_jax.typed_config import is_integer, is_number
 
 
 def capacity(num_tokens: int, fraction: float, capacity_factor: float = 1.0, *,
@@ -61,18 +61,17 @@ def capacity(num_tokens: int, fraction: float, capacity_factor: float = 1.0, *,
   capacity(10, 0.5) = 8, capacity(10, 0.9) = 10 (16 capped at the 10 tokens there are).
   """
   for name, value in (("num_tokens", num_tokens), ("multiple", multiple)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_integer(value) or value <= 0:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
   fraction = routing.validate_probability(fraction, name="fraction")
-  if (isinstance(capacity_factor, bool) or not isinstance(capacity_factor, (int, float, np.number))
-      or capacity_factor < 0):
+  if not is_number(capacity_factor) or capacity_factor < 0:
     raise ValueError(f"capacity_factor must be a number >= 0, got {capacity_factor!r}")
   rows = math.ceil(num_tokens * fraction * capacity_factor)
   return int(min(-(-rows // multiple) * multiple, num_tokens))
 
 
 def _validate_capacity(value, name: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+  if not is_integer(value) or value < 0:
     raise ValueError(f"{name} must be an integer >= 0 (a static number of buffer rows), "
                      f"got {value!r} of type {type(value).__name__}")
   return int(value)
@@ -131,8 +130,7 @@ def dispatch_ffn(params, x_BxTxD, route_BxT, *, cfg: ModelConfig, capacity_small
   if route_BxT.shape != x_BxTxD.shape[:-1]:
     raise ValueError(f"route_BxT must have x's shape without d_model, {x_BxTxD.shape[:-1]}, "
                      f"got {route_BxT.shape}")
-  if (isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups <= 0
-      or x_BxTxD.shape[0] % groups):
+  if not is_integer(groups) or groups <= 0 or x_BxTxD.shape[0] % groups:
     raise ValueError(f"groups must be a positive integer that divides x_BxTxD's leading axis "
                      f"({x_BxTxD.shape[0]}), got {groups!r}")
   # Checks the dtype, and the values when they are concrete (not under jit).
