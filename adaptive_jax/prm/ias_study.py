@@ -415,6 +415,7 @@ def run_ias_study(config, workdir: str) -> dict:
   test_estimates = estimates_for(test, models, rate)
   beam_cfg = from_mapping(beam_study.BeamStudyConfig, config.beam, "beam")
   logging.info("beam search on %d test questions", beam_cfg.questions)
+  first_QxF = pool_probe_features(test, cfg)[:, 0]  # each test question's first sample
   results = {
       "beam": evaluate_beams(test, models, cfg, beam_cfg),
       "aggregation": aggregation,
@@ -425,11 +426,9 @@ def run_ias_study(config, workdir: str) -> dict:
       "estimate_brier": {name: float(np.mean((p - test.success_rate()) ** 2))
                          for name, p in test_estimates.items()},
       # The same for the probes, from each test question's first sample.
-      "probe_brier": {f"probe_{kind}": float(np.mean(
-          (est(pool_probe_features(test, cfg)[:, 0]) - test.success_rate()) ** 2))
-          for kind, est in probes.items()},
-      "probe_weights": {kind: dict(zip(("confidence", "sample_score", "prior")[:len(
-          est.estimate.weights_F)], est.estimate.weights_F.tolist())) for kind, est in probes.items()},
+      "probe_brier": {f"probe_{kind}": float(np.mean((est(first_QxF) - test.success_rate()) ** 2))
+                      for kind, est in probes.items()},
+      "probe_weights": {kind: est.weights() for kind, est in probes.items()},
       "success_rate_by_difficulty": {
           str(d): float(test.success_rate()[test.difficulty_Q == d].mean())
           for d in np.unique(test.difficulty_Q)},

@@ -20,7 +20,8 @@ import numpy as np
 
 from adaptive_jax.prm import combined, ias
 
-# Feature sets: which columns of `features` a probe reads.
+# The columns of `features`, and the feature sets: which columns a probe reads.
+FEATURES = ("confidence", "sample_score", "prior")
 KINDS = {"confidence": (0,), "combined": (0, 1, 2)}
 
 
@@ -49,6 +50,10 @@ def leave_one_out_rate(correct_QxN) -> np.ndarray:
 class ProbeEstimate:
   kind: str
   estimate: combined.CombinedEstimate
+
+  def weights(self) -> dict:
+    """The fitted logistic weight of each feature this probe reads (standardized inputs)."""
+    return {FEATURES[c]: float(w) for c, w in zip(KINDS[self.kind], self.estimate.weights_F)}
 
   @classmethod
   def fit(cls, kind: str, features_NxF, targets_N) -> "ProbeEstimate":
