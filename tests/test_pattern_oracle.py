@@ -113,6 +113,26 @@ def test_oracle_by_hand():
   np.testing.assert_allclose(row["oracle_big_by_layer"], [2 / 3, 1 / 3])
 
 
+def test_scheduled_oracle_by_hand_and_against_a_per_position_loop():
+  s, b = Route.SMALL, Route.BIG
+  routes_PxL = np.array([[s, s], [s, b], [b, s], [b, b]])
+  loss_PxBxT = np.array([[[0.1, 5.0, 5.0]], [[3.0, 1.0, 4.0]], [[2.0, 3.0, 0.5]],
+                         [[9.0, 9.0, 9.0]]], np.float32)
+  # Budgets 2, 0, 1 along the sequence: bb at t=0, ss at t=1, the best of sb/bs at t=2.
+  loss_BxT, index_BxT = oracle.scheduled_oracle(loss_PxBxT, routes_PxL, [2, 0, 1])
+  np.testing.assert_allclose(loss_BxT, [[9.0, 5.0, 0.5]])
+  np.testing.assert_array_equal(index_BxT, [[3, 0, 2]])
+  rng = np.random.default_rng(0)
+  routes_PxL = np.asarray(oracle.pattern_routes(3))
+  loss_PxBxT = rng.random((len(routes_PxL), 2, 6)).astype(np.float32)
+  budget_T = np.array([3, 3, 1, 0, 2, 1])
+  loss_BxT, _ = oracle.scheduled_oracle(loss_PxBxT, routes_PxL, budget_T)
+  for t, k in enumerate(budget_T):
+    np.testing.assert_array_equal(loss_BxT[:, t], oracle.oracle(loss_PxBxT, routes_PxL, k)[0][:, t])
+  with pytest.raises(ValueError, match="one budget per position"):
+    oracle.scheduled_oracle(loss_PxBxT, routes_PxL, [1, 2])
+
+
 def test_bad_inputs_raise(setup):
   routes_PxL = oracle.pattern_routes(2)
   loss_PxBxT = np.zeros((4, 1, 3), np.float32)

@@ -87,6 +87,22 @@ def test_budget_exact_hard_routing_takes_exactly_k_big_layers(params, budget):
   np.testing.assert_allclose(np.asarray(out.logits_BxTxV), np.asarray(expected), atol=1e-5)
 
 
+def test_budget_schedule_takes_each_positions_budget_exactly(params):
+  budget_T = (3, 3, 0, 1, 2, 2)
+  out = router_lib.hard_routed(params, _routers(True), CFG, _tokens(5), budget=budget_T)
+  np.testing.assert_array_equal(routing.num_big(out.route_BxTxL), np.broadcast_to(budget_T, (B, T)))
+  expected = Transformer(CFG).apply({"params": params}, _tokens(5), route_BxTxL=out.route_BxTxL)
+  np.testing.assert_allclose(np.asarray(out.logits_BxTxV), np.asarray(expected), atol=1e-5)
+  # A constant schedule is the constant budget.
+  same = router_lib.hard_routed(params, _routers(True), CFG, _tokens(5), budget=(2,) * T)
+  np.testing.assert_array_equal(same.route_BxTxL, router_lib.hard_routed(
+      params, _routers(True), CFG, _tokens(5), budget=2).route_BxTxL)
+  with pytest.raises(ValueError, match="one budget per position"):
+    router_lib.hard_routed(params, _routers(True), CFG, _tokens(5), budget=(1, 2))
+  with pytest.raises(ValueError, match=r"budget schedule entry must be in \[0, 3\]"):
+    router_lib.hard_routed(params, _routers(True), CFG, _tokens(5), budget=(4,) * T)
+
+
 def test_teacher_forced_logits_equal_transformer_with_the_given_routes(params):
   route_BxTxL = routing.random_routes(jax.random.key(6), (B, T, L), p_big=0.5)
   out = router_lib.teacher_forced(params, _routers(False), CFG, _tokens(6), route_BxTxL)
@@ -105,6 +121,19 @@ def test_budget_loss_by_hand():
   assert float(router_train.budget_loss(p_big, 0.5, 4)) == 0.0  # mean 1/8 = 0.5/4 exactly
   assert float(router_train.budget_loss(jnp.full((1, 2, 4), 0.25), 1, 4)) == 0.0
   assert float(router_train.budget_loss(jnp.full((1, 2, 4), 0.25), 2, 4)) == pytest.approx(1 / 16)
+
+
+def test_schedule_budget_loss_by_hand():
+  # T=4 in two segments, L=2; P_big 1 in the first segment, 0 in the second.
+  p_big = jnp.array([[[1., 1.], [1., 1.], [0., 0.], [0., 0.]]])
+  assert float(router_train.budget_loss(p_big, jnp.array([2., 0.]), 2)) == 0.0
+  # Against the constant 1 (the schedule's mean): the paper's loss is zero, the per-segment
+  # one is not: ((1 - 1/2)^2 + (0 - 1/2)^2) / 2 = 1/4.
+  assert float(router_train.budget_loss(p_big, 1, 2)) == 0.0
+  assert float(router_train.budget_loss(p_big, jnp.array([1., 1.]), 2)) == pytest.approx(0.25)
+  np.testing.assert_array_equal(router_train.schedule_positions((8, 4), 4), [8, 8, 4, 4])
+  with pytest.raises(ValueError, match="dividing the sequence length 5"):
+    router_train.schedule_positions((8, 4), 5)
 
 
 def test_imitation_loss_by_hand():
@@ -169,8 +198,8 @@ def test_router_small_config_fits_duo_small():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("budgets", (2, 13), r"router.budgets entry must be in \[0, 12\]"),
-    ("budgets", (-1,), r"router.budgets entry must be in \[0, 12\]"),
+    ("budgets", (2, 6, 13), r"router.budgets entry must be in \[0, 12\]"),
+    ("budgets", (-1, 6), r"router.budgets entry must be in \[0, 12\]"),
     ("temperature_start", 0.0, r"router.temperature_start must be a number in \(0.0, inf\)"),
     ("temperature_end", -1.0, r"router.temperature_end must be a number in \(0.0, inf\)"),
     ("temperature_end", 2.0, "router.temperature_end .* must be <= router.temperature_start"),
@@ -179,6 +208,9 @@ def test_router_small_config_fits_duo_small():
     ("seq_len", 4096, "router.seq_len"),
     ("oracle_seq_len", 256, "router.oracle_sequences x router.oracle_seq_len"),
     ("temperature", 1.0, "unknown router config fields"),
+    ("schedules", ((8, 3),), r"mean budget 5.5, which must be one of router.budgets"),
+    ("schedules", ((2, 4, 6),), "dividing router.seq_len"),
+    ("schedules", ((13, -1),), r"router.schedules entry must be in \[0, 12\]"),
 ])
 def test_bad_router_config_names_the_field(field, value, message):
   values = dict(router_small.get_config().router)

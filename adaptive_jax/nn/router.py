@@ -14,8 +14,8 @@ layers below: a router sees the prefix alone and its routes are realizable at de
 Three walks through the model, layer by layer with `DecoderLayer`'s blocks:
   soft_routed     mixture weights softmax(logits / temperature) through the Duo-FFN's soft
                   path (router training, as in the paper)
-  hard_routed     the top option (argmax); with `budget`, exactly that many BIG layers per
-                  token, still causal: BIG is forced once the layers left equal the budget
+  hard_routed     the top option (argmax); with `budget` (one, or one per position), exactly
+                  that many BIG layers per token, still causal: BIG is forced once the layers left equal the budget
                   left and excluded once it is spent. L=4, budget 2, argmaxes (B, S, B, B):
                     l=0: 2 left of 4 layers, argmax B -> B      l=1: 1 left of 3, S -> S
                     l=2: 1 left of 2, B -> B                     l=3: 0 left -> S (B excluded)
@@ -142,13 +142,22 @@ def soft_routed(params, router_params, cfg: ModelConfig, tokens_BxT, *,
 
 
 def hard_routed(params, router_params, cfg: ModelConfig, tokens_BxT, *,
-                budget: int | None = None) -> RouterOutput:
-  """Each token takes its router's top route; with `budget`, exactly that many BIG layers."""
+                budget=None) -> RouterOutput:
+  """Each token takes its router's top route; with `budget`, exactly that many BIG layers:
+  one integer for every token, or one per position (a schedule, length T)."""
   options_R = options(router_params)
   ids_R = jnp.array([int(r) for r in options_R], jnp.int32)
   num_layers = cfg.num_layers
   if budget is not None and not isinstance(budget, jax.core.Tracer):
-    budget = routing.validate_budget(budget, num_layers=num_layers)
+    if isinstance(budget, (tuple, list)) or getattr(budget, "ndim", 0):
+      budget = tuple(budget)
+      if len(budget) != tokens_BxT.shape[1]:
+        raise ValueError(f"a budget schedule needs one budget per position ({tokens_BxT.shape[1]}),"
+                         f" got {len(budget)}")
+      budget = jnp.array([routing.validate_budget(k, num_layers=num_layers,
+                                                  name="budget schedule entry") for k in budget])
+    else:
+      budget = routing.validate_budget(budget, num_layers=num_layers)
   is_big_R = ids_R == int(Route.BIG)
 
   def choose(logits_BxTxR, left_BxT, layer):
@@ -164,7 +173,8 @@ def hard_routed(params, router_params, cfg: ModelConfig, tokens_BxT, *,
     weights_BxTxR = jax.nn.one_hot(choice_BxT, len(options_R))
     return {"route": route_BxT}, weights_BxTxR, route_BxT, left_BxT
 
-  left_BxT = jnp.full(tokens_BxT.shape, num_layers if budget is None else budget, jnp.int32)
+  left_BxT = jnp.broadcast_to(jnp.asarray(num_layers if budget is None else budget, jnp.int32),
+                              tokens_BxT.shape)
   return _walk(params, router_params, cfg, tokens_BxT, choose, left_BxT,
                jnp.arange(num_layers))
 

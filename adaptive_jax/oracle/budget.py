@@ -6,6 +6,7 @@ the patterns with exactly k BIG layers (SKIP and SMALL both count as not big):
 
   oracle          per token, the best such pattern (the paper's oracle; not realizable, since
                   the token's context was computed under the same pattern)
+  scheduled_oracle  the same with a budget that changes along the sequence (paper Fig. 4c)
   fixed           the one such pattern with the lowest mean loss over all tokens
   random_best_of  the best of `num` such patterns drawn uniformly with replacement
 
@@ -50,6 +51,21 @@ def oracle(loss_PxBxT, routes_PxL, k) -> tuple[np.ndarray, np.ndarray]:
   best_BxT = np.argmin(loss[index_K], axis=0)
   index_BxT = index_K[best_BxT]
   return np.take_along_axis(loss, index_BxT[None], 0)[0], index_BxT
+
+
+def scheduled_oracle(loss_PxBxT, routes_PxL, budget_T) -> tuple[np.ndarray, np.ndarray]:
+  """`oracle` with a budget per position: token t may use budget_T[t] big layers."""
+  loss, routes = _check(loss_PxBxT, routes_PxL)
+  budget_T = np.asarray(budget_T)
+  if budget_T.shape != loss.shape[2:]:
+    raise ValueError(f"budget_T must have one budget per position, shape ({loss.shape[2]},), "
+                     f"got shape {budget_T.shape}")
+  loss_BxT = np.empty(loss.shape[1:], loss.dtype)
+  index_BxT = np.empty(loss.shape[1:], np.int64)
+  for k in np.unique(budget_T):
+    at_T = budget_T == k
+    loss_BxT[:, at_T], index_BxT[:, at_T] = oracle(loss[:, :, at_T], routes, int(k))
+  return loss_BxT, index_BxT
 
 
 def fixed(loss_PxBxT, routes_PxL, k) -> tuple[int, float]:

@@ -128,11 +128,18 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
   text_oracle_BxT, _ = budget_lib.oracle(loss_PxBxT[:, :1], routes_PxL, cfg.text_budget)
   per_token = {"loss_small": loss_PxBxT[all_small, 0], "loss_big": loss_PxBxT[all_big, 0],
                "loss_oracle": np.asarray(text_oracle_BxT)[0], "budget": cfg.text_budget}
-  return result, per_token
+  # What stage 3 compares its routers with on these very tokens (router/study.py).
+  arrays = {"inputs_BxT": np.asarray(tokens_BxT), "targets_BxT": np.asarray(targets_BxT),
+            "loss_PxBxT": loss_PxBxT.astype(np.float32), "routes_PxL": routes_PxL,
+            "sequential_budgets_K": np.asarray(cfg.sequential_budgets),
+            "sequential_route_KxBxTxL": route_KxBxTxL.astype(np.int8),
+            "sequential_loss_KxBxT": loss_KxBxT}
+  return result, per_token, arrays
 
 
 def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the study on every domain; writes results.json and <domain>_tokens.npz."""
+  """Runs the study on every domain; writes results.json, <domain>_tokens.npz (figures) and
+  <domain>_oracle.npz (tokens, pattern loss matrix, context-consistent routes: stage 3)."""
   cfg = from_mapping(OracleConfig, config.oracle, "oracle")
   train_command = (f"python -m experiments.train_duo --config={config.stage1_config} "
                    f"--workdir={config.stage1_workdir}")
@@ -147,8 +154,9 @@ def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for domain in cfg.domains:
     tokens_BxT, targets_BxT = _held_out(data_cfg, tokenizer, domain, cfg.num_sequences,
                                         cfg.seq_len)
-    result, per_token = _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg)
+    result, per_token, arrays = _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg)
     results["domains"][domain] = result
+    np.savez(os.path.join(workdir, f"{domain}_oracle.npz"), **arrays)
     pieces = [tokenizer.decode([int(i)]) for i in targets_BxT[0]]
     np.savez(os.path.join(workdir, f"{domain}_tokens.npz"), pieces=np.array(pieces),
              inputs=tokens_BxT[0], tokens=targets_BxT[0], **per_token)

@@ -49,6 +49,7 @@ class RouterConfig:
   oracle_seq_len: int = 64
   eval_domains: tuple[str, ...] = ("shakespeare", "python_stdlib")
   eval_sequences: int = 8
+  schedules: tuple[tuple[int, ...], ...] = ((8, 4), (4, 8))
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "train_sequences", "seq_len", "oracle_sequences",
@@ -77,11 +78,24 @@ class RouterConfig:
                        f"({self.train_sequences} x {self.seq_len})")
     object.__setattr__(self, "budgets", tuple(self.budgets))
     object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+    object.__setattr__(self, "schedules", tuple(tuple(s) for s in self.schedules))
+    for schedule in self.schedules:
+      if not schedule or self.seq_len % len(schedule):
+        raise ValueError(f"router.schedules entry {schedule} must hold S >= 1 budgets with S "
+                         f"dividing router.seq_len ({self.seq_len})")
+      mean = sum(schedule) / len(schedule)
+      if mean not in self.budgets:
+        raise ValueError(f"router.schedules entry {schedule} has mean budget {mean:g}, which "
+                         f"must be one of router.budgets {self.budgets}: each schedule is "
+                         f"compared with the constant budget of the same mean")
 
   def validate_for(self, num_layers: int, max_len: int) -> None:
     """Budgets within [0, L] and sequences no longer than the model's context."""
     for k in self.budgets:
       routing.validate_budget(k, num_layers=num_layers, name="router.budgets entry")
+    for schedule in self.schedules:
+      for k in schedule:
+        routing.validate_budget(k, num_layers=num_layers, name="router.schedules entry")
     if self.seq_len > max_len:
       raise ValueError(f"router.seq_len ({self.seq_len}) must be <= model.max_len ({max_len})")
 
@@ -89,8 +103,24 @@ class RouterConfig:
 
 
 def budget_loss(p_big_BxTxL, budget, num_layers: int) -> jax.Array:
-  """(mean P_big - budget / L)^2: zero exactly when the mean big probability is budget / L."""
-  return jnp.square(jnp.mean(p_big_BxTxL) - budget / num_layers)
+  """(mean P_big - budget / L)^2: zero exactly when the mean big probability is budget / L.
+
+  A schedule budget_S (S budgets for S equal segments along T, paper Fig. 4c) gives the mean
+  over segments of each segment's term; one segment is the paper's loss.
+  """
+  budget_S = jnp.atleast_1d(jnp.asarray(budget, jnp.float32))
+  B, T, L = p_big_BxTxL.shape
+  p_big_S = jnp.mean(p_big_BxTxL.reshape(B, budget_S.shape[0], -1, L), axis=(0, 2, 3))
+  return jnp.mean(jnp.square(p_big_S - budget_S / num_layers))
+
+
+def schedule_positions(schedule_S, seq_len: int) -> np.ndarray:
+  """Per-position budgets of a schedule of S equal segments: (8, 4), T=4 -> [8, 8, 4, 4]."""
+  schedule_S = np.asarray(schedule_S, np.int32)
+  if schedule_S.ndim != 1 or not len(schedule_S) or seq_len % len(schedule_S):
+    raise ValueError(f"a budget schedule needs S >= 1 budgets with S dividing the sequence "
+                     f"length {seq_len}, got {tuple(schedule_S.tolist())}")
+  return np.repeat(schedule_S, seq_len // len(schedule_S))
 
 
 def paper_loss(logits_BxTxV, targets_BxT, p_big_BxTxL, *, budget, num_layers: int, alpha):
@@ -189,14 +219,18 @@ def train_paper_router(duo_params, model_cfg: ModelConfig, cfg: RouterConfig, to
                        targets_NxT, *, budget, key: jax.Array):
   """Router params trained with the paper's loss for `budget` big layers, and per-step metrics.
 
+  budget: one integer, or a schedule (S budgets for S equal segments along the sequence).
   tokens_NxT, targets_NxT: the pool of training sequences batches are drawn from.
   """
-  routing.validate_budget(budget, num_layers=model_cfg.num_layers)
+  schedule_S = np.atleast_1d(np.asarray(budget))
+  for k in schedule_S:
+    routing.validate_budget(k, num_layers=model_cfg.num_layers)
+  schedule_positions(schedule_S, np.shape(tokens_NxT)[1])  # S must divide T
   init_key, data_key = jax.random.split(key)
   state = _init_state(cfg, router_lib.init_router(init_key, model_cfg.d_model,
                                                   model_cfg.num_layers, with_skip=cfg.with_skip))
   pool = {"inputs": jnp.asarray(tokens_NxT), "targets": jnp.asarray(targets_NxT)}
-  budget = jnp.float32(budget)
+  budget = jnp.asarray(schedule_S, jnp.float32)
   return _fit(lambda st: paper_step(st, duo_params, pool, data_key, budget, model_cfg=model_cfg,
                                     cfg=cfg), state, cfg.num_steps)
 
@@ -222,14 +256,30 @@ def _hard_eval(duo_params, router_params, tokens_BxT, targets_BxT, *, cfg, budge
   return cross_entropy(out.logits_BxTxV, targets_BxT), out.route_BxTxL
 
 
-def evaluate_router(duo_params, router_params, model_cfg: ModelConfig, tokens_BxT, targets_BxT,
-                    *, budget: int | None = None) -> dict:
-  """Held-out perplexity under hard routing (top route; exactly `budget` BIG layers if given)
-  and the budget realized: mean BIG layers per token, overall and per layer."""
+def hard_eval(duo_params, router_params, model_cfg: ModelConfig, tokens_BxT, targets_BxT, *,
+              budget=None) -> tuple[np.ndarray, np.ndarray]:
+  """Per-token loss [B, T] and routes [B, T, L] under hard routing: the top route, or exactly
+  `budget` BIG layers per token (one integer, or one per position)."""
+  if budget is not None and np.ndim(budget):
+    budget = tuple(int(k) for k in np.asarray(budget))
   loss_BxT, route_BxTxL = _hard_eval(duo_params, router_params, jnp.asarray(tokens_BxT),
                                      jnp.asarray(targets_BxT), cfg=model_cfg, budget=budget)
+  return np.asarray(loss_BxT), np.asarray(route_BxTxL)
+
+
+def summarize(loss_BxT, route_BxTxL) -> dict:
+  """Perplexity and the budget realized: mean BIG layers per token, overall, per layer and
+  per position, and mean SKIP layers per token."""
   big_BxTxL = np.asarray(route_BxTxL) == routing.Route.BIG
   return {"ppl": float(np.exp(np.mean(np.asarray(loss_BxT), dtype=np.float64))),
           "big_layers": float(big_BxTxL.sum(-1).mean()),
           "big_by_layer": big_BxTxL.mean((0, 1)).tolist(),
+          "big_by_position": big_BxTxL.sum(-1).mean(0).tolist(),
           "skip_layers": float((np.asarray(route_BxTxL) == routing.Route.SKIP).sum(-1).mean())}
+
+
+def evaluate_router(duo_params, router_params, model_cfg: ModelConfig, tokens_BxT, targets_BxT,
+                    *, budget=None) -> dict:
+  """`summarize` of `hard_eval`: held-out perplexity and the budget realized."""
+  return summarize(*hard_eval(duo_params, router_params, model_cfg, tokens_BxT, targets_BxT,
+                              budget=budget))
