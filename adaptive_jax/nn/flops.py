@@ -22,3 +22,15 @@ def forward_flops_per_token(cfg: ModelConfig, context: float) -> float:
   per_layer = (4.0 * cfg.d_model * (inner + kv_inner) + 6.0 * cfg.d_model * cfg.d_ff_big
                + 4.0 * context * inner)
   return cfg.num_layers * per_layer + 2.0 * cfg.d_model * cfg.vocab_size
+
+
+def decode_flops_per_token(cfg: ModelConfig, prompt_len: int, steps: int) -> float:
+  """Mean FLOPs of a decode token over steps t = 1..S after a P-token prompt (P + t keys)."""
+  return forward_flops_per_token(cfg, prompt_len + (steps + 1) / 2)
+
+
+def prefill_flops_per_token(cfg: ModelConfig, prompt_len: int) -> float:
+  """Mean FLOPs of a prompt token: token i sees i + 1 keys; logits at the last position only."""
+  logits = 2.0 * cfg.d_model * cfg.vocab_size
+  return (forward_flops_per_token(cfg, (prompt_len + 1) / 2)
+          - logits * (prompt_len - 1) / prompt_len)
