@@ -1,17 +1,28 @@
-"""The Colab notebooks are valid, output-free, and name only modules, configs and flags that exist.
+"""The Colab notebooks are valid, output-free, name only modules, configs and flags that exist,
+and run end to end.
 
-Structural checks, read from the JSON: the notebooks are not executed here.
+Structural checks read the JSON; the execution tests run every notebook headless on CPU in a
+kernel of this interpreter (nbclient), with tiny models set through its `parameters` cell.
 """
 
 import ast
 import importlib
 import json
+import os
 import pathlib
 import re
 import shlex
+import sys
 
 import ml_collections
+import nbclient
+import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellExecutionError
+
+from configs import duo_tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -211,3 +222,131 @@ def test_command_parser_finds_flags():
   assert _defined_flags(REPO / "experiments/oracle.py") == ({"workdir", "config"}, {"config"})
   assert _has_field(_load_config("configs/duo_pbig_ablation.py:0.5"), "routing.p_big")
   assert not _has_field(_load_config("configs/duo_paper.py"), "train.mesh")
+
+
+# Execution. `!python -m ...` lines run as subprocesses that find `python` on PATH: the kernel
+# gets this interpreter's bin directory first, so they use this environment's packages.
+
+_KERNEL = "adaptive_jax_test"
+
+
+def run_notebook(nb, parameters: dict, cwd: pathlib.Path):
+  """Executes `nb` (a NotebookNode, changed in place) in a fresh kernel of this interpreter.
+
+  `parameters` are assigned in a cell inserted after the one tagged "parameters", as papermill
+  does; each must be a name that cell assigns. The first cell that raises stops the run with
+  nbclient's CellExecutionError: the cell's source, what it printed, the traceback.
+  """
+  (index,) = [i for i, cell in enumerate(nb.cells)
+              if "parameters" in cell.metadata.get("tags", [])]
+  assigned = {target.id for node in ast.parse(nb.cells[index].source).body
+              if isinstance(node, ast.Assign) for target in node.targets}
+  if unknown := set(parameters) - assigned:
+    raise ValueError(f"not assigned in the parameters cell: {sorted(unknown)}")
+  nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
+      "\n".join(f"{name} = {value!r}" for name, value in parameters.items()),
+      metadata={"tags": ["injected-parameters"]}))
+  # A kernelspec of our own: a user-level "python3" spec may point at another interpreter.
+  spec_dir = cwd / "kernels" / _KERNEL
+  spec_dir.mkdir(parents=True, exist_ok=True)
+  (spec_dir / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": "adaptive_jax tests", "language": "python"}))
+  specs = KernelSpecManager(kernel_dirs=[str(cwd / "kernels")], ensure_native_kernel=False)
+  client = nbclient.NotebookClient(
+      nb, km=AsyncKernelManager(kernel_name=_KERNEL, kernel_spec_manager=specs), timeout=600,
+      extra_arguments=["--InteractiveShell.colors=nocolor"],  # plain tracebacks in the error
+      resources={"metadata": {"path": str(cwd)}})
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+  client.execute(env=env)
+  return nb
+
+
+def _flags(values: dict) -> str:
+  """`--config.KEY=VALUE` flags, quoted: `{NAME}` in a `!` line is pasted into the shell as is."""
+  return shlex.join(f"--config.{key}={value}" for key, value in values.items())
+
+
+def _tiny_policy_model(prefix: str) -> dict:
+  """tests/test_ias_study.py's _tiny_model: 1 layer of width 32."""
+  return {f"{prefix}.num_layers": 1, f"{prefix}.d_model": 32, f"{prefix}.d_ff_big": 64,
+          f"{prefix}.num_heads": 2, f"{prefix}.head_dim": 16}
+
+
+# Per notebook, its *_FLAGS for a run of seconds per step: the model of configs/duo_tiny.py and
+# the study sizes of tests/test_oracle_study.py and tests/test_ias_study.py.
+_TINY_FLAGS = {
+    "duo_llm_tpu.ipynb": lambda workdir: {
+        "STAGE1_FLAGS": _flags({
+            **{f"model.{key}": value for key, value in duo_tiny.get_config().model.items()},
+            "data.data_dir": workdir / "data", "train.num_steps": 6, "train.lr_decay_steps": 6,
+            "train.warmup_steps": 2, "train.log_every": 3, "train.checkpoint_every": 3,
+            "eval.num_batches": 2}),
+        "ORACLE_FLAGS": _flags({
+            "oracle.num_sequences": 4, "oracle.seq_len": 16, "oracle.chunk_sequences": 2,
+            "oracle.split_depth": 2, "oracle.budgets": (0, 1, 2, 3),
+            "oracle.sequential_sequences": 2, "oracle.sequential_seq_len": 8,
+            "oracle.sequential_budgets": (0, 1, 3), "oracle.skip_patterns": 40,
+            "oracle.skip_sequences": 2, "oracle.text_budget": 1}),
+    },
+    "calibrated_prm_tpu.ipynb": lambda workdir: {
+        "POLICY_FLAGS": _flags({
+            **_tiny_policy_model("model"), "task.seq_len": 64, "task.batch_size": 4,
+            "task.max_new_tokens": 8, "task.eval_problems_per_difficulty": 1,
+            "train.num_steps": 3, "train.warmup_steps": 1, "train.lr_decay_steps": 3,
+            "train.log_every": 3}),
+        "CALIBRATE_FLAGS": _flags({
+            **_tiny_policy_model("prm.model"), "mc.calibration_questions": 8,
+            "mc.test_questions": 8, "mc.conformal_questions": 4, "mc.base_questions": 4,
+            "mc.num_responses": 1, "mc.num_rollouts": 2, "mc.max_steps": 1,
+            "mc.max_new_tokens": 16, "mc.questions_per_shard": 8, "prm.base_steps": 2,
+            "prm.calibration_steps": 2, "prm.batch_size": 4}),
+        "IAS_FLAGS": _flags({
+            "ias.validation_questions": 8, "ias.test_questions": 8, "ias.n_max": 4,
+            "ias.fixed_ns": (1, 2, 4), "ias.per_round": 2, "ias.rows": 8, "ias.pool_rows": 16,
+            "ias.max_new_tokens": 12, "ias.deepconf_warmup": 2, "ias.group_window": 4,
+            "ias.bootstrap_resamples": 50, "beam.questions": 4, "beam.fixed": ((1, 2), (2, 2)),
+            "beam.max_steps": 3, "beam.num_beams": 2, "beam.expansions": 2,
+            "beam.max_step_tokens": 8}),
+    },
+}
+
+
+def _cpu_parameters(tmp_path: pathlib.Path) -> dict:
+  """This checkout, nothing installed, results under tmp_path."""
+  return {"IN_COLAB": False, "REPO_DIR": str(REPO), "WORKDIR": str(tmp_path / "workdir")}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_headless_on_cpu(path, tmp_path):
+  parameters = _cpu_parameters(tmp_path)
+  parameters.update(_TINY_FLAGS[path.name](tmp_path / "workdir"))
+  nb = run_notebook(nbformat.read(path, as_version=4), parameters, tmp_path)
+  # The figure cells show what the runs wrote (an empty glob would pass silently).
+  for cell in nb.cells:
+    if cell.cell_type == "code" and "display(Image" in cell.source:
+      assert any("image/png" in out.get("data", {}) for out in cell.outputs), cell.source
+
+
+def test_a_raising_cell_fails_the_run(tmp_path):
+  nb = nbformat.read(REPO / "notebooks" / "duo_llm_tpu.ipynb", as_version=4)
+  (index,) = [i for i, cell in enumerate(nb.cells) if "experiments.train_duo" in cell.source
+              and cell.cell_type == "code"]
+  nb.cells[index].source = 'raise RuntimeError("a planted failure")'
+  with pytest.raises(CellExecutionError, match="a planted failure"):
+    run_notebook(nb, _cpu_parameters(tmp_path), tmp_path)
+  index += 1  # the injected parameters cell came before it
+  assert nb.cells[index].outputs and nb.cells[index - 1].execution_count is not None
+  assert all(cell.get("execution_count") is None for cell in nb.cells[index + 1:])
+  with pytest.raises(ValueError, match="NO_SUCH_PARAMETER"):
+    run_notebook(nb, {"NO_SUCH_PARAMETER": 1}, tmp_path)
+
+
+def test_a_failing_command_fails_the_run(tmp_path):
+  """IPython does not raise when a `!` command exits nonzero: the notebook's checks must."""
+  nb = nbformat.read(REPO / "notebooks" / "calibrated_prm_tpu.ipynb", as_version=4)
+  parameters = {**_cpu_parameters(tmp_path), "POLICY_FLAGS": "--config.no_such_field=1"}
+  with pytest.raises(CellExecutionError, match="the policy's training failed") as raised:
+    run_notebook(nb, parameters, tmp_path)
+  assert "AttributeError: \"'no_such_field'\"" in str(raised.value)  # the command's own error
