@@ -100,6 +100,9 @@ def test_study_results(stages, tmp_path):
         results["budgets"]["1"]["paper"]["eval"][domain]["exact"]["ppl"], rel=1e-6)
     assert rows["oracle_constant"]["ppl"] == pytest.approx(
         oracle_results["domains"][domain]["budgets"]["1"]["oracle_ppl"], rel=1e-6)
+    # Left to its argmax, the scheduled router spends more in the first half than the second.
+    argmax_T = np.array(rows["router_schedule_argmax"]["big_by_position"])
+    assert argmax_T.shape == (16,) and np.all((argmax_T >= 0) & (argmax_T <= 3))
     for who in ("router_schedule", "oracle_schedule", "oracle_constant"):
       first, second = rows[who]["ppl_by_segment"]
       assert rows[who]["ppl"] == pytest.approx(math.sqrt(first * second), rel=1e-6)
@@ -108,6 +111,14 @@ def test_study_results(stages, tmp_path):
   assert routers["imitation_k2_bias"].shape == (3, 2)
   assert routers["schedule_2-0_kernel"].shape == (3, 32, 2)
   assert np.load(tmp_path / "routes.npz")["shakespeare_paper_k1"].shape == (16, 3)
+  # The figure script, as a user runs it, on these results.
+  proc = subprocess.run([sys.executable, "-m", "experiments.router_figures",
+                         f"--workdir={tmp_path}", f"--out_dir={tmp_path / 'figures'}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for png in ("duo_fig3_7_router_allocation.png", "duo_fig4_router_budgets.png",
+              "duo_fig4c_schedules.png", "duo_fig8_dense.png"):
+    assert (tmp_path / "figures" / png).stat().st_size > 10_000, png
 
 
 def test_oracle_on_other_tokens_is_refused(stages, tmp_path):

@@ -136,7 +136,6 @@ def _oracle_rows(k, oracle, losses, routers, train_routes_BxTxL, params, model_c
   forced on the oracle's path) against the best constant-per-layer guess from the training
   oracle's routes."""
   row = dict(oracle["results"]["budgets"][str(k)])
-  row.pop("oracle_big_by_layer")
   seq_budgets = [int(b) for b in oracle["sequential_budgets_K"]]
   if k not in seq_budgets:
     return row
@@ -181,14 +180,16 @@ def _dense_rows(dense_workdir, budgets, held_out, model_cfg) -> dict:
 
 def _schedule_rows(schedule, paper, constant, params, model_cfg, held_out, oracle) -> dict:
   """A budget schedule against the constant budget of the same mean, per domain: perplexity
-  per segment of the paper router trained for each and, given the oracle study, the oracle's."""
+  per segment of the paper router trained for each (budget-exact; the scheduled one also
+  under argmax, the allocation it learned) and, given the oracle study, the oracle's."""
   S, T = len(schedule), next(iter(held_out.values()))[0].shape[1]
   budget_T = router_train.schedule_positions(schedule, T)
   mean = int(round(sum(schedule) / S))
   rows = {}
   for domain, xy in held_out.items():
     rows[domain] = {}
-    for name, router_params, b in (("schedule", paper, budget_T), ("constant", constant, mean)):
+    for name, router_params, b in (("schedule", paper, budget_T), ("constant", constant, mean),
+                                   ("schedule_argmax", paper, None)):
       loss_BxT, route_BxTxL = router_train.hard_eval(params, router_params, model_cfg, *xy,
                                                      budget=b)
       rows[domain][f"router_{name}"] = {
