@@ -1,8 +1,8 @@
 """The papers' headline claims beside our numbers, read from the stages' results.json files.
 
 `results` maps a stage name to its results.json as a dict (None where the stage has none):
-'duo' (train.loop.train_and_evaluate), 'oracle' (oracle.study), 'calibrate' (prm.study) and
-'ias' (prm.ias_study). JSON turns the oracle's integer budgets into strings; both are read.
+'duo' (train.loop.train_and_evaluate), 'oracle' (oracle.study), 'router' (router.study),
+'calibrate' (prm.study) and 'ias' (prm.ias_study). JSON turns the oracle's integer budgets into strings; both are read.
 """
 
 PLAYS = "shakespeare"  # the oracle domain the Duo-LLM claims are read on (held-out plays)
@@ -38,6 +38,20 @@ def _argmin_budget(oracle: dict) -> str:
   ppl = {k: row["oracle_ppl"] for k, row in domain["budgets"].items()}
   best = min(ppl, key=ppl.get)
   return f"k = {best} of L = {num_layers} (ppl {ppl[best]:.2f})"
+
+
+def _router_gap(router: dict) -> str:
+  """At the middle budget on the plays: the oracle against the paper router (budget-exact)."""
+  budgets = sorted(int(k) for k in router["budgets"])
+  k = min(budgets, key=lambda b: abs(b - int(router["num_layers"]) / 2))
+  row = router["budgets"][str(k)]
+  domain = PLAYS if PLAYS in router["domains"] else next(iter(router["domains"]))
+  paper = row["paper"]["eval"][domain]["exact"]["ppl"]
+  if "oracles" not in row:
+    return f"no oracle rows (router ppl {paper:.2f} at k={k})"
+  oracle = row["oracles"][domain]["oracle_ppl"]
+  return (f"{'yes' if oracle < paper else 'no'} (k={k}: oracle {oracle:.2f}, "
+          f"paper router {paper:.2f})")
 
 
 def _brier_ratio(calibrate: dict) -> str:
@@ -77,6 +91,7 @@ CLAIMS = (
     ("Duo oracle, 1 big layer beats all-big (plays)", "yes", "oracle", _one_big_layer),
     ("Duo oracle ppl minimum near k = L/2 (plays)", f"k ~ {PAPER_L // 2} of L = {PAPER_L}",
      "oracle", _argmin_budget),
+    ("Duo oracle beats the trained router (plays)", "yes", "router", _router_gap),
     ("Calibrated PRM Brier / base PRM", "0.29x (0.24 -> 0.07)", "calibrate", _brier_ratio),
     ("IAS best-of-N (calibrated q0.1) FLOPs / fixed N at matched accuracy", "about 0.5x",
      "ias", _ias_calibrated),

@@ -1,11 +1,13 @@
 """The main job: both papers' stages in order, then every figure and the claims table.
 
-  [1/6] duo        Duo-LLM stage 1, random-routing training   train.loop.train_and_evaluate
-  [2/6] oracle     Duo-LLM stage 2, oracle routing (on duo)   oracle.study.run_oracle_study
-  [3/6] policy     the reasoning policy                       policy.train.train_policy
-  [4/6] calibrate  MC labels, base and calibrated PRMs        prm.study.run_calibration_study
-  [5/6] ias        instance-adaptive sampling                 prm.ias_study.run_ias_study
-  [6/6] figures    the four experiments.*_figures scripts
+  [1/7] duo        Duo-LLM stage 1, random-routing training   train.loop.train_and_evaluate
+  [2/7] oracle     Duo-LLM stage 2, oracle routing (on duo)   oracle.study.run_oracle_study
+  [3/7] router     Duo-LLM stage 3, learned routers (and      router.study.run_router_study
+                   dense baselines unless router.dense_workdir is "")
+  [4/7] policy     the reasoning policy                       policy.train.train_policy
+  [5/7] calibrate  MC labels, base and calibrated PRMs        prm.study.run_calibration_study
+  [6/7] ias        instance-adaptive sampling                 prm.ias_study.run_ias_study
+  [7/7] figures    the five experiments.*_figures scripts
 
 `config` has one section per stage (configs/quick.py); each stage works in `<workdir>/<name>/`,
 and the upstream-workdir fields of the later stages are pointed at those folders. A stage is
@@ -34,6 +36,8 @@ from adaptive_jax.oracle.study import run_oracle_study
 from adaptive_jax.policy.train import train_policy
 from adaptive_jax.prm.ias_study import run_ias_study
 from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.router import dense_baseline
+from adaptive_jax.router.study import run_router_study
 from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.trained import load_trained
 
@@ -61,6 +65,9 @@ def _figure_scripts(configs: dict, dirs: dict) -> list[tuple[list[str], list[str
       (["experiments.oracle_figures", f"--workdir={dirs['oracle']}", f"--out_dir={out}"],
        ["duo_fig2_oracle_layers.png", "duo_fig4_budgets.png"]
        + [f"duo_fig5_6_tokens_{d}.png" for d in domains]),
+      (["experiments.router_figures", f"--workdir={dirs['router']}", f"--out_dir={out}"],
+       ["duo_fig3_7_router_allocation.png", "duo_fig4_router_budgets.png", "duo_fig8_dense.png"]
+       + (["duo_fig4c_schedules.png"] if configs["router"].router.schedules else [])),
       (["experiments.calibrate_figures", f"--workdir={dirs['calibrate']}", f"--out_dir={out}"],
        ["prm_reliability.png", "prm_brier_by_difficulty.png"]),
       # It also writes ias_beam.png when the study ran beam search.
@@ -76,6 +83,16 @@ def _run_figures(configs: dict, dirs: dict) -> None:
     print(proc.stdout, end="")
     if proc.returncode:
       raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+
+
+def _run_router(configs: dict, dirs: dict):
+  """Dense baselines of equal compute (when configured), then the router study."""
+  config = configs["router"]
+  if config.dense_workdir:
+    stage1_config, _, _ = load_trained(dirs["duo"], train_command=RERUN)
+    dense_baseline.train_dense_baselines(stage1_config, config.router.budgets,
+                                         config.dense_workdir)
+  return run_router_study(config, dirs["router"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +111,8 @@ STAGES = (
     Stage("oracle", "Duo-LLM stage 2 oracle", ("duo",),
           lambda c, d: run_oracle_study(c["oracle"], d["oracle"]),
           lambda c, d: ["results.json"] + [f"{x}_tokens.npz" for x in c["oracle"].oracle.domains]),
+    Stage("router", "Duo-LLM stage 3 routers", ("duo", "oracle"), _run_router,
+          lambda c, d: ["results.json", "routers.npz", "routes.npz"]),
     Stage("policy", "reasoning policy", (), lambda c, d: train_policy(c["policy"], d["policy"]),
           lambda c, d: ["results.json"], trained=True),
     Stage("calibrate", "MC labels + calibrated PRM", ("policy",),
@@ -102,7 +121,8 @@ STAGES = (
     Stage("ias", "IAS study", ("policy", "calibrate"),
           lambda c, d: run_ias_study(c["ias"], d["ias"]),
           lambda c, d: ["results.json", "test_pool.npz"]),
-    Stage("figures", "figure scripts", ("duo", "oracle", "calibrate", "ias"), _run_figures,
+    Stage("figures", "figure scripts", ("duo", "oracle", "router", "calibrate", "ias"),
+          _run_figures,
           lambda c, d: [png for _, pngs in _figure_scripts(c, d) for png in pngs]),
 )
 
@@ -111,9 +131,13 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
   """(configs, folders) per stage; the later stages read the earlier stages' folders."""
   dirs = {stage.name: os.path.join(workdir, stage.name) for stage in STAGES}
   configs = {name: ml_collections.ConfigDict(config[name].to_dict())
-             for name in ("duo", "oracle", "policy", "calibrate", "ias")}
+             for name in ("duo", "oracle", "router", "policy", "calibrate", "ias")}
   configs["figures"] = ml_collections.ConfigDict()
   configs["oracle"].stage1_workdir = dirs["duo"]
+  configs["router"].stage1_workdir = dirs["duo"]
+  configs["router"].oracle_workdir = dirs["oracle"]
+  configs["router"].dense_workdir = (os.path.join(dirs["router"], "dense")
+                                     if config.router.dense_workdir else "")
   configs["calibrate"].policy_workdir = dirs["policy"]
   configs["ias"].policy_workdir = dirs["policy"]
   configs["ias"].calibrate_workdir = dirs["calibrate"]
@@ -206,7 +230,7 @@ def run_main(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
       json.dump(record, f, indent=2)
     status[stage.name] = "ran"
     print(f"{head}: done in {_duration(time.time() - tick)}", flush=True)
-  results = {name: _load_results(dirs[name]) for name in ("duo", "oracle", "policy",
+  results = {name: _load_results(dirs[name]) for name in ("duo", "oracle", "router", "policy",
                                                           "calibrate", "ias")}
   table = claims_table(results)
   print(f"\nall stages finished in {_duration(time.time() - start)}; figures in "

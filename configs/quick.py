@@ -38,13 +38,18 @@ sampling ~2.3 s per question, ias_small ~20 min):
 
 import ml_collections
 
-from configs import calibrate_small, duo_paper, duo_small, ias_small, oracle_small, policy_small
+from configs import (calibrate_small, duo_paper, duo_small, ias_small, oracle_small, policy_small,
+                     router_small)
 
 SIZES = ("quick", "small", "paper")
 
 
 def _quick(config: ml_collections.ConfigDict) -> None:
   """The reductions of the quick run (see the docstring for what each costs and changes)."""
+  router = config.router
+  router.dense_workdir = ""  # no dense baselines: four more trainings
+  router.router.budgets, router.router.schedules = (2, 6), ((8, 4),)
+  router.router.num_steps, router.router.oracle_sequences = 150, 4
   policy = config.policy
   policy.train.num_steps = 600
   policy.train.lr_decay_steps = 600  # the cosine ends with the run
@@ -69,15 +74,17 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
   if size == "paper":
     config.duo.data.name = "c4"  # a 32k-piece tokenizer needs more text than the plays
   config.oracle = oracle_small.get_config()
+  config.router = router_small.get_config()
   config.policy = policy_small.get_config()
   config.calibrate = calibrate_small.get_config()
   config.ias = ias_small.get_config()
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (10, 5, 11, 13, 6, 1), "small": (10, 5, 35, 85, 20, 1),
-             "paper": (-1, -1, 35, 85, 20, 1)}[size]
-  for name, value in zip(("duo", "oracle", "policy", "calibrate", "ias", "figures"), minutes):
+  minutes = {"quick": (10, 5, 5, 11, 13, 6, 1), "small": (10, 5, 60, 35, 85, 20, 1),
+             "paper": (-1, -1, -1, 35, 85, 20, 1)}[size]
+  for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
+                         minutes):
     config.minutes[name] = value
   if size == "quick":
     _quick(config)

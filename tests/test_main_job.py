@@ -14,12 +14,19 @@ from adaptive_jax.policy.train import TaskConfig
 from adaptive_jax.prm.beam_study import BeamStudyConfig
 from adaptive_jax.prm.ias_study import IasConfig
 from adaptive_jax.prm.study import McConfig
+from adaptive_jax.router.train import RouterConfig
 from adaptive_jax.train.loop import typed_configs
 from configs import duo_tiny, quick
 
 
 def _method(ratio):
   return {"matched": {"ratio": ratio, "not_reached": ratio is None}}
+
+
+def _router_row(k):
+  ppl = lambda domain: {"exact": {"ppl": 20.0 + k + (domain == "python_stdlib")}}
+  return {"paper": {"eval": {d: ppl(d) for d in ("python_stdlib", "shakespeare")}},
+          "oracles": {"shakespeare": {"oracle_ppl": 16.0 + k}, "python_stdlib": {"oracle_ppl": 30.0}}}
 
 
 def _results(ias_ratio=0.47):
@@ -30,6 +37,8 @@ def _results(ias_ratio=0.47):
       "oracle": {"num_layers": 3, "domains": {
           "python_stdlib": {"all_big_ppl": 1.0, "budgets": {"1": {"oracle_ppl": 9.0}}},
           "shakespeare": {"all_big_ppl": 18.25, "budgets": budgets}}},
+      "router": {"num_layers": 3, "domains": {"python_stdlib": {}, "shakespeare": {}},
+                 "budgets": {str(k): _router_row(k) for k in (0, 1, 3)}},
       "calibrate": {"methods": {"base": {"brier": 0.2}, "calibrated": {"brier": 0.05}},
                     "brier_ratio_to_base": {"calibrated": {"ratio": 0.25, "low": 0.19,
                                                            "high": 0.31}}},
@@ -46,10 +55,11 @@ def test_claims_table_reads_each_results_file():
   assert ours[0] == "yes (20.00 < 25.00 < 40.00)"
   assert ours[1] == "yes (ppl 17.50 at k=1, all-big 18.25)"  # the plays, not the code domain
   assert ours[2] == "k = 2 of L = 3 (ppl 15.25)"
-  assert ours[3] == "0.25x (0.200 -> 0.050), 90% CI [0.19, 0.31]"
-  assert ours[4] == "0.47x"
-  assert ours[5] == "0.38x (probe_combined)"  # the oracle estimate's 0.11 is not realizable
-  assert [p for p, _ in rows.values()][3] == "0.29x (0.24 -> 0.07)"
+  assert ours[3] == "yes (k=1: oracle 17.00, paper router 21.00)"  # k nearest L/2, the plays
+  assert ours[4] == "0.25x (0.200 -> 0.050), 90% CI [0.19, 0.31]"
+  assert ours[5] == "0.47x"
+  assert ours[6] == "0.38x (probe_combined)"  # the oracle estimate's 0.11 is not realizable
+  assert [p for p, _ in rows.values()][4] == "0.29x (0.24 -> 0.07)"
   table = claims.claims_table(_results())
   assert all(claim in table and o in table for claim, o in zip(rows, ours))
 
@@ -58,8 +68,8 @@ def test_claims_table_not_reached_and_missing():
   results = _results(ias_ratio=None)
   results["calibrate"] = None
   ours = [o for _, _, o in claims.claim_rows(results)]
-  assert ours[3] == claims.MISSING
-  assert ours[4].startswith("not reached")
+  assert ours[4] == claims.MISSING
+  assert ours[5].startswith("not reached")
   assert "not reached" in claims.claims_table(results)
 
 
@@ -80,6 +90,10 @@ def _tiny_config(data_dir):
   o.budgets, o.random_patterns = (0, 1, 2, 3), 10
   o.sequential_sequences, o.sequential_seq_len, o.sequential_budgets = 2, 8, (0, 1, 3)
   o.skip_patterns, o.skip_sequences, o.text_budget = 40, 2, 1
+  r = config.router.router  # the routers' held-out tokens are the oracle's
+  r.budgets, r.schedules, r.num_steps, r.batch_size = (1,), ((2, 0),), 4, 4
+  r.train_sequences, r.seq_len, r.eval_sequences = 4, 16, 4
+  r.oracle_sequences, r.oracle_seq_len = 2, 8
   policy = config.policy
   _tiny_model(policy.model)
   policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 64, 4, 8
@@ -119,17 +133,17 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
   names = [stage.name for stage in main_job.STAGES]
   assert first["status"] == dict.fromkeys(names, "ran")
   for i, name in enumerate(names, 1):
-    assert f"[{i}/6] {name} " in out
+    assert f"[{i}/7] {name} " in out
     assert os.path.exists(os.path.join(workdir, name, main_job.RECORD))
-  assert out.count(": done in ") == 6
+  assert out.count(": done in ") == 7
   assert "step 6/6" not in out  # the stages' own output went to their logs
   assert "step 6/6" in (tmp_path / "main" / "duo" / main_job.LOG).read_text()
-  for name in ("duo", "oracle", "policy", "calibrate", "ias"):
+  for name in ("duo", "oracle", "router", "policy", "calibrate", "ias"):
     with open(os.path.join(workdir, name, "results.json")) as f:
       assert json.load(f) == first["results"][name]
   configs, dirs = main_job.stage_configs(config, workdir)
   pngs = main_job.STAGES[-1].outputs(configs, dirs)
-  assert len(pngs) == 9
+  assert len(pngs) == 13
   for png in pngs:
     with open(os.path.join(workdir, "figures", png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -141,7 +155,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
   second = main_job.run_main(config, workdir)
   out = capsys.readouterr().out
   assert second["status"] == dict.fromkeys(names, "skipped")
-  assert out.count(": skipped, finished before") == 6
+  assert out.count(": skipped, finished before") == 7
   assert _mtimes(workdir) == before
   assert second["table"] == first["table"]
 
@@ -149,8 +163,10 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
   config.oracle.oracle.random_patterns = 12
   third = main_job.run_main(config, workdir)
   out = capsys.readouterr().out
-  assert [name for name, s in third["status"].items() if s == "ran"] == ["oracle", "figures"]
+  assert [name for name, s in third["status"].items() if s == "ran"] == ["oracle", "router",
+                                                                         "figures"]
   assert "oracle (Duo-LLM stage 2 oracle): running (its config section changed" in out
+  assert "router (Duo-LLM stage 3 routers): running (oracle ran again)" in out
   assert "figures (figure scripts): running (oracle ran again)" in out
 
 
@@ -170,6 +186,7 @@ def test_quick_config_sections_validate(size):
   config = quick.get_config(size)
   model, *_ = typed_configs(config.duo)
   OracleConfig(**config.oracle.oracle).validate_for(model.num_layers, model.max_len)
+  RouterConfig.from_dict(config.router.router).validate_for(model.num_layers, model.max_len)
   ModelConfig.from_dict(config.policy.model)
   TaskConfig.from_dict(config.policy.task)
   McConfig(**config.calibrate.mc)

@@ -11,7 +11,7 @@ import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.oracle.study import run_oracle_study
-from adaptive_jax.router import dense_baseline
+from adaptive_jax.router import dense_baseline, study
 from adaptive_jax.router.study import run_router_study
 from adaptive_jax.train.trained import load_trained
 from configs import duo_small, oracle_small, router_small
@@ -83,7 +83,8 @@ def test_study_results(stages, tmp_path):
       assert orc["context_consistent_tokens"] == 2 * 8
       agreement = orc["agreement"]
       assert agreement["num_decisions"] == 2 * 8 * 3
-      assert all(0 <= agreement[n] <= 1 for n in ("paper", "imitation", "constant_per_layer"))
+      assert all(0 <= agreement[n] <= 1 for n in ("paper", "imitation", "constant_per_layer",
+                                                  "budget_rate"))
       for name in ("paper", "imitation"):
         assert orc[f"{name}_exact_ppl_same_tokens"] > 1
     assert row["dense"]["d_ff"] == dense_baseline.equal_compute_width(
@@ -119,6 +120,14 @@ def test_study_results(stages, tmp_path):
   for png in ("duo_fig3_7_router_allocation.png", "duo_fig4_router_budgets.png",
               "duo_fig4c_schedules.png", "duo_fig8_dense.png"):
     assert (tmp_path / "figures" / png).stat().st_size > 10_000, png
+
+
+def test_budget_rate_agreement_by_hand():
+  b, sm = 2, 1  # BIG, SMALL route ids
+  assert study.budget_rate_agreement(np.array([[[b, sm, sm, sm]]]), 1) == pytest.approx(5 / 8)
+  # Budget 0 and L: the rate router is always right on exact routes.
+  assert study.budget_rate_agreement(np.full((2, 3, 4), sm), 0) == 1.0
+  assert study.budget_rate_agreement(np.full((2, 3, 4), b), 4) == 1.0
 
 
 def test_oracle_on_other_tokens_is_refused(stages, tmp_path):

@@ -130,11 +130,21 @@ def _router_routes(params, router_params, model_cfg, tokens_BxT, route_BxTxL) ->
   return ids_R[np.asarray(jnp.argmax(out.router_logits_BxTxLxR, -1))]
 
 
+def budget_rate_agreement(route_BxTxL, budget: int) -> float:
+  """Expected agreement with `route_BxTxL` of a router that only matches the budget's marginal
+  rate: BIG with probability k / L at every token and layer, independently. Worked example,
+  L=4, k=1, one token with routes (B, S, S, S): (1/4 + 3/4 + 3/4 + 3/4) / 4 = 5/8."""
+  route_BxTxL = np.asarray(route_BxTxL)
+  rate = budget / route_BxTxL.shape[-1]
+  return float(np.mean(np.where(route_BxTxL == routing.Route.BIG, rate, 1 - rate)))
+
+
 def _oracle_rows(k, oracle, losses, routers, train_routes_BxTxL, params, model_cfg) -> dict:
   """For one budget and domain: the oracles beside the routers on the same tokens, and how
   often each router picks the context-consistent oracle's route on held-out text (teacher
-  forced on the oracle's path) against the best constant-per-layer guess from the training
-  oracle's routes."""
+  forced on the oracle's path) against two routers that see nothing: one matching the
+  budget's marginal rate and the best constant guess per layer from the training oracle's
+  routes (its majority route at each layer)."""
   row = dict(oracle["results"]["budgets"][str(k)])
   seq_budgets = [int(b) for b in oracle["sequential_budgets_K"]]
   if k not in seq_budgets:
@@ -152,6 +162,7 @@ def _oracle_rows(k, oracle, losses, routers, train_routes_BxTxL, params, model_c
   majority_L = (train_routes_BxTxL == routing.Route.BIG).mean((0, 1)) > 0.5
   guess_L = np.where(majority_L, int(routing.Route.BIG), int(routing.Route.SMALL))
   row["agreement"] = {"num_decisions": int(route_BxTxL.size),
+                      "budget_rate": budget_rate_agreement(route_BxTxL, k),
                       "constant_per_layer": float(np.mean(guess_L == route_BxTxL))}
   for name, router_params in routers.items():
     picked = _router_routes(params, router_params, model_cfg, oracle["inputs_BxT"][:s, :t],
@@ -222,8 +233,6 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
               for d in cfg.eval_domains}
   oracle = (_read_oracle(config.oracle_workdir, config.stage1_workdir, held_out)
             if config.get("oracle_workdir") else None)
-  dense = (_dense_rows(config.dense_workdir, cfg.budgets, held_out, model_cfg)
-           if config.get("dense_workdir") else None)
   os.makedirs(workdir, exist_ok=True)
   s, t = cfg.oracle_sequences, cfg.oracle_seq_len
   results = {"stage1_workdir": config.stage1_workdir, "num_layers": model_cfg.num_layers,
@@ -267,8 +276,6 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
       row["oracles"] = {d: _oracle_rows(k, oracle[d], losses[d], routers,
                                         oracle_route_KxBxTxL[i], params, model_cfg)
                         for d in held_out}
-    if dense is not None:
-      row["dense"] = dense[str(k)]
     results["budgets"][str(k)] = row
     logging.info("budget %d: %s", k, row)
     _write(workdir, results)
@@ -281,6 +288,11 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results["schedules"][name] = _schedule_rows(schedule, paper, paper_routers[mean], params,
                                                 model_cfg, held_out, oracle)
     saved.update({f"schedule_{name}_{p}": np.asarray(v) for p, v in paper.items()})
+    _write(workdir, results)
+  if config.get("dense_workdir"):  # read last: the baselines may train while the routers do
+    dense = _dense_rows(config.dense_workdir, cfg.budgets, held_out, model_cfg)
+    for k, row in dense.items():
+      results["budgets"][k]["dense"] = row
     _write(workdir, results)
   np.savez(os.path.join(workdir, "routers.npz"), **saved)
   np.savez(os.path.join(workdir, "routes.npz"), **routes)  # first held-out sequence, [T, L]
