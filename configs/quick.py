@@ -1,14 +1,15 @@
-r"""The main job's stages in one config: Duo-LLM stages 1-2, policy, calibrated PRM, IAS.
+r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
   python -m experiments.main                                   # quick: about 45 min, 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
 One section per stage, each a whole stage config: `duo` (configs/duo_small.py), `oracle`
-(oracle_small), `policy` (policy_small), `calibrate` (calibrate_small), `ias` (ias_small).
-The main job points each stage's upstream fields (oracle.stage1_workdir,
-calibrate.policy_workdir, ias.policy_workdir, ias.calibrate_workdir) at its own stage folders
-under --workdir, whatever they say here. Override a field with e.g.
+(oracle_small), `router` (router_small), `policy` (policy_small), `calibrate`
+(calibrate_small), `ias` (ias_small). The main job points each stage's upstream fields
+(oracle.stage1_workdir, router.stage1_workdir / oracle_workdir / dense_workdir,
+calibrate.policy_workdir, ias.policy_workdir, ias.calibrate_workdir) at its own stage
+folders under --workdir, whatever they say here. Override a field with e.g.
 `--config.policy.train.num_steps=2000`.
 
 Sizes (the argument after the colon):

@@ -4,8 +4,8 @@ r"""The main job: both papers end to end on the embedded data, then figures and 
   python -m experiments.main --paper --workdir=workdir/main_paper   # stage 1 at paper size
   python -m experiments.main --config=configs/quick.py:small        # the documented configs
 
-Runs Duo-LLM stage 1 and the stage-2 oracle, the reasoning policy, MC labels and PRM
-calibration, the IAS study and every figure script, each in <workdir>/<stage>/ (figures in
+Runs Duo-LLM stage 1, the stage-2 oracle and the stage-3 routers, the reasoning policy, MC
+labels and PRM calibration, the IAS study and every figure script, each in <workdir>/<stage>/ (figures in
 <workdir>/figures/), with one progress line per stage; a second run skips the finished stages.
 Ends with a table of the papers' claims beside ours (adaptive_jax/claims.py).
 """

@@ -16,7 +16,7 @@ def _budgets(results: dict) -> list[tuple[int, dict]]:
 
 def _save(fig, path: str) -> None:
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
 
 
@@ -56,7 +56,7 @@ def plot_allocation(results: dict, routes: dict, path: str, *, domain: str = "sh
                            vmin=0, vmax=2, interpolation="nearest")
     cbar = fig.colorbar(image, ax=axes[2], ticks=[0, 1, 2])
     cbar.ax.set_yticklabels(["skip", "small", "big"])
-    axes[2].set(xlabel="token", ylabel="layer",
+    axes[2].set(xlabel="token", ylabel="layer (0: first)",
                 title=f"One held-out sequence, paper router k={budget} (argmax)")
   _save(fig, path)
 
@@ -89,7 +89,7 @@ def plot_budget_curves(results: dict, path: str) -> None:
     ax.axhline(res["all_small_ppl"], color="tab:gray", ls="--", lw=1, label="all small")
     ax.set(xlabel="big layers per token", ylabel="held-out perplexity", title=domain,
            yscale="log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
   _save(fig, path)
 
 
@@ -99,7 +99,7 @@ def plot_schedules(results: dict, path: str) -> None:
   domains = list(results["domains"])
   schedules = list(results["schedules"].items())
   fig, axes = plt.subplots(len(schedules), len(domains), squeeze=False,
-                           figsize=(6 * len(domains), 3.6 * len(schedules)))
+                           figsize=(6 * len(domains), 4.4 * len(schedules)))
   for i, (name, sched) in enumerate(schedules):
     for ax, domain in zip(axes[i], domains):
       rows = sched["domains"][domain]
@@ -120,7 +120,7 @@ def plot_schedules(results: dict, path: str) -> None:
                     [f"segment {s + 1}" for s in range(num_segments)])
       ax.set(ylabel="held-out perplexity",
              title=f"schedule {name} vs constant {sched['mean']}, {domain}")
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
   _save(fig, path)
 
 
