@@ -14,8 +14,18 @@ key per row (jax.random.split(key, Q * N)). The token at position p of sequence 
 `fold_in(key_b, p)`, so continuing from a prefix the sampler produced, with the same keys, gives
 the same tokens as sampling from scratch.
 
+A prompt prefix every row shares (few-shot examples) can be run once: `prefill_prefix` gives
+its keys and values at batch 1, and `start` / `sample` with `prefix_cache` place them at each
+row's slots and run only slots L.. (L the prefix length). Rotary positions count from a row's
+first real token, so the prefix's keys are the same in every row; only their slots move with
+the row's padding. Row b = [pad_b pads][prefix][own tokens], L = 3, P = 6:
+
+  slot          0    1    2  | 3    4    5
+  seq 0 (pad 0) x0   x1   x2 | a0   a1   a2     cache[0:3] <- prefix at slots 0..2
+  seq 1 (pad 2) pad  pad  x0 | x1   x2   b0     cache[2:3] <- prefix[0:1]; x1, x2 rerun
+
 Letters here: P prompt length, M new tokens, S = P + M - 1 cache slots, N query heads, K
-key/value heads, H head width.
+key/value heads, H head width, L shared prefix length.
 """
 
 import dataclasses
@@ -204,11 +214,34 @@ def _write(dec: DecodeConfig, state: DecodeState, logits_BxV) -> DecodeState:
       confidence_BxM=confidence_BxM, truncated_B=truncated_B)
 
 
+def prefill_prefix(cfg: ModelConfig, dec: DecodeConfig, params, prefix_L) -> tuple:
+  """Per layer (k_1xKxLxH, v_1xKxLxH) of a prefix that every prompt starts with (unpadded)."""
+  prefix_1xL = jnp.asarray(prefix_L, jnp.int32)[None]
+  shape = (1, cfg.kv_heads, prefix_1xL.shape[1], cfg.head_dim)
+  cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
+                for _ in range(cfg.num_layers))
+  return _forward(cfg, dec, nn.meta.unbox(params), prefix_1xL, 0, jnp.zeros(1, jnp.int32),
+                  cache)[1]
+
+
+def _place_prefix(cache_BxKxSxH, prefix_1xKxLxH, pad_B):
+  """Writes the prefix at slots pad_b .. pad_b + L - 1 of each row (slots 0..L-1 hold it or
+  pads; the pads get copies of the prefix's first slot, which no query attends to)."""
+  length = prefix_1xKxLxH.shape[2]
+  source_BxL = jnp.maximum(jnp.arange(length)[None, :] - pad_B[:, None], 0)
+  placed_KxBxLxH = jnp.take(prefix_1xKxLxH[0], source_BxL, axis=1)
+  return jax.lax.dynamic_update_slice(
+      cache_BxKxSxH, jnp.swapaxes(placed_KxBxLxH, 0, 1).astype(cache_BxKxSxH.dtype),
+      (0, 0, 0, 0))
+
+
 def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B, key_B,
-          min_confidence_B=None):
+          min_confidence_B=None, prefix_cache=None):
   """Prefills the cache with the left-padded prompts and draws the first new token.
 
   min_confidence_B: each row's early-stop threshold when dec.confidence_window > 0.
+  prefix_cache: `prefill_prefix` of the L tokens every row's prompt starts with; then only
+  slots L.. are run. Each row needs at least one token after the prefix (not checked here).
   """
   if cfg.duo and dec.route is None:
     raise ValueError("a Duo model needs DecodeConfig.route (a constant routing.Route)")
@@ -225,7 +258,16 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
   cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
                 for _ in range(cfg.num_layers))
   prompt_len_B = jnp.asarray(prompt_len_B, jnp.int32)
-  logits_BxV, cache = _forward(cfg, dec, params, prompt_BxP, 0, prompt_len - prompt_len_B, cache)
+  pad_B = prompt_len - prompt_len_B
+  shared = 0
+  if prefix_cache is not None:
+    shared = prefix_cache[0][0].shape[2]
+    if shared >= prompt_len:
+      raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
+                       f"got prompt length {prompt_len}")
+    cache = tuple((_place_prefix(k, k_pre, pad_B), _place_prefix(v, v_pre, pad_B))
+                  for (k, v), (k_pre, v_pre) in zip(cache, prefix_cache))
+  logits_BxV, cache = _forward(cfg, dec, params, prompt_BxP[:, shared:], shared, pad_B, cache)
   state = DecodeState(
       t=jnp.int32(0), token_B=jnp.zeros(batch, jnp.int32), done_B=jnp.zeros(batch, bool),
       tokens_BxM=jnp.full((batch, m), dec.pad_id, jnp.int32),
@@ -252,15 +294,17 @@ def running(dec: DecodeConfig, state: DecodeState):
 
 
 @jax.jit(static_argnames=("cfg", "dec"))
-def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None, *, cfg: ModelConfig,
-           dec: DecodeConfig) -> SampleOutput:
+def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None, prefix_cache=None, *,
+           cfg: ModelConfig, dec: DecodeConfig) -> SampleOutput:
   """Samples up to dec.max_new_tokens per left-padded prompt; a stopped sequence stops growing.
 
   params: the Transformer's (unboxed) params; key_B: one key per sequence; min_confidence_B:
-  per-row early-stop thresholds (used when dec.confidence_window > 0; default none).
+  per-row early-stop thresholds (used when dec.confidence_window > 0; default none);
+  prefix_cache: `prefill_prefix` of a prefix every prompt starts with (default none).
   """
   params = nn.meta.unbox(params)
-  state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B, min_confidence_B)
+  state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B, min_confidence_B,
+                prefix_cache)
   state = jax.lax.while_loop(lambda s: running(dec, s), lambda s: advance(cfg, dec, params, s),
                              state)
   return output(state)
