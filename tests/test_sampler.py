@@ -106,6 +106,33 @@ def test_continuing_from_own_prefix_equals_sampling_from_scratch(params):
     np.testing.assert_array_equal(continued[b, :M - c], scratch[b, c:])
 
 
+def test_shared_prefix_cache_equals_sampling_without_it(params):
+  # L = 3, P = 9: pads 0 and 2 (< L, the prefix partly from the cache), 3 and 5 (>= L: slots
+  # 0..L-1 are all pads and the row reruns its whole prefix); the last row is prefix + 1 token.
+  prefix = [1, 5, 9]
+  prompts = [prefix + [4, 7, 2, 6, 6, 30], prefix + [12, 17, 8, 3], prefix + [20, 21, 22],
+             prefix + [13]]
+  prompt_BxP, prompt_len_B = decode.left_pad(prompts)
+  assert (prompt_BxP.shape[1] - prompt_len_B).tolist() == [0, 2, 3, 5]
+  key_B = jax.random.split(jax.random.key(7), len(prompts))
+  prefix_cache = decode.prefill_prefix(CFG, NUCLEUS, params, np.asarray(prefix))
+  shared = decode.sample(params, prompt_BxP, prompt_len_B, key_B, prefix_cache=prefix_cache,
+                         cfg=CFG, dec=NUCLEUS)
+  shared, full = jax.tree.map(np.asarray, (shared, _sample(params, prompts, NUCLEUS)))
+  np.testing.assert_array_equal(shared.tokens_BxM, full.tokens_BxM)
+  np.testing.assert_array_equal(shared.lengths_B, full.lengths_B)
+  np.testing.assert_allclose(shared.logprobs_BxM, full.logprobs_BxM, atol=1e-5)
+  np.testing.assert_allclose(shared.confidence_BxM, full.confidence_BxM, atol=1e-5)
+
+
+def test_shared_prefix_as_long_as_the_prompt_is_rejected(params):
+  prompt_BxP, prompt_len_B = decode.left_pad([[1, 5, 9], [1, 5, 9]])
+  prefix_cache = decode.prefill_prefix(CFG, NUCLEUS, params, np.array([1, 5, 9]))
+  with pytest.raises(ValueError, match="shared prefix of 3 tokens needs prompts longer"):
+    decode.sample(params, prompt_BxP, prompt_len_B, jax.random.split(jax.random.key(1), 2),
+                  prefix_cache=prefix_cache, cfg=CFG, dec=NUCLEUS)
+
+
 def test_duo_model_with_constant_route_equals_naive():
   cfg = dataclasses.replace(CFG, duo=True)
   dec = dataclasses.replace(GREEDY, max_new_tokens=4, route=int(routing.Route.SMALL))
