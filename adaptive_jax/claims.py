@@ -2,7 +2,8 @@
 
 `results` maps a stage name to its results.json as a dict (None where the stage has none):
 'duo' (train.loop.train_and_evaluate), 'oracle' (oracle.study), 'router' (router.study),
-'calibrate' (prm.study) and 'ias' (prm.ias_study). JSON turns the oracle's integer budgets into strings; both are read.
+'calibrate' (prm.study) and 'ias' (prm.ias_study). JSON turns the oracle's integer budgets
+into strings; both are read.
 """
 
 PLAYS = "shakespeare"  # the oracle domain the Duo-LLM claims are read on (held-out plays)

@@ -110,7 +110,8 @@ STAGES = (
           lambda c, d: ["results.json"], trained=True),
     Stage("oracle", "Duo-LLM stage 2 oracle", ("duo",),
           lambda c, d: run_oracle_study(c["oracle"], d["oracle"]),
-          lambda c, d: ["results.json"] + [f"{x}_tokens.npz" for x in c["oracle"].oracle.domains]),
+          lambda c, d: ["results.json"] + [f"{x}_{kind}.npz" for x in c["oracle"].oracle.domains
+                                           for kind in ("tokens", "oracle")]),
     Stage("router", "Duo-LLM stage 3 routers", ("duo", "oracle"), _run_router,
           lambda c, d: ["results.json", "routers.npz", "routes.npz"]),
     Stage("policy", "reasoning policy", (), lambda c, d: train_policy(c["policy"], d["policy"]),

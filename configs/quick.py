@@ -76,13 +76,15 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
     config.duo.data.name = "c4"  # a 32k-piece tokenizer needs more text than the plays
   config.oracle = oracle_small.get_config()
   config.router = router_small.get_config()
+  if size == "paper":  # dense baselines of the paper-size model: four more such trainings
+    config.router.dense_workdir = ""
   config.policy = policy_small.get_config()
   config.calibrate = calibrate_small.get_config()
   config.ias = ias_small.get_config()
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (10, 5, 5, 11, 13, 6, 1), "small": (10, 5, 60, 35, 85, 20, 1),
+  minutes = {"quick": (10, 5, 5, 11, 13, 6, 1), "small": (10, 5, 50, 35, 85, 20, 1),
              "paper": (-1, -1, -1, 35, 85, 20, 1)}[size]
   for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
                          minutes):

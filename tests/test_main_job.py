@@ -70,6 +70,12 @@ def test_claims_table_not_reached_and_missing():
   ours = [o for _, _, o in claims.claim_rows(results)]
   assert ours[4] == claims.MISSING
   assert ours[5].startswith("not reached")
+  for row in results["router"]["budgets"].values():
+    row["oracles"]["shakespeare"]["oracle_ppl"] = 99.0  # an oracle worse than the router
+  assert claims.claim_rows(results)[3][2] == "no (k=1: oracle 99.00, paper router 21.00)"
+  for row in results["router"]["budgets"].values():
+    del row["oracles"]  # a study run without config.oracle_workdir
+  assert claims.claim_rows(results)[3][2] == "no oracle rows (router ppl 21.00 at k=1)"
   assert "not reached" in claims.claims_table(results)
 
 
@@ -177,6 +183,9 @@ def test_quick_config_sizes():
   assert quick.get_config("small").calibrate.mc.calibration_questions == 1536
   paper = quick.get_config("paper")
   assert paper.duo.model.d_model == 2560 and paper.oracle.oracle.budgets == tuple(range(13))
+  # Dense baselines at stage-1 size: with the small configs, not beside a paper-size model.
+  assert paper.router.dense_workdir == config.router.dense_workdir == ""
+  assert quick.get_config("small").router.dense_workdir
   with pytest.raises(ValueError, match="size in"):
     quick.get_config("huge")
 

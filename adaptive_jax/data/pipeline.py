@@ -162,3 +162,13 @@ def make_eval_batches(cfg: DataConfig, tokenizer: tokenizer_lib.Tokenizer,
         f"split {split!r} of {cfg.name!r} holds only {len(batches)} batches of "
         f"{cfg.batch_size} x {cfg.seq_len + 1} tokens, fewer than num_batches={num_batches}")
   return batches
+
+
+def first_sequences(cfg: DataConfig, tokenizer: tokenizer_lib.Tokenizer, domain: str,
+                    num: int, seq_len: int, split: str | None = None):
+  """The first `num` packed sequences of `domain`'s `split` (None: its held-out split), in file
+  order, as (inputs_NxT, targets_NxT): the fixed text the oracle and router studies score."""
+  cfg = dataclasses.replace(cfg, name=domain, seq_len=seq_len, batch_size=num)
+  prepare_dataset(cfg)
+  (batch,) = make_eval_batches(cfg, tokenizer, split=split, num_batches=1)
+  return batch["inputs"], batch["targets"]

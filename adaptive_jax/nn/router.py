@@ -15,8 +15,9 @@ Three walks through the model, layer by layer with `DecoderLayer`'s blocks:
   soft_routed     mixture weights softmax(logits / temperature) through the Duo-FFN's soft
                   path (router training, as in the paper)
   hard_routed     the top option (argmax); with `budget` (one, or one per position), exactly
-                  that many BIG layers per token, still causal: BIG is forced once the layers left equal the budget
-                  left and excluded once it is spent. L=4, budget 2, argmaxes (B, S, B, B):
+                  that many BIG layers per token, still causal: BIG is forced once the layers
+                  left equal the budget left and excluded once it is spent. L=4, budget 2,
+                  argmaxes (B, S, B, B):
                     l=0: 2 left of 4 layers, argmax B -> B      l=1: 1 left of 3, S -> S
                     l=2: 1 left of 2, B -> B                     l=3: 0 left -> S (B excluded)
   teacher_forced  given routes (an oracle's) are taken and the routers' logits recorded on

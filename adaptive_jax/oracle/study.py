@@ -65,14 +65,6 @@ def _ppl(losses) -> float:
   return math.exp(float(np.mean(losses)))
 
 
-def _held_out(data_cfg, tokenizer, domain, num_sequences, seq_len):
-  """The first `num_sequences` packed held-out sequences of a domain: (tokens, targets)."""
-  cfg = dataclasses.replace(data_cfg, name=domain, seq_len=seq_len, batch_size=num_sequences)
-  data_lib.prepare_dataset(cfg)
-  (batch,) = data_lib.make_eval_batches(cfg, tokenizer, num_batches=1)
-  return batch["inputs"], batch["targets"]
-
-
 def _pattern_string(routes_L) -> str:
   """Routes as letters, first layer first: '-' skip, 's' small, 'b' big."""
   return "".join("-sb"[int(r)] for r in routes_L)
@@ -152,8 +144,8 @@ def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"stage1_workdir": config.stage1_workdir, "num_layers": model_cfg.num_layers,
              "domains": {}}
   for domain in cfg.domains:
-    tokens_BxT, targets_BxT = _held_out(data_cfg, tokenizer, domain, cfg.num_sequences,
-                                        cfg.seq_len)
+    tokens_BxT, targets_BxT = data_lib.first_sequences(data_cfg, tokenizer, domain,
+                                                       cfg.num_sequences, cfg.seq_len)
     result, per_token, arrays = _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg)
     results["domains"][domain] = result
     np.savez(os.path.join(workdir, f"{domain}_oracle.npz"), **arrays)

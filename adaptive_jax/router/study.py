@@ -39,15 +39,6 @@ from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.train.trained import load_trained
 
 
-def _sequences(data_cfg, tokenizer, domain, split, num, seq_len):
-  """The first `num` packed sequences of a domain's split (None: its held-out split), in file
-  order: (tokens, targets)."""
-  cfg = dataclasses.replace(data_cfg, name=domain, seq_len=seq_len, batch_size=num)
-  data_lib.prepare_dataset(cfg)
-  (batch,) = data_lib.make_eval_batches(cfg, tokenizer, split=split, num_batches=1)
-  return batch["inputs"], batch["targets"]
-
-
 @functools.partial(jax.jit, static_argnames=("cfg", "route"))
 def _token_loss(params, tokens_BxT, targets_BxT, *, cfg, route=None):
   """Per-token loss under one route at every layer (None: a dense model)."""
@@ -227,10 +218,10 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg.validate_for(model_cfg.num_layers, model_cfg.max_len)
   data_cfg = data_lib.DataConfig(**stage1_config.data)
   tokenizer = data_lib.prepare(data_cfg)
-  tokens_NxT, targets_NxT = _sequences(data_cfg, tokenizer, data_cfg.name, "train",
-                                       cfg.train_sequences, cfg.seq_len)
-  held_out = {d: _sequences(data_cfg, tokenizer, d, None, cfg.eval_sequences, cfg.seq_len)
-              for d in cfg.eval_domains}
+  tokens_NxT, targets_NxT = data_lib.first_sequences(data_cfg, tokenizer, data_cfg.name,
+                                                     cfg.train_sequences, cfg.seq_len, "train")
+  held_out = {d: data_lib.first_sequences(data_cfg, tokenizer, d, cfg.eval_sequences,
+                                          cfg.seq_len) for d in cfg.eval_domains}
   oracle = (_read_oracle(config.oracle_workdir, config.stage1_workdir, held_out)
             if config.get("oracle_workdir") else None)
   os.makedirs(workdir, exist_ok=True)

@@ -49,7 +49,7 @@ class RouterConfig:
   oracle_seq_len: int = 64
   eval_domains: tuple[str, ...] = ("shakespeare", "python_stdlib")
   eval_sequences: int = 8
-  schedules: tuple[tuple[int, ...], ...] = ((8, 4), (4, 8))
+  schedules: tuple[tuple[int, ...], ...] = ()
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "train_sequences", "seq_len", "oracle_sequences",
