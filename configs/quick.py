@@ -1,6 +1,6 @@
 r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
-  python -m experiments.main                                   # quick: about 45 min, 2 CPU cores
+  python -m experiments.main                                   # quick: about an hour, 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
@@ -14,27 +14,27 @@ folders under --workdir, whatever they say here. Override a field with e.g.
 
 Sizes (the argument after the colon):
   quick  (default) the small configs with fewer policy steps and fewer questions, below;
-  small  the small configs unchanged: the numbers in docs/ come from them (about 2.6 hours);
+  small  the small configs unchanged: the numbers in docs/ come from them (about 3.5 hours);
   paper  stage 1 at the paper's size (configs/duo_paper.py, on C4 as its docstring runs it:
          internet and a TPU/GPU); the oracle runs oracle_small on that model, and the policy,
          calibration and IAS sections stay small (no paper-size configs exist for them).
 
-Quick reductions, with ESTIMATED wall times on 2 uncontended CPU cores (not measured end to
-end; scaled from the measured times of the small configs: duo_small 600 steps ~10 min,
-oracle_small ~5 min, policy_small 2000 steps ~35 min, calibrate_small ~85 min with MC
-sampling ~2.3 s per question, ias_small ~20 min):
-  duo        duo_small unchanged (600 steps)                                      ~10 min
-  oracle     oracle_small unchanged                                               ~5 min
-  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     ~11 min
+Quick reductions, and each stage's wall time in one measured run of the whole job on 2 CPU
+cores (61 min in all, 4,530 CPU-seconds; the machine also ran other jobs during stage 1 and
+during policy and calibrate, so these are upper bounds; stage 1 alone takes about 10 min):
+  duo        duo_small unchanged (600 steps)                                      18.5 min
+  oracle     oracle_small unchanged                                               3.3 min
+  router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   5.1 min
+             4 x 64 imitation tokens, no dense baselines
+  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     15.0 min
              instead of 32: a weaker policy (lower accuracy on long problems), so the
              MC targets, the PRMs and the IAS numbers differ from those in docs/
-  calibrate  128 calibration / 48 test / 24 conformal / 32 base questions         ~13 min
-             (1536 / 256 / 64 / 96: ~9 min of sampling), 150 base-PRM steps (300): a
-             noisier fit and a wide interval on the Brier ratio
-  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           ~6 min
+  calibrate  128 calibration / 48 test / 24 conformal / 32 base questions         13.0 min
+             (1536 / 256 / 64 / 96), 150 base-PRM steps (300): a noisier fit and a
+             wide interval on the Brier ratio
+  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           6.0 min
              fixed N up to 16 (32), beam search on 16 questions (64)
-  figures    the four figure scripts                                              ~1 min
-  total                                                                           ~46 min
+  figures    the five figure scripts                                              0.2 min
 """
 
 import ml_collections
