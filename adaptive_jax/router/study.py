@@ -194,9 +194,8 @@ def _schedule_rows(schedule, paper, constant, params, model_cfg, held_out, oracl
                                    ("schedule_argmax", paper, None)):
       loss_BxT, route_BxTxL = router_train.hard_eval(params, router_params, model_cfg, *xy,
                                                      budget=b)
-      rows[domain][f"router_{name}"] = {
-          "ppl": _ppl(loss_BxT), "ppl_by_segment": _segment_ppl(loss_BxT, S),
-          "big_by_position": (route_BxTxL == routing.Route.BIG).sum(-1).mean(0).tolist()}
+      rows[domain][f"router_{name}"] = {**router_train.summarize(loss_BxT, route_BxTxL),
+                                        "ppl_by_segment": _segment_ppl(loss_BxT, S)}
     if oracle is not None:
       loss_PxBxT, routes_PxL = oracle[domain]["loss_PxBxT"], oracle[domain]["routes_PxL"]
       for name, b_T in (("schedule", budget_T), ("constant", np.full(T, mean))):
