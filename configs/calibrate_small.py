@@ -36,10 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.mc.test_questions = 256  # held-out split
   config.mc.conformal_questions = 64  # held out from the fine-tune, for split conformal
   config.mc.base_questions = 96  # the base PRM's own (easy) questions: outcome labels only
+  config.mc.validation_questions = 128  # every calibration choice is made on these
   config.mc.calibration_seed = 10  # each split draws its questions from its own seed
   config.mc.test_seed = 11
   config.mc.conformal_seed = 12
   config.mc.base_seed = 13
+  config.mc.validation_seed = 14
   config.mc.num_responses = 2  # paper: 8; more questions beat more responses here
   config.mc.num_rollouts = 4  # paper: 8
   config.mc.max_steps = 6  # prefixes at steps 0..max_steps (paper: 20)
@@ -75,6 +77,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.levels = (0.1, 0.5, 0.9)  # quantile levels of the calibrated head
   config.prm.seed = 0  # the base PRM's init and batches
   config.prm.calibration_seed = 0  # the calibration's: vary it with the base PRM fixed
+
+  # Calibration settings fit side by side; the lowest validation Brier of the calibrated mean
+  # is kept (empty: prm's own value). Under 'head' each fit takes seconds.
+  config.select = ml_collections.ConfigDict()
+  config.select.learning_rates = (1e-3, 3e-3, 1e-2)
+  config.select.batch_sizes = (32, 256)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_bins = 10  # ECE and reliability diagrams

@@ -29,8 +29,9 @@ during policy and calibrate, so these are upper bounds; stage 1 alone takes abou
   policy     600 steps instead of 2000, 16 evaluation problems per difficulty     15.0 min
              instead of 32: a weaker policy (lower accuracy on long problems), so the
              MC targets, the PRMs and the IAS numbers differ from those in docs/
-  calibrate  128 calibration / 48 test / 24 conformal / 32 base questions         13.0 min
-             (1536 / 256 / 64 / 96), 150 base-PRM steps (300): a noisier fit and a
+  calibrate  128 calibration / 48 test / 24 conformal / 32 base / 24 validation    13.0 min
+             questions (1536 / 256 / 64 / 96 / 128), 150 base-PRM steps (300), two
+             learning rates tried on validation (3 x 2 settings): a noisier fit and a
              wide interval on the Brier ratio
   ias        32 validation / 64 test questions (64 / 128), n_max 16 and           6.0 min
              fixed N up to 16 (32), beam search on 16 questions (64)
@@ -58,8 +59,9 @@ def _quick(config: ml_collections.ConfigDict) -> None:
 
   mc = config.calibrate.mc
   mc.calibration_questions, mc.test_questions = 128, 48
-  mc.conformal_questions, mc.base_questions = 24, 32
+  mc.conformal_questions, mc.base_questions, mc.validation_questions = 24, 32, 24
   config.calibrate.prm.base_steps = 150
+  config.calibrate.select.learning_rates, config.calibrate.select.batch_sizes = (3e-3, 1e-2), ()
 
   ias = config.ias.ias
   ias.validation_questions, ias.test_questions = 32, 64

@@ -19,13 +19,20 @@ def main(argv):
   del argv
   distributed.initialize()  # before anything touches a device
   results = run_calibration_study(_CONFIG.value, _WORKDIR.value)
-  print(f"{'method':<18}{'Brier':>8}{'ECE':>8}  Brier / base, 90% CI over test questions")
+  selection = results["selection"]
+  print("calibration settings, validation Brier of the calibrated mean:")
+  for candidate in selection["candidates"]:
+    print(f"  {candidate}")
+  print(f"chosen on validation: {selection['chosen']}; estimate: {selection['estimate']}")
+  print(f"{'method':<18}{'val Brier':>10}{'Brier':>8}{'ECE':>8}  test Brier / base, 90% CI "
+        "over test questions")
   for name, scores in results["methods"].items():
     ratio = results["brier_ratio_to_base"].get(name)
     interval = f"{ratio['ratio']:>7.3f}" if ratio else ""
     if ratio and ratio["low"] is not None:
       interval += f" [{ratio['low']:.3f}, {ratio['high']:.3f}]"
-    print(f"{name:<18}{scores['brier']:>8.4f}{scores['ece']:>8.4f}  {interval}")
+    print(f"{name:<18}{results['validation'][name]['brier']:>10.4f}{scores['brier']:>8.4f}"
+          f"{scores['ece']:>8.4f}  {interval}")
   print("reference predictors (not PRMs): Brier, ratio to base")
   for name, ref in results["reference"].items():
     print(f"  {name:<30}{ref['brier']:>8.4f}{ref['ratio_to_base']:>8.3f}")

@@ -41,10 +41,12 @@ def _config(policy_workdir):
   config.policy_workdir = policy_workdir
   config.mc.calibration_questions, config.mc.test_questions = 16, 16
   config.mc.conformal_questions, config.mc.base_questions = 8, 6
+  config.mc.validation_questions = 8
   config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 2, 2, 2
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
   _tiny_model(config.prm.model)
   config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 3, 3, 8
+  config.select.learning_rates, config.select.batch_sizes = (1e-3,), (8,)
   return config
 
 
@@ -58,6 +60,8 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
     assert 0 <= scores["brier"] <= 1 and 0 <= scores["ece"] <= 1
   assert results["num_records"]["test"] >= 16 * 2  # at least the step-0 prefix per response
   assert results["num_records"]["conformal"] >= 8 * 2
+  assert results["num_records"]["validation"] >= 8 * 2
+  assert set(results["validation"]) == set(results["methods"])
   assert results["num_records"]["base_training"] >= 6 * 2
   predictions = np.load(workdir / "predictions.npz")
   assert predictions["quantiles"].shape == (results["num_records"]["test"], 3)
@@ -163,6 +167,7 @@ def _difficulty_coin_policy(config):
   sources = [ArithmeticSource(size=mc.calibration_questions, seed=mc.calibration_seed),
              ArithmeticSource(size=mc.test_questions, seed=mc.test_seed),
              ArithmeticSource(size=mc.conformal_questions, seed=mc.conformal_seed),
+             ArithmeticSource(size=mc.validation_questions, seed=mc.validation_seed),
              ArithmeticSource(size=mc.base_questions, seed=mc.base_seed,
                               difficulties=tuple(range(1, config.prm.base_max_difficulty + 1)))]
   problems = {format_prompt(s[i]): s[i] for s in sources for i in range(len(s))}
@@ -200,3 +205,28 @@ def test_study_on_varied_targets_calibrates_the_base_prm(policy_workdir, tmp_pat
   assert methods["isotonic"]["brier"] < methods["base"]["brier"]
   for scores in methods.values():
     assert 0 < scores["brier"] < 0.5 and 0 <= scores["ece"] <= 1
+
+
+def test_calibration_settings_and_estimate_are_chosen_on_validation(policy_workdir, tmp_path,
+                                                                    monkeypatch):
+  config = _config(policy_workdir)
+  config.mc.calibration_questions, config.mc.validation_questions = 32, 16
+  config.prm.calibration_steps = 200
+  # A rate that cannot move the head in 200 steps against two that can: validation decides.
+  config.select.learning_rates, config.select.batch_sizes = (1e-7, 3e-3, 3e-2), (32,)
+  monkeypatch.setattr(study, "complete", _difficulty_coin_policy(config))
+  workdir = tmp_path / "calibrate"
+  results = run_calibration_study(config, str(workdir))
+  selection, validation = results["selection"], results["validation"]
+  briers = [c["validation_brier"] for c in selection["candidates"]]
+  assert [c["calibration_learning_rate"] for c in selection["candidates"]] == [1e-7, 3e-3, 3e-2]
+  best = selection["candidates"][int(np.argmin(briers))]
+  assert selection["chosen"] == {k: best[k] for k in selection["chosen"]}
+  assert selection["chosen"]["calibration_learning_rate"] != 1e-7, briers
+  # The kept (saved) calibrated PRM is the chosen one: its validation Brier is the minimum.
+  assert validation["calibrated"]["brier"] == pytest.approx(min(briers), abs=1e-6)
+  # At lr 1e-7 the calibration leaves stay at their zero init: the output is the base PRM's.
+  assert briers[0] == pytest.approx(validation["base"]["brier"], abs=1e-3)
+  assert selection["estimate"] == min((m for m in validation if m != "base"),
+                                      key=lambda m: validation[m]["brier"])
+  assert selection["estimate_test_brier"] == results["methods"][selection["estimate"]]["brier"]

@@ -29,10 +29,12 @@ class McConfig:
   test_questions: int = 48
   conformal_questions: int = 32
   base_questions: int = 96
+  validation_questions: int = 32
   calibration_seed: int = 10
   test_seed: int = 11
   conformal_seed: int = 12
   base_seed: int = 13
+  validation_seed: int = 14
   num_responses: int = 4
   num_rollouts: int = 4
   max_steps: int = 8
@@ -43,15 +45,15 @@ class McConfig:
 
   def __post_init__(self):
     for name in ("calibration_questions", "test_questions", "conformal_questions",
-                 "base_questions", "num_responses", "num_rollouts", "max_new_tokens",
+                 "base_questions", "validation_questions", "num_responses", "num_rollouts", "max_new_tokens",
                  "questions_per_shard"):
       check_int("mc", name, getattr(self, name))
-    for name in ("calibration_seed", "test_seed", "conformal_seed", "base_seed", "max_steps",
-                 "seed"):
+    seeds = ("calibration_seed", "test_seed", "conformal_seed", "base_seed", "validation_seed")
+    for name in (*seeds, "max_steps", "seed"):
       check_int("mc", name, getattr(self, name), minimum=0)
-    if len({self.calibration_seed, self.test_seed, self.conformal_seed, self.base_seed}) < 4:
-      raise ValueError("mc.calibration_seed, test_seed, conformal_seed and base_seed must differ "
-                       "(each split draws its own questions)")
+    if len({getattr(self, name) for name in seeds}) < len(seeds):
+      raise ValueError(f"mc.{', '.join(seeds)} must differ (each split draws its own "
+                       f"questions), got {[getattr(self, name) for name in seeds]}")
     check_open_interval("mc", "temperature", self.temperature, 0.0)
 
 
@@ -111,6 +113,26 @@ class EvalConfig:
     check_int("eval", "num_bins", self.num_bins)
     check_int("eval", "histogram_bins", self.histogram_bins)
     check_open_interval("eval", "conformal_alpha", self.conformal_alpha, 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+  """Calibration settings tried on the validation questions: every (learning rate, batch size)
+  pair is fit, and the one whose calibrated mean scores the lowest validation Brier is kept.
+  Empty: prm's own value only."""
+  learning_rates: tuple[float, ...] = ()
+  batch_sizes: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    for value in self.learning_rates:
+      check_open_interval("select", "learning_rates", value, 0.0)
+    for value in self.batch_sizes:
+      check_int("select", "batch_sizes", value)
+
+  def candidates(self, prm: PrmConfig) -> list[dict]:
+    return [{"calibration_learning_rate": lr, "calibration_batch_size": bs}
+            for lr in self.learning_rates or (prm.calibration_learning_rate,)
+            for bs in self.batch_sizes or (prm.calibration_batch_size,)]
 
 
 def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=None):
@@ -200,12 +222,14 @@ def _backbone_params(prm: PrmConfig, policy_cfg: ModelConfig, policy_params):
 
 
 def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Writes results.json (Brier/ECE per method on test questions) and predictions.npz."""
+  """Writes results.json (Brier/ECE per method on the validation and the test questions, the
+  calibration settings tried and chosen on validation) and predictions.npz (test)."""
   mc = from_mapping(McConfig, config.mc, "mc")
   prm_values = dict(config.prm)
   prm = from_mapping(PrmConfig, {**prm_values, "model": ModelConfig.from_dict(prm_values["model"])},
                      "prm")
   ev = from_mapping(EvalConfig, config.eval, "eval")
+  select = from_mapping(SelectConfig, config.select, "select")
   train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
                    f"--workdir={config.policy_workdir}")
   _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
@@ -218,8 +242,11 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   # Split conformal needs scores of a model that did not train on them: its own questions.
   held, _ = _mc_records("conformal", mc.conformal_questions, mc.conformal_seed, policy, mc,
                         workdir)
-  logging.info("MC records: %d calibration, %d conformal, %d test", len(cal), len(held),
-               len(test))
+  # Calibration settings and the point estimate are chosen on these.
+  val, _ = _mc_records("validation", mc.validation_questions, mc.validation_seed, policy, mc,
+                       workdir)
+  logging.info("MC records: %d calibration, %d conformal, %d validation, %d test", len(cal),
+               len(held), len(val), len(test))
 
   # The base PRM learns from final outcomes of easier questions of its own, as public PRMs
   # are trained on other data than the policy's hard questions: miscalibrated on the rest.
@@ -230,46 +257,69 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             backbone_params=backbone_params,
                             adapter=prm.base_adapter, lora_rank=prm.lora_rank,
                             lora_alpha=prm.lora_alpha)
-  calibrated = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
-                                 steps=prm.calibration_steps,
-                                 batch_size=prm.calibration_batch_size,
-                                 learning_rate=prm.calibration_learning_rate,
-                                 seed=prm.calibration_seed,
-                                 adapter=prm.adapter, lora_rank=prm.lora_rank,
-                                 lora_alpha=prm.lora_alpha)
+  target = lambda records: np.array([r["target"] for r in records])
+  y_cal, y_val, y_test = target(cal), target(val), target(test)
+  p_cal = fit.predict(base, prm.model, cal)[:, 0]
+
+  # Every choice is made on the validation questions; the test questions are read once, last.
+  candidates = []
+  for settings in select.candidates(prm):
+    params = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
+                               steps=prm.calibration_steps,
+                               batch_size=settings["calibration_batch_size"],
+                               learning_rate=settings["calibration_learning_rate"],
+                               seed=prm.calibration_seed, adapter=prm.adapter,
+                               lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha)
+    p_val = fit.predict(params, prm.model, val)[:, MEAN]
+    candidates.append((metrics.brier(p_val, y_val), settings, params))
+    logging.info("calibration %s: validation Brier %.4f", settings, candidates[-1][0])
+  _, chosen, calibrated = min(candidates, key=lambda c: c[0])
   saved.save_prm(workdir, "base", base, prm.model)
   saved.save_prm(workdir, "calibrated", calibrated, prm.model, prm.levels)
-  target = lambda records: np.array([r["target"] for r in records])
-  y_cal, y_test = target(cal), target(test)
-  difficulty = np.array([r["difficulty"] for r in test])
-  question = np.array([r["question_id"] for r in test])
-  p_cal = fit.predict(base, prm.model, cal)[:, 0]
-  p_test = fit.predict(base, prm.model, test)[:, 0]
-  out_test = fit.predict(calibrated, prm.model, test)
-  q_test = out_test[:, :MEAN]
   lower, median = prm.levels.index(0.1), prm.levels.index(0.5)
-  predictions = {
-      "base": p_test,
-      "calibrated": out_test[:, MEAN],
-      "quantile_median": q_test[:, median],
-      "temperature": calibration.TemperatureScaling.fit(p_cal, y_cal)(p_test),
-      "isotonic": calibration.IsotonicCalibration.fit(p_cal, y_cal)(p_test),
-      "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
-                                                    num_bins=ev.histogram_bins)(p_test),
-  }
   q_held = fit.predict(calibrated, prm.model, held)[:, :MEAN]
   conformal = calibration.ConformalLowerBound.fit(q_held[:, lower], target(held),
                                                   alpha=ev.conformal_alpha)
+  baselines = {"temperature": calibration.TemperatureScaling.fit(p_cal, y_cal),
+               "isotonic": calibration.IsotonicCalibration.fit(p_cal, y_cal),
+               "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
+                                                             num_bins=ev.histogram_bins)}
+
+  def predictions(records):
+    p_base, out = fit.predict(base, prm.model, records)[:, 0], fit.predict(calibrated, prm.model,
+                                                                          records)
+    return {"base": p_base, "calibrated": out[:, MEAN], "quantile_median": out[:, median],
+            **{name: method(p_base) for name, method in baselines.items()}}, out[:, :MEAN]
+
+  val_predictions, _ = predictions(val)
+  val_difficulty = np.array([r["difficulty"] for r in val])
+  validation = {name: _scores(p, y_val, val_difficulty, ev.num_bins)
+                for name, p in val_predictions.items()}
+  # The point estimate a user should take: the method best on validation, base excluded.
+  estimate = min((name for name in validation if name != "base"),
+                 key=lambda name: validation[name]["brier"])
+
+  test_predictions, q_test = predictions(test)
+  p_test = test_predictions["base"]
+  difficulty = np.array([r["difficulty"] for r in test])
+  question = np.array([r["question_id"] for r in test])
   lower_conformal = conformal(q_test[:, lower])
-  methods = {name: _scores(p, y_test, difficulty, ev.num_bins) for name, p in predictions.items()}
+  methods = {name: _scores(p, y_test, difficulty, ev.num_bins)
+             for name, p in test_predictions.items()}
   results = {
-      "num_records": {"calibration": len(cal), "conformal": len(held), "test": len(test),
-                      "base_training": len(easy)},
+      "num_records": {"calibration": len(cal), "conformal": len(held), "validation": len(val),
+                      "test": len(test), "base_training": len(easy)},
       "methods": methods,
+      "validation": validation,
+      "selection": {
+          "candidates": [{**settings, "validation_brier": b} for b, settings, _ in candidates],
+          "chosen": chosen,
+          "estimate": estimate,
+          "estimate_test_brier": methods[estimate]["brier"]},
       # Records of a question are correlated: the interval resamples whole test questions.
       "brier_ratio_to_base": {
           name: metrics.brier_ratio(p, p_test, y_test, question)
-          for name, p in predictions.items() if name != "base"},
+          for name, p in test_predictions.items() if name != "base"},
       "coverage": {
           **{f"q{level:g}": float(np.mean(y_test <= q_test[:, i]))
              for i, level in enumerate(prm.levels)},
@@ -287,5 +337,5 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   np.savez(os.path.join(workdir, "predictions.npz"), target=y_test, difficulty=difficulty,
-           quantiles=q_test, lower_conformal=lower_conformal, **predictions)
+           quantiles=q_test, lower_conformal=lower_conformal, **test_predictions)
   return results
