@@ -1,6 +1,6 @@
 r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
-  python -m experiments.main                                   # quick: about an hour, 2 CPU cores
+  python -m experiments.main                                   # quick: 43 min on 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
@@ -20,20 +20,19 @@ Sizes (the argument after the colon):
          calibration and IAS sections stay small (no paper-size configs exist for them).
 
 Quick reductions, and each stage's wall time in one measured run of the whole job on 2 CPU
-cores (61 min in all, 4,530 CPU-seconds; the machine also ran other jobs during stage 1 and
-during policy and calibrate, so these are upper bounds; stage 1 alone takes about 10 min):
-  duo        duo_small unchanged (600 steps)                                      18.5 min
-  oracle     oracle_small unchanged                                               3.3 min
-  router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   5.1 min
+cores and nothing else running (43 min 17 s in all, 4,370 CPU-seconds, 6.2 GB peak memory):
+  duo        duo_small unchanged (600 steps)                                      6.7 min
+  oracle     oracle_small unchanged                                               2.8 min
+  router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   4.9 min
              4 x 64 imitation tokens, no dense baselines
-  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     15.0 min
+  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     12.2 min
              instead of 32: a weaker policy (lower accuracy on long problems), so the
              MC targets, the PRMs and the IAS numbers differ from those in docs/
-  calibrate  128 calibration / 48 test / 24 conformal / 32 base / 24 validation    13.0 min
+  calibrate  128 calibration / 48 test / 24 conformal / 32 base / 24 validation    11.1 min
              questions (1536 / 256 / 64 / 96 / 128), 150 base-PRM steps (300), two
              learning rates tried on validation (3 x 2 settings): a noisier fit and a
              wide interval on the Brier ratio
-  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           6.0 min
+  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           5.4 min
              fixed N up to 16 (32), beam search on 16 questions (64)
   figures    the five figure scripts                                              0.2 min
 """
@@ -86,7 +85,7 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (10, 5, 5, 11, 13, 6, 1), "small": (10, 5, 50, 35, 85, 20, 1),
+  minutes = {"quick": (7, 3, 5, 12, 11, 5, 1), "small": (10, 5, 50, 35, 85, 20, 1),
              "paper": (-1, -1, -1, 35, 85, 20, 1)}[size]
   for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
                          minutes):

@@ -1,6 +1,6 @@
 r"""The main job: both papers end to end on the embedded data, then figures and the claims table.
 
-  python -m experiments.main                      # configs/quick.py: about an hour on 2 cores
+  python -m experiments.main                      # configs/quick.py: 43 min on 2 cores
   python -m experiments.main --paper --workdir=workdir/main_paper   # stage 1 at paper size
   python -m experiments.main --config=configs/quick.py:small        # the documented configs
 
