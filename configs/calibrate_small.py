@@ -3,13 +3,16 @@ r"""Calibrated PRM on CPU: Monte-Carlo labels from the policy, a base PRM, calib
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_small
 
-Generates MC labels (responses, step prefixes, rollouts) for four disjoint sets of questions:
-base, calibration, conformal, test. Trains a base PRM the way public PRMs are trained
+Generates MC labels (responses, step prefixes, rollouts) for five disjoint sets of questions:
+base, calibration, conformal, validation, test. Trains a base PRM the way public PRMs are trained
 (final-outcome labels of other, easier questions: the base set, difficulty <= 3), then
 calibrates it on the calibration questions: quantile outputs fine-tuned with the pinball loss
 and a mean output with the squared error (head only here; LoRA adapters or the full backbone
 with `--config.prm.adapter`), and the baselines temperature scaling, isotonic regression and
 histogram binning; the conformal questions then correct the 0.1 quantile (split conformal).
+The calibration's learning rate and batch size (`select`) and the point estimate (the method
+with the lowest Brier) are chosen on the validation questions; the test questions are read
+once, last.
 
 Records of one question are strongly correlated, so the number of distinct questions is what
 limits generalization: with 48 calibration questions x 4 responses the fine-tune overfits
@@ -17,8 +20,8 @@ limits generalization: with 48 calibration questions x 4 responses the fine-tune
 1536: 0.050), and 256 test questions, so that the calibrated / base ratio is known to about
 +-0.06 (90% bootstrap interval over questions; with 64 it was +-0.10). results.json holds
 Brier and ECE on the test questions for every method and each one's ratio to the base PRM
-(paper: Brier 0.24 -> 0.07; target here: calibrated <= 0.3x base). About 85 minutes on 2
-CPU cores, 75 of them sampling.
+(paper: Brier 0.24 -> 0.07; target here: calibrated <= 0.3x base). About 95 minutes on 2
+CPU cores, 80 of them sampling.
 """
 
 import ml_collections

@@ -85,8 +85,8 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (7, 3, 5, 12, 11, 5, 1), "small": (10, 5, 50, 35, 85, 20, 1),
-             "paper": (-1, -1, -1, 35, 85, 20, 1)}[size]
+  minutes = {"quick": (7, 3, 5, 12, 11, 5, 1), "small": (10, 5, 50, 35, 95, 20, 1),
+             "paper": (-1, -1, -1, 35, 95, 20, 1)}[size]
   for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
                          minutes):
     config.minutes[name] = value
