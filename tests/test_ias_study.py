@@ -87,6 +87,24 @@ def test_study_runs_every_method(workdirs, tmp_path):
   assert all(np.isfinite(w) for kind in results["probe_weights"].values() for w in kind.values())
 
 
+def test_probe_pays_the_prm_for_its_first_sample_only(workdirs, tmp_path, monkeypatch):
+  # Under majority vote only the combined probe reads the PRM: on its first sample and at the
+  # empty prefix, whatever number of samples it then draws.
+  monkeypatch.setattr(ias_study, "choose_aggregation", lambda mean_accuracy: "majority")
+  config = _config(*workdirs)
+  config.beam.questions = 1
+  results = ias_study.run_ias_study(config, str(tmp_path))
+  assert results["aggregation"] == "majority"
+  test = results["test"]
+  probe, ias_q = test["methods"]["probe_combined"], test["methods"]["ias_calibrated_q0.1"]
+  first_sample = test["fixed"]["1"]["calibrated_vote"]["prm_tokens"]  # N = 1, PRM-scored
+  empty_prefix = ias_q["prm_tokens"]  # IAS under majority vote reads the empty prefix only
+  assert first_sample > 0 and empty_prefix > 0
+  assert probe["samples"] > 1  # it draws more than the sample it scores
+  assert probe["prm_tokens"] == pytest.approx(first_sample + empty_prefix)
+  assert test["methods"]["probe_confidence"]["prm_tokens"] == 0
+
+
 def test_missing_calibration_names_the_command(workdirs, tmp_path):
   config = _config(workdirs[0], str(tmp_path / "nothing"))
   with pytest.raises(FileNotFoundError, match="experiments.calibrate"):

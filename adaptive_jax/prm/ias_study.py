@@ -258,13 +258,15 @@ def fit_probes(split: Split, cfg: IasConfig) -> dict:
 
 
 def _summary(split: Split, cfg: IasConfig, state, answer_Q, *, pays_prm: bool,
-             prm_prompt: bool) -> dict:
+             prm_prompt: bool, scored_Q: np.ndarray | None = None) -> dict:
   """Accuracy and compute per question; the PRM's tokens count where the method reads the
-  PRM: its samples' scores (`pays_prm`) and the empty prefix's (`prm_prompt`, IAS)."""
+  PRM: its samples' scores (`pays_prm`: all of them, or `scored_Q` tokens per question) and
+  the empty prefix's (`prm_prompt`, IAS)."""
   correct_Q = (np.asarray(answer_Q) == split.gold_Q).astype(np.float64)
   drawn_Q = np.asarray(state.drawn_Q)
   tokens_Q = np.asarray(state.tokens_Q)
-  scored_Q = np.asarray(state.scored_tokens_Q) * pays_prm
+  if scored_Q is None:
+    scored_Q = np.asarray(state.scored_tokens_Q) * pays_prm
   prompt_Q = split.prompt_tokens_Q
   flops_Q = ((tokens_Q + prompt_Q) * split.policy_flops
              + (scored_Q + prm_prompt * prompt_Q) * split.prm_flops)
@@ -302,6 +304,11 @@ def matched_ratio(fixed_curve: list, accuracy: float, flops: float) -> dict:
   return {"ratio": float(flops / matched), "not_reached": False}
 
 
+def choose_aggregation(mean_accuracy: dict) -> str:
+  """The aggregation with the best mean accuracy over the fixed sweep; ties go to majority."""
+  return max(AGGREGATIONS, key=lambda name: (mean_accuracy[name], name == "majority"))
+
+
 def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
                    aggregation: str) -> dict:
   """Every method on one split; `estimates`: name -> p_Q for IAS; `probes`: kind ->
@@ -318,14 +325,19 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
     state = _run(split, cfg, target_Q, StopRule())
     methods[f"ias_{name}"] = _summary(split, cfg, state, _answers(state, aggregation),
                                       pays_prm=uses_prm, prm_prompt=not name.startswith("oracle"))
+  # The PRM's tokens on each question's first sample (replays draw samples in pool order).
+  first_scored_Q = np.asarray(_run(split, cfg, np.ones(len(split.gold_Q), np.int32),
+                                   StopRule()).scored_tokens_Q)
   for kind, estimate in probes.items():
     fn = probe_lib.target_fn(estimate, channel=0, n_max=cfg.n_max, q=cfg.q)
     state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max), StopRule(),
                  probe=adaptive.Probe(1, fn))
-    # The combined probe reads the PRM on its sample and at the empty prefix (its prior).
+    # The combined probe reads the PRM on its first sample and at the empty prefix (its
+    # prior); an aggregation that reads the PRM pays for every sample instead.
+    scored_Q = None if uses_prm or kind != "combined" else first_scored_Q
     methods[f"probe_{kind}"] = _summary(split, cfg, state, _answers(state, aggregation),
-                                        pays_prm=uses_prm or kind == "combined",
-                                        prm_prompt=kind == "combined")
+                                        pays_prm=uses_prm, prm_prompt=kind == "combined",
+                                        scored_Q=scored_Q)
   state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max),
                StopRule("adaptive_consistency", threshold=cfg.consistency_threshold))
   methods["adaptive_consistency"] = _summary(split, cfg, state, _answers(state, "majority"),
@@ -409,7 +421,7 @@ def run_ias_study(config, workdir: str) -> dict:
                                "majority")
   mean_acc = {name: np.mean([val_results["fixed"][str(n)][name]["accuracy"]
                              for n in cfg.fixed_ns]) for name in AGGREGATIONS}
-  aggregation = max(AGGREGATIONS, key=lambda name: (mean_acc[name], name == "majority"))
+  aggregation = choose_aggregation(mean_acc)
   logging.info("aggregation chosen on validation: %s (%s)", aggregation, mean_acc)
   test = Split("test", models, cfg, cfg.test_questions, cfg.test_seed, estimate)
   test_estimates = estimates_for(test, models, rate)
