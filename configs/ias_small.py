@@ -3,7 +3,7 @@ r"""Instance-adaptive sampling on CPU: every best-of-N method through the on-dev
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_ias \
     --config.mc.calibration_questions=512 --config.mc.test_questions=64 \
-    --config.mc.conformal_questions=32
+    --config.mc.conformal_questions=32 --config.mc.validation_questions=64
   python -m experiments.ias --config=configs/ias_small.py --workdir=workdir/ias_small
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
