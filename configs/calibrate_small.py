@@ -62,9 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.base_adapter = "full"  # as public PRMs: the whole backbone ('lora', 'head' too)
   config.prm.base_steps = 300  # AdamW steps on the base set, binary cross-entropy
   config.prm.calibration_steps = 2000  # fine-tune steps on the calibration set
+  # The rate and batch used when `select` below is empty; with it, validation chooses (here
+  # 1e-2 and 32, with the rate decayed on a cosine; docs/calibrated_prm.md).
   config.prm.calibration_learning_rate = 3e-3
-  # Under 'head' a step costs the output layer alone, so large batches are cheap; with 32 the
-  # last iterate is noisy (test Brier 0.068-0.095 over three seeds; docs/calibrated_prm.md).
   config.prm.calibration_batch_size = 256
   # What the fine-tune trains besides the calibration head: 'head' (nothing: it fits on
   # features computed once; test Brier 0.050), 'lora' (rank-r adapters on every attention and
