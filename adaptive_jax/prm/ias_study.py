@@ -325,16 +325,17 @@ def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
     state = _run(split, cfg, target_Q, StopRule())
     methods[f"ias_{name}"] = _summary(split, cfg, state, _answers(state, aggregation),
                                       pays_prm=uses_prm, prm_prompt=not name.startswith("oracle"))
-  # The PRM's tokens on each question's first sample (replays draw samples in pool order).
-  first_scored_Q = np.asarray(_run(split, cfg, np.ones(len(split.gold_Q), np.int32),
-                                   StopRule()).scored_tokens_Q)
+  # Without a PRM aggregation, the PRM's tokens on each question's first sample (replays draw
+  # samples in pool order): what the combined probe reads.
+  first_scored_Q = None if uses_prm else np.asarray(
+      _run(split, cfg, np.ones(len(split.gold_Q), np.int32), StopRule()).scored_tokens_Q)
   for kind, estimate in probes.items():
     fn = probe_lib.target_fn(estimate, channel=0, n_max=cfg.n_max, q=cfg.q)
     state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max), StopRule(),
                  probe=adaptive.Probe(1, fn))
     # The combined probe reads the PRM on its first sample and at the empty prefix (its
     # prior); an aggregation that reads the PRM pays for every sample instead.
-    scored_Q = None if uses_prm or kind != "combined" else first_scored_Q
+    scored_Q = first_scored_Q if kind == "combined" else None
     methods[f"probe_{kind}"] = _summary(split, cfg, state, _answers(state, aggregation),
                                         pays_prm=uses_prm, prm_prompt=kind == "combined",
                                         scored_Q=scored_Q)
