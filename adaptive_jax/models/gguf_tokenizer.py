@@ -81,3 +81,44 @@ def from_gguf(file: GGUFFile) -> BPETokenizer:
   return BPETokenizer(backend, bos_id=as_id("tokenizer.ggml.bos_token_id"),
                       eos_id=as_id("tokenizer.ggml.eos_token_id"),
                       add_bos=bool(file.get("tokenizer.ggml.add_bos_token", False)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskTokenizer:
+  """A BPE through the byte tokenizer's interface (`tasks.byte_tokenizer`), so the task pipeline
+  (`policy.evaluate.complete`, the MC labels, the PRM's `encode_texts`) takes a pretrained
+  model's vocabulary unchanged: EOS starts every sequence and ends every answer, `pad_id` fills
+  rows and must be a token that text never encodes to, `decode` drops special tokens.
+
+  Why not the file's padding id: SmolLM2's is its EOS (<|im_end|>, 2), and the PRM finds a
+  row's last real token as its last non-pad one, so EOS and pad must differ; its
+  <|endoftext|> (0) never comes out of `encode`.
+  """
+  bpe: BPETokenizer
+  pad_id: int
+  eos_id: int
+
+  def __post_init__(self):
+    if self.pad_id == self.eos_id:
+      raise ValueError(f"pad_id and eos_id must differ, both are {self.pad_id}")
+    for name in ("pad_id", "eos_id"):
+      if not 0 <= getattr(self, name) < self.bpe.vocab_size:
+        raise ValueError(f"{name} must be a token id in [0, {self.bpe.vocab_size}), got "
+                         f"{getattr(self, name)}")
+
+  @classmethod
+  def from_tokens(cls, bpe: BPETokenizer, pad: str, eos: str) -> "TaskTokenizer":
+    return cls(bpe, pad_id=bpe.token_id(pad), eos_id=bpe.token_id(eos))
+
+  @property
+  def vocab_size(self) -> int:
+    return self.bpe.vocab_size
+
+  def encode(self, text: str) -> list[int]:
+    ids = self.bpe.backend.encode(text, add_special_tokens=False).ids
+    if self.pad_id in ids:
+      raise ValueError(f"text encodes to the pad token {self.pad_id}: {text[:40]!r}")
+    return ids
+
+  def decode(self, ids) -> str:
+    return self.bpe.decode(ids, skip_special=True)

@@ -16,7 +16,9 @@ Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with r
 so a run is a pure function of (records, config, seed).
 """
 
+import collections
 import functools
+import hashlib
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -28,7 +30,7 @@ from flax import traverse_util
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import lora, metrics
-from adaptive_jax.prm.model import PRM, encode_records, probabilities, record_field
+from adaptive_jax.prm.model import TOKENIZER, PRM, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0
 
@@ -93,6 +95,47 @@ def _in_batches(fn, tokens_NxT: np.ndarray, batch_size: int) -> np.ndarray:
   return np.asarray(jnp.concatenate(out))[:num]
 
 
+_FEATURES_CACHED = 8  # entries of the readout cache (records x 2D float32 each)
+_features_cache: collections.OrderedDict = collections.OrderedDict()
+
+
+def _digest(arrays) -> str:
+  digest = hashlib.sha1()
+  for leaf in arrays:
+    leaf = np.asarray(leaf)
+    digest.update(str((leaf.shape, leaf.dtype)).encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+def readout_features(params, model_cfg: ModelConfig, tokens_NxT: np.ndarray,
+                     batch_size: int = 256) -> np.ndarray:
+  """h_Nx2D = `PRM.readout` of every row: the backbone's features, which the output layers read.
+
+  They depend on the backbone's weights and the tokens only, and a study reads the same records
+  through the same frozen backbone many times (the base PRM's head, each calibration candidate,
+  every prediction), so the last few are kept, keyed by a digest of both: with a 135M-parameter
+  backbone on CPU the forward pass is the whole cost.
+  """
+  key = (model_cfg, _digest(jax.tree.leaves(params["backbone"])), _digest([tokens_NxT]))
+  if key in _features_cache:
+    _features_cache.move_to_end(key)
+    return _features_cache[key]
+  features = _in_batches(lambda t: _readout(params, t, model_cfg=model_cfg), tokens_NxT,
+                         batch_size)
+  _features_cache[key] = features
+  while len(_features_cache) > _FEATURES_CACHED:
+    _features_cache.popitem(last=False)
+  return features
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg",))
+def _readout(params, tokens_BxT, *, model_cfg: ModelConfig):
+  # params as an argument, not a closure: closed-over arrays would be baked into the program.
+  return PRM(model_cfg).apply({"params": {"backbone": params["backbone"]}}, tokens_BxT,
+                              method=PRM.readout)
+
+
 def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter: str,
                  lora_rank: int, lora_alpha: float, learning_rate: float | optax.Schedule,
                  weight_decay: float,
@@ -125,9 +168,7 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
     return params
 
   if adapter == "head":
-    # params as an argument, not a closure: closed-over arrays would be baked into the program.
-    readout = jax.jit(lambda p, t: model.apply({"params": p}, t, method=PRM.readout))
-    data = {"inputs": _in_batches(lambda t: readout(params, t), tokens_NxT, 256), **labels}
+    data = {"inputs": readout_features(params, model.cfg, tokens_NxT), **labels}
     apply = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
   else:
     data = {"inputs": tokens_NxT, **labels}
@@ -144,16 +185,17 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
 def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
                    batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
                    backbone_params=None, adapter: str = "full", lora_rank: int = 8,
-                   lora_alpha: float = 16.0):
+                   lora_alpha: float = 16.0, tokenizer=TOKENIZER):
   """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
 
   `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
   `adapter`: what trains besides the head ("full": the whole backbone; "head": nothing, a value
   head on a frozen backbone; "lora": low-rank adapters and the final norm, merged in).
+  `tokenizer`: the policy's, which wrote the records' text.
   """
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
-  tokens_NxT = encode_records(records, model_cfg.max_len)
+  tokens_NxT = encode_records(records, model_cfg.max_len, tokenizer=tokenizer)
   labels_N = record_field(records, "response_correct")
   params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
   if backbone_params is not None:
@@ -170,7 +212,7 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
 def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
                   levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
                   learning_rate: float, seed: int, adapter: str = "head", lora_rank: int = 8,
-                  lora_alpha: float = 16.0):
+                  lora_alpha: float = 16.0, tokenizer=TOKENIZER):
   """Calibrated PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
   `delta` [2D, Q + 1] and `base_gain` [] for the Q quantiles at `levels` and the mean
   (column `model.MEAN`).
@@ -191,7 +233,7 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   levels_Q = np.asarray(levels, np.float32)
   if levels_Q.ndim != 1 or levels_Q.size == 0 or not np.all((levels_Q > 0) & (levels_Q < 1)):
     raise ValueError(f"levels must be quantile levels in (0, 1), got {tuple(levels)}")
-  tokens_NxT = encode_records(records, model_cfg.max_len)
+  tokens_NxT = encode_records(records, model_cfg.max_len, tokenizer=tokenizer)
   targets_N = record_field(records, "target")
   base_params = nn.meta.unbox(base_params)
   calibrated_leaves = [name for name in CALIBRATION_LEAVES if name in base_params]
@@ -219,15 +261,20 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
-def _probs(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
-  return probabilities(PRM(model_cfg, num_quantiles).apply({"params": params}, tokens_BxT))
+def _probs(params, h_Nx2D, *, model_cfg: ModelConfig, num_quantiles: int):
+  return probabilities(PRM(model_cfg, num_quantiles).apply({"params": params}, h_Nx2D,
+                                                           method=PRM.outputs))
 
 
-def predict(params, model_cfg: ModelConfig, records: Sequence[dict],
-            batch_size: int = 256) -> np.ndarray:
+def predict(params, model_cfg: ModelConfig, records: Sequence[dict], batch_size: int = 256,
+            tokenizer=TOKENIZER) -> np.ndarray:
   """Success probabilities probs_NxK: K = 1 for a base PRM; for a calibrated one, a column
-  per quantile level, then the mean (column `model.MEAN`)."""
+  per quantile level, then the mean (column `model.MEAN`). The backbone's features come from
+  `readout_features` (computed once per backbone and records)."""
   params = nn.meta.unbox(params)
   num_quantiles = params["delta"]["kernel"].shape[-1] - 1 if "delta" in params else 0
-  return _in_batches(lambda t: _probs(params, t, model_cfg=model_cfg, num_quantiles=num_quantiles),
-                     encode_records(records, model_cfg.max_len), batch_size)
+  features_Nx2D = readout_features(
+      params, model_cfg, encode_records(records, model_cfg.max_len, tokenizer=tokenizer),
+      batch_size)
+  return np.asarray(_probs(params, features_Nx2D, model_cfg=model_cfg,
+                           num_quantiles=num_quantiles))

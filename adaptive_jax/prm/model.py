@@ -103,7 +103,12 @@ def encode_texts(texts: Sequence[str], max_len: int, *, left_pad: bool = False,
   """int32 tokens_NxT of `[eos] + encode(text)`, padded to the longest (T <= max_len).
 
   EOS first, as in the policy's training data, where every document follows an EOS.
+  `tokenizer`: the policy's (byte, or a pretrained model's `TaskTokenizer`); its pad must be
+  the PRM's (`last_real_index` finds a row's end by it).
   """
+  if tokenizer.pad_id != TOKENIZER.pad_id:
+    raise ValueError(f"tokenizer.pad_id must be {TOKENIZER.pad_id}, the PRM's pad id, got "
+                     f"{tokenizer.pad_id}")
   ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in texts]
   if not ids:
     raise ValueError("texts must be non-empty")
@@ -140,6 +145,8 @@ def record_field(records: Sequence[dict], field: str) -> np.ndarray:
   return values
 
 
-def encode_records(records: Sequence[dict], max_len: int, *, left_pad: bool = False) -> np.ndarray:
+def encode_records(records: Sequence[dict], max_len: int, *, left_pad: bool = False,
+                   tokenizer=TOKENIZER) -> np.ndarray:
   """tokens_NxT of the records' `text` fields (see `encode_texts`)."""
-  return encode_texts(list(record_field(records, "text")), max_len, left_pad=left_pad)
+  return encode_texts(list(record_field(records, "text")), max_len, left_pad=left_pad,
+                      tokenizer=tokenizer)

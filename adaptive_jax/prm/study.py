@@ -8,6 +8,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+import sklearn.metrics
 from absl import logging
 
 from adaptive_jax.nn.config import ModelConfig
@@ -19,7 +20,8 @@ from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, Arithm
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import follows_gold_steps, format_prompt
 from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping
+from adaptive_jax.typed_config import (check_choice, check_int, check_integer, check_open_interval,
+                                       from_mapping)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +44,14 @@ class McConfig:
   max_new_tokens: int = 224
   questions_per_shard: int = 16
   seed: int = 0
+  difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
 
   def __post_init__(self):
+    object.__setattr__(self, "difficulties", tuple(self.difficulties))
+    if not self.difficulties:
+      raise ValueError("mc.difficulties needs at least one difficulty")
+    for d in self.difficulties:
+      check_integer("mc.difficulties entry", d, minimum=MIN_DIFFICULTY, maximum=MAX_DIFFICULTY)
     for name in ("calibration_questions", "test_questions", "conformal_questions",
                  "base_questions", "validation_questions", "num_responses", "num_rollouts", "max_new_tokens",
                  "questions_per_shard"):
@@ -59,7 +67,7 @@ class McConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PrmConfig:
-  model: ModelConfig
+  model: ModelConfig  # or "policy" in the config: the policy's model
   backbone: str = "policy"  # "policy", "random", or a finished train_policy workdir
   base_max_difficulty: int = 3
   base_adapter: str = "full"
@@ -136,15 +144,15 @@ class SelectConfig:
 
 
 def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=None):
-  """(records, source): MC records of `size` questions of `source` (difficulties cycling 1..8
-  or `difficulties`), generated or resumed; `policy` = (params, model_cfg, fingerprint)."""
-  params, model_cfg, fingerprint = policy
-  tokenizer = ByteTokenizer()
+  """(records, source): MC records of `size` questions of `source` (difficulties cycling
+  through `difficulties`, by default mc.difficulties), generated or resumed; `policy` =
+  (params, model_cfg, fingerprint, tokenizer)."""
+  params, model_cfg, fingerprint, tokenizer = policy
   sampling = SamplingPolicy(temperature=mc.temperature)
   complete_fn = lambda prompts, key: complete(params, model_cfg, prompts, tokenizer, key=key,
                                               max_new_tokens=mc.max_new_tokens, policy=sampling)
-  source = ArithmeticSource(size=size, seed=seed, **({"difficulties": tuple(difficulties)}
-                                                     if difficulties else {}))
+  source = ArithmeticSource(size=size, seed=seed,
+                            difficulties=tuple(difficulties or mc.difficulties))
   paths = mc_data.generate_shards(
       [source[i] for i in range(size)], complete_fn, jax.random.fold_in(jax.random.key(mc.seed),
                                                                         seed),
@@ -221,19 +229,65 @@ def _backbone_params(prm: PrmConfig, policy_cfg: ModelConfig, policy_params):
   return params
 
 
+POLICY_SOURCES = ("trained", "smollm2")
+
+
+def load_policy(config: ml_collections.ConfigDict, workdir: str):
+  """(params, model config, tokenizer, fine-tune results or None) of the policy that writes the
+  MC labels: `config.policy_source` "trained" (default), a finished train_policy run in
+  `config.policy_workdir`, with the byte tokenizer; "smollm2", SmolLM2-135M-Instruct with LoRA
+  adapters fine-tuned on gold solutions (`config.pretrained_policy`, `config.fine_tune`;
+  policy/pretrained_policy.py), kept in `workdir`."""
+  source = config.get("policy_source", "trained")
+  check_choice("config", "policy_source", source, POLICY_SOURCES)
+  if source == "smollm2":
+    # Imported here: the pretrained extra (gguf, tokenizers, jinja2) is only needed on this path.
+    from adaptive_jax.policy import lora_fine_tune, pretrained_policy
+    return pretrained_policy.fine_tuned_policy(
+        from_mapping(pretrained_policy.PretrainedPolicyConfig, config.pretrained_policy,
+                     "pretrained_policy"),
+        from_mapping(lora_fine_tune.FineTuneConfig, config.fine_tune, "fine_tune"), workdir)
+  train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
+                   f"--workdir={config.policy_workdir}")
+  _, cfg, params = load_trained(config.policy_workdir, train_command=train_command)
+  return params, cfg, ByteTokenizer(), None
+
+
+def gold_prefix_auc(predictions, records, source) -> dict:
+  """How well predictions separate prefixes that follow the gold solution's steps from those
+  that have left it, within each difficulty (so knowing the difficulty alone scores 0.5):
+  {difficulty: {"auc", "gold", "wrong"}} over records at step >= 1 (step 0, the question alone,
+  follows the gold trivially); "auc" is None where one class is empty; "mean" averages the
+  difficulties that have both."""
+  gold_N = np.array([_follows_gold(r, source) for r in records])
+  step_N = np.array([r["step"] for r in records])
+  difficulty_N = np.array([r["difficulty"] for r in records])
+  out = {}
+  for d in sorted(set(difficulty_N.tolist())):
+    rows = (difficulty_N == d) & (step_N >= 1)
+    gold, wrong = int(np.sum(gold_N[rows])), int(np.sum(~gold_N[rows]))
+    auc = (float(sklearn.metrics.roc_auc_score(gold_N[rows], np.asarray(predictions)[rows]))
+           if gold and wrong else None)
+    out[str(d)] = {"auc": auc, "gold": gold, "wrong": wrong}
+  aucs = [v["auc"] for v in out.values() if v["auc"] is not None]
+  return {"by_difficulty": out, "mean": float(np.mean(aucs)) if aucs else None}
+
+
 def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Writes results.json (Brier/ECE per method on the validation and the test questions, the
   calibration settings tried and chosen on validation) and predictions.npz (test)."""
   mc = from_mapping(McConfig, config.mc, "mc")
-  prm_values = dict(config.prm)
-  prm = from_mapping(PrmConfig, {**prm_values, "model": ModelConfig.from_dict(prm_values["model"])},
-                     "prm")
   ev = from_mapping(EvalConfig, config.eval, "eval")
   select = from_mapping(SelectConfig, config.select, "select")
-  train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
-                   f"--workdir={config.policy_workdir}")
-  _, policy_cfg, policy_params = load_trained(config.policy_workdir, train_command=train_command)
-  policy = (policy_params, policy_cfg, policy_fingerprint(policy_params))
+  # prm.model "policy": the policy's own model config, known once the policy is loaded.
+  prm_values = dict(config.prm)
+  own_model = prm_values["model"] == "policy"
+  prm = from_mapping(PrmConfig, {**prm_values, "model": (
+      None if own_model else ModelConfig.from_dict(prm_values["model"]))}, "prm")
+  policy_params, policy_cfg, tokenizer, policy_results = load_policy(config, workdir)
+  if own_model:
+    prm = dataclasses.replace(prm, model=policy_cfg)
+  policy = (policy_params, policy_cfg, policy_fingerprint(policy_params), tokenizer)
   backbone_params = _backbone_params(prm, policy_cfg, policy_params)  # checked before sampling
   os.makedirs(workdir, exist_ok=True)
   cal, cal_source = _mc_records("calibration", mc.calibration_questions, mc.calibration_seed,
@@ -256,10 +310,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             learning_rate=prm.learning_rate, seed=prm.seed,
                             backbone_params=backbone_params,
                             adapter=prm.base_adapter, lora_rank=prm.lora_rank,
-                            lora_alpha=prm.lora_alpha)
+                            lora_alpha=prm.lora_alpha, tokenizer=tokenizer)
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_val, y_test = target(cal), target(val), target(test)
-  p_cal = fit.predict(base, prm.model, cal)[:, 0]
+  p_cal = fit.predict(base, prm.model, cal, tokenizer=tokenizer)[:, 0]
 
   # Every choice is made on the validation questions; the test questions are read once, last.
   candidates = []
@@ -269,15 +323,16 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                                batch_size=settings["calibration_batch_size"],
                                learning_rate=settings["calibration_learning_rate"],
                                seed=prm.calibration_seed, adapter=prm.adapter,
-                               lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha)
-    p_val = fit.predict(params, prm.model, val)[:, MEAN]
+                               lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
+                               tokenizer=tokenizer)
+    p_val = fit.predict(params, prm.model, val, tokenizer=tokenizer)[:, MEAN]
     candidates.append((metrics.brier(p_val, y_val), settings, params))
     logging.info("calibration %s: validation Brier %.4f", settings, candidates[-1][0])
   _, chosen, calibrated = min(candidates, key=lambda c: c[0])
   saved.save_prm(workdir, "base", base, prm.model)
   saved.save_prm(workdir, "calibrated", calibrated, prm.model, prm.levels)
   lower, median = prm.levels.index(0.1), prm.levels.index(0.5)
-  q_held = fit.predict(calibrated, prm.model, held)[:, :MEAN]
+  q_held = fit.predict(calibrated, prm.model, held, tokenizer=tokenizer)[:, :MEAN]
   conformal = calibration.ConformalLowerBound.fit(q_held[:, lower], target(held),
                                                   alpha=ev.conformal_alpha)
   baselines = {"temperature": calibration.TemperatureScaling.fit(p_cal, y_cal),
@@ -286,8 +341,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                                                              num_bins=ev.histogram_bins)}
 
   def predictions(records):
-    p_base, out = fit.predict(base, prm.model, records)[:, 0], fit.predict(calibrated, prm.model,
-                                                                          records)
+    p_base = fit.predict(base, prm.model, records, tokenizer=tokenizer)[:, 0]
+    out = fit.predict(calibrated, prm.model, records, tokenizer=tokenizer)
     return {"base": p_base, "calibrated": out[:, MEAN], "quantile_median": out[:, median],
             **{name: method(p_base) for name, method in baselines.items()}}, out[:, :MEAN]
 
@@ -307,6 +362,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   methods = {name: _scores(p, y_test, difficulty, ev.num_bins)
              for name, p in test_predictions.items()}
   results = {
+      "policy": {"source": config.get("policy_source", "trained"), "fine_tune": policy_results},
       "num_records": {"calibration": len(cal), "conformal": len(held), "validation": len(val),
                       "test": len(test), "base_training": len(easy)},
       "methods": methods,
@@ -331,6 +387,9 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       # floor the MC targets' own noise sets.
       "reference": _reference_predictors(cal, test, y_cal, y_test, cal_source, test_source,
                                          methods["base"]["brier"]),
+      # Verification, apart from calibration: gold-following vs wrong prefixes, per difficulty.
+      "gold_prefix_auc": {name: gold_prefix_auc(test_predictions[name], test, test_source)
+                          for name in ("base", "calibrated")},
       "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
                                for k in sorted(set(difficulty.tolist()))},
   }
