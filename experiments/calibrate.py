@@ -1,6 +1,8 @@
 r"""Calibrated PRM: MC labels, base PRM, calibration methods; Brier/ECE before and after.
 
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_small
+  python -m experiments.calibrate --config=configs/calibrate_smollm2.py \
+      --workdir=workdir/calibrate_smollm2   # SmolLM2-135M as policy and PRM backbone
 """
 
 from absl import app, flags
@@ -19,6 +21,12 @@ def main(argv):
   del argv
   distributed.initialize()  # before anything touches a device
   results = run_calibration_study(_CONFIG.value, _WORKDIR.value)
+  fine_tune = results["policy"]["fine_tune"]
+  if fine_tune:
+    print(f"policy: {results['policy']['source']}, fine-tuned ({len(fine_tune['losses'])} steps, "
+          f"final loss {fine_tune['losses'][-1]:.4f}); greedy accuracy by difficulty on "
+          f"{fine_tune['eval_problems_per_difficulty']} held-out problems each: "
+          + ", ".join(f"{d}: {a:.2f}" for d, a in fine_tune["accuracy"].items()))
   selection = results["selection"]
   print("calibration settings, validation Brier of the calibrated mean:")
   for candidate in selection["candidates"]:
@@ -36,6 +44,12 @@ def main(argv):
   print("reference predictors (not PRMs): Brier, ratio to base")
   for name, ref in results["reference"].items():
     print(f"  {name:<30}{ref['brier']:>8.4f}{ref['ratio_to_base']:>8.3f}")
+  print("gold vs wrong prefixes, AUC within each difficulty (steps >= 1):")
+  for name, auc in results["gold_prefix_auc"].items():
+    cells = ", ".join(f"{d}: {'-' if v['auc'] is None else format(v['auc'], '.3f')} "
+                      f"({v['gold']}/{v['wrong']})" for d, v in auc["by_difficulty"].items())
+    mean = "-" if auc["mean"] is None else f"{auc['mean']:.3f}"
+    print(f"  {name:<12} mean {mean}; by difficulty (gold/wrong prefixes): {cells}")
   print("coverage:", {k: round(v, 3) for k, v in results["coverage"].items()})
 
 

@@ -6,7 +6,16 @@ within two bounds that keep the windows static: at most `MAX_SPACES` blanks afte
 (a marker followed by more is skipped) and at most `MAX_DIGITS` digits (int32): a first number
 longer than that gives NO_ANSWER where the host parser reads a large int. Answers of this
 project's tasks have at most 4 digits.
+
+On a BPE vocabulary (`models.gguf_tokenizer.TaskTokenizer`) the same holds where the marker is
+encoded as it is alone (SmolLM2: "answer" ":" at the start of a line), the digits are single
+tokens with consecutive ids (SmolLM2 isolates digits), a blank is any token made of spaces
+and tabs only and a minus any token of blanks then "-" (SmolLM2 writes " -" as one token); a
+marker merged into a longer token (" answer:", or "answer:-8" where ":-" is one token) is not
+seen; the task writes "answer: <n>" at the start of a line, which is.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,17 +33,39 @@ def _ids(text: str, tokenizer: ByteTokenizer) -> jnp.ndarray:
   return jnp.asarray(tokenizer.encode(text), jnp.int32)
 
 
+@functools.lru_cache(maxsize=4)
+def _blank_ids(tokenizer) -> tuple[int, ...]:
+  """Every token whose text is spaces and tabs only."""
+  return tuple(i for i in range(tokenizer.vocab_size)
+               if (text := tokenizer.decode([i])) and not text.strip(" \t"))
+
+
+@functools.lru_cache(maxsize=4)
+def _minus_ids(tokenizer) -> tuple[int, ...]:
+  """Every token whose text is "-" after blanks."""
+  return tuple(i for i in range(tokenizer.vocab_size)
+               if (text := tokenizer.decode([i])).endswith("-") and not text[:-1].strip(" \t"))
+
+
+@functools.lru_cache(maxsize=4)
+def _digit_ids(tokenizer) -> np.ndarray:
+  ids = np.array([tokenizer.encode(str(d)) for d in range(10)])
+  if ids.shape != (10, 1) or not np.array_equal(ids[:, 0], ids[0, 0] + np.arange(10)):
+    raise ValueError(f"the digits must be single tokens with consecutive ids, got {ids.tolist()}")
+  return ids[:, 0]
+
+
 def _number_after(window_BxMxW, offset: int, tokenizer: ByteTokenizer):
   """(found_BxM, fits_BxM, value_BxM): whether a number starts `offset` tokens into each
   window, whether it fits MAX_DIGITS, and its value."""
-  blank = jnp.isin(window_BxMxW, _ids(" \t", tokenizer))
-  digit_ids = _ids("0123456789", tokenizer)
-  comma, minus = _ids(",", tokenizer)[0], _ids("-", tokenizer)[0]
+  blank = jnp.isin(window_BxMxW, jnp.asarray(_blank_ids(tokenizer), jnp.int32))
+  digit_ids = jnp.asarray(_digit_ids(tokenizer), jnp.int32)
+  comma, minus_ids = _ids(",", tokenizer)[0], jnp.asarray(_minus_ids(tokenizer), jnp.int32)
   # Leading blanks, then an optional minus: where the number begins in each window.
   blanks_BxM = jnp.sum(jnp.cumprod(blank[..., offset:offset + MAX_SPACES + 1], axis=-1), -1)
   start_BxM = offset + blanks_BxM
   take = lambda at_BxM: jnp.take_along_axis(window_BxMxW, at_BxM[..., None], -1)[..., 0]
-  negative_BxM = take(start_BxM) == minus
+  negative_BxM = jnp.isin(take(start_BxM), minus_ids)
   start_BxM = start_BxM + negative_BxM
   found_BxM = (blanks_BxM <= MAX_SPACES) & jnp.isin(take(start_BxM), digit_ids)
   value_BxM = jnp.zeros(found_BxM.shape, jnp.int32)
@@ -53,7 +84,7 @@ def _number_after(window_BxMxW, offset: int, tokenizer: ByteTokenizer):
 
 
 def extract_answer_ids(tokens_BxM, tokenizer: ByteTokenizer = ByteTokenizer()) -> jax.Array:
-  """answer_B int32 of each row of byte tokens (pads and specials anywhere); NO_ANSWER if none."""
+  """answer_B int32 of each row of tokens (pads and specials anywhere); NO_ANSWER if none."""
   tokens_BxM = jnp.asarray(tokens_BxM, jnp.int32)
   longest = max(len(m) for m in _MARKERS) + MAX_SPACES + 1 + MAX_DIGITS + MAX_DIGITS // 3 + 2
   num_tokens = tokens_BxM.shape[1]
@@ -63,8 +94,8 @@ def extract_answer_ids(tokens_BxM, tokenizer: ByteTokenizer = ByteTokenizer()) -
   value_BxM = jnp.full(tokens_BxM.shape, NO_ANSWER, jnp.int32)
   for marker in _MARKERS:
     ids = _ids(marker, tokenizer)
-    at_marker_BxM = jnp.all(window_BxMxW[..., :len(marker)] == ids, axis=-1)
-    ok_BxM, fits_BxM, number_BxM = _number_after(window_BxMxW, len(marker), tokenizer)
+    at_marker_BxM = jnp.all(window_BxMxW[..., :len(ids)] == ids, axis=-1)
+    ok_BxM, fits_BxM, number_BxM = _number_after(window_BxMxW, len(ids), tokenizer)
     ok_BxM = at_marker_BxM & ok_BxM
     # Markers never start at one position. The first number counts even when too long.
     value_BxM = jnp.where(ok_BxM, jnp.where(fits_BxM, number_BxM, NO_ANSWER), value_BxM)
