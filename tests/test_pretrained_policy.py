@@ -194,3 +194,38 @@ def test_bad_pretrained_config_raises_naming_the_field(tmp_path, section, field,
   (config if section is None else config[section])[field] = value
   with pytest.raises(ValueError, match=message):
     study.run_calibration_study(config, str(tmp_path / "out"))
+
+
+def test_ias_study_with_a_gguf_policy(tmp_path):
+  from adaptive_jax.prm import ias_study
+  from configs import ias_smollm2
+  gguf_path = tiny_llama_gguf.write(tmp_path / "tiny.gguf")
+  calibrate = _tiny_config(gguf_path)
+  study.run_calibration_study(calibrate, str(tmp_path / "calibrate"))
+  config = ias_smollm2.get_config()
+  config.pretrained_policy, config.fine_tune = calibrate.pretrained_policy, calibrate.fine_tune
+  config.calibrate_workdir = str(tmp_path / "calibrate")
+  ias = config.ias
+  ias.difficulties = (1, 2)
+  ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 4, 4, 4, (1, 2, 4)
+  ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
+  ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
+  config.beam.questions, config.beam.fixed, config.beam.max_steps = 2, ((1, 2),), 2
+  config.beam.num_beams, config.beam.expansions, config.beam.max_step_tokens = 2, 2, 8
+  results = ias_study.run_ias_study(config, str(tmp_path / "ias"))
+  assert set(results["success_rate_by_difficulty"]) <= {"1", "2"}
+  for m in results["test"]["methods"].values():
+    assert 1 <= m["samples"] <= 4 and m["accuracy"] <= m["coverage"] and m["flops"] > 0
+  assert results["beam"]["variants"]["fixed_K1_M2"]["samples"] > 0
+
+
+def test_ias_smollm2_config_matches_its_calibration_run():
+  from adaptive_jax.prm import ias_study
+  from configs import ias_smollm2
+  config, calibrate = ias_smollm2.get_config(), calibrate_smollm2.get_config()
+  assert config.pretrained_policy == calibrate.pretrained_policy
+  assert config.fine_tune == calibrate.fine_tune
+  cfg = ias_study.IasConfig(**config.ias)
+  ias_study.beam_study.BeamStudyConfig(**config.beam)
+  assert set(cfg.difficulties) == set(calibrate.mc.difficulties)
+  assert cfg.n_max == max(cfg.fixed_ns)

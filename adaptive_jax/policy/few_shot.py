@@ -28,7 +28,8 @@ import numpy as np
 
 from adaptive_jax.models.smollm2 import Pretrained
 from adaptive_jax.sampler import decode
-from adaptive_jax.tasks.problem import (QUESTION_PREFIX, STEP_END, Problem, format_completion,
+from adaptive_jax.tasks import answer_tokens
+from adaptive_jax.tasks.problem import (QUESTION_PREFIX, Problem, format_completion,
                                         format_prompt)
 
 FORMATS = ("plain", "chat")
@@ -80,8 +81,7 @@ def end_of_answer_id(model: Pretrained, prompt_format: str) -> int:
 
 def step_end_ids(model: Pretrained) -> tuple[int, ...]:
   """Every token whose text holds a newline: the end of a step (one line) on this BPE."""
-  tok = model.tokenizer
-  return tuple(i for i in range(tok.vocab_size) if STEP_END in tok.decode([i]))
+  return answer_tokens.step_end_ids(model.tokenizer)
 
 
 def completion_text(model: Pretrained, tokens_M, length: int, end_id: int) -> str:

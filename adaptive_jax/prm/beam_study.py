@@ -15,11 +15,8 @@ import numpy as np
 from adaptive_jax.prm import ias, scoring
 from adaptive_jax.sampler import beam
 from adaptive_jax.sampler.decode import SamplingPolicy
-from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
-from adaptive_jax.tasks.problem import STEP_END, extract_answer
+from adaptive_jax.tasks.problem import extract_answer
 from adaptive_jax.typed_config import check_int
-
-TOKENIZER = ByteTokenizer()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +45,7 @@ def _score_fn(models):
   def score(sequences):
     width = -(-max(map(len, sequences)) // 64) * 64
     rows = 2 ** int(np.ceil(np.log2(len(sequences))))
-    tokens_NxT = np.full((rows, width), TOKENIZER.pad_id, np.int32)
+    tokens_NxT = np.full((rows, width), models.tokenizer.pad_id, np.int32)
     for i, s in enumerate(sequences):
       tokens_NxT[i, :len(s)] = s
     probs = scoring.position_probabilities(models.calibrated, tokens_NxT,
@@ -58,19 +55,16 @@ def _score_fn(models):
   return score
 
 
-def _answer(completion) -> int | None:
-  return extract_answer(TOKENIZER.decode(completion))
-
-
 def run_beams(models, problems, prompts: list[list[int]], cfg: BeamStudyConfig, *,
               temperature: float, q: float, key) -> dict:
   """{variant: (correct_Q, policy_tokens_Q, prm_tokens_Q, generations_Q)} on `problems`."""
   cols = scoring.columns(models.levels)
+  tokenizer, (step_end_id, *extra_step_end_ids) = models.tokenizer, models.step_end_ids
   expand = beam.step_expander(models.policy, models.policy_cfg,
                               max_step_tokens=cfg.max_step_tokens,
                               policy=SamplingPolicy(temperature=temperature),
-                              newline_id=TOKENIZER.encode(STEP_END)[0], eos_id=TOKENIZER.eos_id,
-                              pad_id=TOKENIZER.pad_id, max_rows=cfg.max_rows)
+                              newline_id=models.step_end_ids, eos_id=tokenizer.eos_id,
+                              pad_id=tokenizer.pad_id, max_rows=cfg.max_rows)
   score = _score_fn(models)
   k_max, m_max = cfg.num_beams, cfg.expansions
   variants = {f"fixed_K{k}_M{m}": (k, m, None) for k, m in cfg.fixed}
@@ -80,9 +74,12 @@ def run_beams(models, problems, prompts: list[list[int]], cfg: BeamStudyConfig, 
   out = {}
   for name, (k, m, width) in variants.items():
     config = beam.BeamConfig(k, m, max_steps=cfg.max_steps,
-                             step_end_id=TOKENIZER.encode(STEP_END)[0],
+                             step_end_id=step_end_id,
+                             extra_step_end_ids=tuple(extra_step_end_ids),
                              rank_column=cols["q0.5"], lower_column=cols["q0.1"])
-    results = beam.beam_search(prompts, expand, score, _answer, config=config, width=width,
+    results = beam.beam_search(prompts, expand, score,
+                               lambda completion: extract_answer(tokenizer.decode(completion)),
+                               config=config, width=width,
                                key=jax.random.fold_in(key, len(out)))
     out[name] = (np.array([r.answer == p.answer for r, p in zip(results, problems)], float),
                  np.array([r.policy_tokens for r in results]),

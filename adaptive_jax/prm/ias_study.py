@@ -11,6 +11,7 @@ Compute: policy tokens generated and PRM tokens read, each times its forward FLO
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -23,16 +24,15 @@ from absl import logging
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring
+from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring, study
 from adaptive_jax.prm import probe as probe_lib
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
-from adaptive_jax.tasks.answer_tokens import extract_answer_ids
-from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.answer_tokens import extract_answer_ids, step_end_ids
+from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
-from adaptive_jax.tasks.problem import STEP_END, format_prompt
-from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping
+from adaptive_jax.tasks.problem import format_prompt
+from adaptive_jax.typed_config import check_int, check_integer, check_open_interval, from_mapping
 
 TOKENIZER = ByteTokenizer()
 # Score channels of every sample: the calibrated PRM's mean at the last step and its minimum
@@ -69,8 +69,14 @@ class IasConfig:
   consistency_threshold: float = 0.95
   bootstrap_resamples: int = 2000
   seed: int = 0
+  difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
 
   def __post_init__(self):
+    object.__setattr__(self, "difficulties", tuple(self.difficulties))
+    if not self.difficulties:
+      raise ValueError("ias.difficulties needs at least one difficulty")
+    for d in self.difficulties:
+      check_integer("ias.difficulties entry", d, minimum=MIN_DIFFICULTY, maximum=MAX_DIFFICULTY)
     for name in ("validation_questions", "test_questions", "n_max", "per_round", "rows",
                  "pool_rows", "max_new_tokens", "confidence_top_k", "group_window",
                  "deepconf_warmup", "bootstrap_resamples"):
@@ -99,11 +105,15 @@ class Models:
   calibrated: dict
   prm_cfg: ModelConfig
   levels: tuple
+  tokenizer: object = TOKENIZER  # the policy's: byte, or a pretrained model's TaskTokenizer
+
+  @property
+  def step_end_ids(self) -> tuple[int, ...]:
+    return step_end_ids(self.tokenizer)
 
 
-def _score_fn(prm_cfg: ModelConfig, levels):
+def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...]):
   cols = scoring.columns(levels)
-  newline = TOKENIZER.encode(STEP_END)[0]
 
   def score(scorer, tokens_BxT, prompt_len_B, length_B):
     cal_BxT = scoring.position_probabilities(scorer["calibrated"], tokens_BxT, model_cfg=prm_cfg,
@@ -112,7 +122,8 @@ def _score_fn(prm_cfg: ModelConfig, levels):
                                               num_quantiles=0)[..., 0]
     t_T = jnp.arange(tokens_BxT.shape[1])
     # Step boundaries of the solution: its newlines (the prompt's own is step 0).
-    step_BxT = ((tokens_BxT == newline) & (t_T >= prompt_len_B[:, None])
+    step_BxT = (jnp.isin(tokens_BxT, jnp.asarray(step_end_ids_S, jnp.int32))
+                & (t_T >= prompt_len_B[:, None])
                 & (t_T < (prompt_len_B + length_B)[:, None]))
     return jnp.stack([selection.sample_scores(cal_BxT, step_BxT, "last"),
                       selection.sample_scores(cal_BxT, step_BxT, "min"),
@@ -122,28 +133,32 @@ def _score_fn(prm_cfg: ModelConfig, levels):
 
 
 def live_draw(models: Models, cfg: IasConfig) -> draws.LiveDraw:
+  tokenizer = models.tokenizer
   dec = decode.DecodeConfig(max_new_tokens=cfg.max_new_tokens,
                             policy=decode.SamplingPolicy(temperature=cfg.temperature),
-                            stop_tokens=(TOKENIZER.eos_id,), pad_id=TOKENIZER.pad_id,
+                            stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
                             confidence_top_k=cfg.confidence_top_k)
-  return draws.LiveDraw(models.policy_cfg, dec, _score_fn(models.prm_cfg, models.levels),
-                        extract_answer_ids, group_window=cfg.group_window)
+  answer_fn = (extract_answer_ids if tokenizer == TOKENIZER
+               else functools.partial(extract_answer_ids, tokenizer=tokenizer))
+  return draws.LiveDraw(models.policy_cfg, dec,
+                        _score_fn(models.prm_cfg, models.levels, models.step_end_ids),
+                        answer_fn, group_window=cfg.group_window)
 
 
-def encode_prompts(problems) -> draws.Prompts:
-  ids = [[TOKENIZER.eos_id] + TOKENIZER.encode(format_prompt(p)) for p in problems]
-  prompt_QxP, prompt_len_Q = decode.left_pad(ids, TOKENIZER.pad_id)
+def encode_prompts(problems, tokenizer=TOKENIZER) -> draws.Prompts:
+  ids = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
+  prompt_QxP, prompt_len_Q = decode.left_pad(ids, tokenizer.pad_id)
   return draws.Prompts(jnp.asarray(prompt_QxP), jnp.asarray(prompt_len_Q))
 
 
 def question_features(models: Models, prompts_text: list[str]) -> dict:
   """Step-0 PRM outputs and the policy's log-probability statistics of each question."""
-  tokens_NxT = np.full((len(prompts_text), max(map(len, prompts_text)) + 1), TOKENIZER.pad_id,
-                       np.int32)
-  for i, text in enumerate(prompts_text):
-    ids = [TOKENIZER.eos_id] + TOKENIZER.encode(text)
+  tokenizer = models.tokenizer
+  ids_N = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts_text]
+  tokens_NxT = np.full((len(ids_N), max(map(len, ids_N))), tokenizer.pad_id, np.int32)
+  for i, ids in enumerate(ids_N):
     tokens_NxT[i, :len(ids)] = ids
-  last_N = (tokens_NxT != TOKENIZER.pad_id).sum(1) - 1
+  last_N = (tokens_NxT != tokenizer.pad_id).sum(1) - 1
   rows = np.arange(len(prompts_text))
   cal = np.asarray(scoring.position_probabilities(
       models.calibrated, tokens_NxT, model_cfg=models.prm_cfg,
@@ -201,12 +216,12 @@ class Split:
   def __init__(self, name, models: Models, cfg: IasConfig, size: int, seed: int,
                prior: combined.CombinedEstimate):
     self.name = name
-    source = ArithmeticSource(size=size, seed=seed)
+    source = ArithmeticSource(size=size, seed=seed, difficulties=cfg.difficulties)
     problems = [source[i] for i in range(size)]
     self.problems = problems
     self.difficulty_Q = np.array([p.difficulty for p in problems])
     self.gold_Q = np.array([p.answer for p in problems])
-    prompts = encode_prompts(problems)
+    prompts = encode_prompts(problems, models.tokenizer)
     self.features = question_features(models, [format_prompt(p) for p in problems])
     self.prior_Q = prior(_combined_features(self.features))  # the combined estimate
     live = live_draw(models, cfg)
@@ -367,7 +382,8 @@ def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
   """Fixed beam searches and IAS-of-K / IAS-of-M on the split's first questions."""
   n = min(beam_cfg.questions, len(split.problems))
   problems = split.problems[:n]
-  prompts = [[TOKENIZER.eos_id] + TOKENIZER.encode(format_prompt(p)) for p in problems]
+  tokenizer = models.tokenizer
+  prompts = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
   runs = beam_study.run_beams(models, problems, prompts, beam_cfg, temperature=cfg.temperature,
                               q=cfg.q, key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
   difficulty_Q, prompt_Q = split.difficulty_Q[:n], split.prompt_tokens_Q[:n]
@@ -389,14 +405,14 @@ def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
 
 
 def load_models(config) -> Models:
-  _, policy_cfg, policy = load_trained(config.policy_workdir, train_command=(
-      f"python -m experiments.train_policy --config={config.policy_config} "
-      f"--workdir={config.policy_workdir}"))
+  """The policy (`study.load_policy`: a train_policy run, or SmolLM2 with the adapters the
+  calibration study fine-tuned in calibrate_workdir) and the calibration study's two PRMs."""
+  policy, policy_cfg, tokenizer, _ = study.load_policy(config, config.calibrate_workdir)
   command = (f"python -m experiments.calibrate --config={config.calibrate_config} "
              f"--workdir={config.calibrate_workdir}")
   base, prm_cfg, _ = saved.load_prm(config.calibrate_workdir, "base", command=command)
   calibrated, _, levels = saved.load_prm(config.calibrate_workdir, "calibrated", command=command)
-  return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels)
+  return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels, tokenizer)
 
 
 def estimates_for(split: Split, models: Models, rate_by_difficulty: dict) -> dict:

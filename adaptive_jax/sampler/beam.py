@@ -61,8 +61,14 @@ class BeamConfig:
   step_end_id: int  # the end-of-step token ("\n"); a step that ends otherwise finishes its beam
   rank_column: int = 1  # score_fn column that ranks beams (the 0.5 quantile of a 0.1/0.5/0.9 PRM)
   lower_column: int = 0  # score_fn column the width rule reads (the 0.1 quantile)
+  # Other tokens that end a step: a BPE's merged pieces holding a newline ("\n\n", ...).
+  extra_step_end_ids: tuple[int, ...] = ()
 
   def __post_init__(self):
+    object.__setattr__(self, "extra_step_end_ids", tuple(self.extra_step_end_ids))
+    if any(isinstance(i, bool) or not isinstance(i, (int, np.integer))
+           for i in self.extra_step_end_ids):
+      raise ValueError(f"extra_step_end_ids must be integers, got {self.extra_step_end_ids!r}")
     for name in ("num_beams", "expansions", "max_steps"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -212,7 +218,7 @@ def beam_search(prompts: Sequence[Sequence[int]], expand_fn: ExpandFn, score_fn:
         for _ in range(s.m):
           new = [int(t) for t in next(drawn)]
           completion = beam.completion + new
-          done = (not new or new[-1] != config.step_end_id
+          done = (not new or new[-1] not in (config.step_end_id, *config.extra_step_end_ids)
                   or answer_fn(completion) is not None)
           pool.append(_Beam(completion, done))
           count += 1
@@ -233,10 +239,11 @@ def beam_search(prompts: Sequence[Sequence[int]], expand_fn: ExpandFn, score_fn:
 
 
 def step_expander(params, model_cfg: ModelConfig, *, max_step_tokens: int,
-                  policy: SamplingPolicy, newline_id: int, eos_id: int, pad_id: int,
-                  max_rows: int | None = None) -> ExpandFn:
+                  policy: SamplingPolicy, newline_id: int | Sequence[int], eos_id: int,
+                  pad_id: int, max_rows: int | None = None) -> ExpandFn:
   """An `expand_fn` drawing one step per prefix with the KV-cache sampler, stopping at
-  newline_id or eos_id, after max_step_tokens, or where the sequence reaches model.max_len.
+  newline_id (or any of several: a BPE's newline pieces) or eos_id, after max_step_tokens, or
+  where the sequence reaches model.max_len.
 
   One decode call for all prefixes with room for a whole step; a prefix within
   max_step_tokens of model.max_len has less room and is decoded in a call of its own length
@@ -261,7 +268,7 @@ def step_expander(params, model_cfg: ModelConfig, *, max_step_tokens: int,
     prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - longest, 0)), constant_values=pad_id)
     # width + new tokens <= max_len: no sequence grows past the model's context.
     dec = DecodeConfig(max_new_tokens=min(max_step_tokens, max_len - width), policy=policy,
-                       stop_tokens=(newline_id, eos_id), pad_id=pad_id)
+                       stop_tokens=(*np.atleast_1d(newline_id).tolist(), eos_id), pad_id=pad_id)
     out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
                  cfg=model_cfg, dec=dec)
     tokens_BxM, lengths_B = np.asarray(out.tokens_BxM), np.asarray(out.lengths_B)

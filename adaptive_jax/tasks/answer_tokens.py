@@ -34,6 +34,13 @@ def _ids(text: str, tokenizer: ByteTokenizer) -> jnp.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def step_end_ids(tokenizer) -> tuple[int, ...]:
+  """Every token whose text holds a newline: the end of a step (one line). One id on the byte
+  tokenizer; on a BPE every merged piece that holds one ("\n", "\n\n", "\n   ", ...)."""
+  return tuple(i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i]))
+
+
+@functools.lru_cache(maxsize=4)
 def _blank_ids(tokenizer) -> tuple[int, ...]:
   """Every token whose text is spaces and tabs only."""
   return tuple(i for i in range(tokenizer.vocab_size)
