@@ -43,14 +43,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.fine_tune.seed = 0
 
   config.mc.difficulties = (1, 2, 3, 4)
-  config.mc.calibration_questions = 96
-  config.mc.test_questions = 48
-  config.mc.conformal_questions = 24
-  config.mc.base_questions = 32
-  config.mc.validation_questions = 24
-  config.mc.num_responses = 4
+  config.mc.calibration_questions = 64
+  config.mc.test_questions = 32
+  config.mc.conformal_questions = 16
+  config.mc.base_questions = 16
+  config.mc.validation_questions = 16
+  config.mc.num_responses = 2
   config.mc.num_rollouts = 4
-  config.mc.max_steps = 4  # difficulty 4 has 4 steps: prefixes at steps 0..3
+  config.mc.max_steps = 4  # difficulty 4: prefixes at steps 0..4, the last before the answer
   config.mc.max_new_tokens = 96
 
   del config.prm.model  # a string now, not calibrate_small's model dict

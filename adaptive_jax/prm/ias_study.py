@@ -106,20 +106,26 @@ class Models:
   prm_cfg: ModelConfig
   levels: tuple
   tokenizer: object = TOKENIZER  # the policy's: byte, or a pretrained model's TaskTokenizer
+  # The calibrated PRM kept the base PRM's backbone and head (calibration under 'head'): its
+  # own base column is the base PRM's probability, and one forward pass gives both.
+  base_in_calibrated: bool = False
 
   @property
   def step_end_ids(self) -> tuple[int, ...]:
     return step_end_ids(self.tokenizer)
 
 
-def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...]):
+def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...],
+              base_in_calibrated: bool = False):
   cols = scoring.columns(levels)
 
   def score(scorer, tokens_BxT, prompt_len_B, length_B):
-    cal_BxT = scoring.position_probabilities(scorer["calibrated"], tokens_BxT, model_cfg=prm_cfg,
-                                             num_quantiles=len(levels))[..., cols["mean"]]
-    base_BxT = scoring.position_probabilities(scorer["base"], tokens_BxT, model_cfg=prm_cfg,
-                                              num_quantiles=0)[..., 0]
+    cal_BxTxK = scoring.position_probabilities(scorer["calibrated"], tokens_BxT,
+                                               model_cfg=prm_cfg, num_quantiles=len(levels))
+    cal_BxT = cal_BxTxK[..., cols["mean"]]
+    base_BxT = (cal_BxTxK[..., cols[scoring.BASE]] if base_in_calibrated else
+                scoring.position_probabilities(scorer["base"], tokens_BxT, model_cfg=prm_cfg,
+                                               num_quantiles=0)[..., 0])
     t_T = jnp.arange(tokens_BxT.shape[1])
     # Step boundaries of the solution: its newlines (the prompt's own is step 0).
     step_BxT = (jnp.isin(tokens_BxT, jnp.asarray(step_end_ids_S, jnp.int32))
@@ -141,7 +147,8 @@ def live_draw(models: Models, cfg: IasConfig) -> draws.LiveDraw:
   answer_fn = (extract_answer_ids if tokenizer == TOKENIZER
                else functools.partial(extract_answer_ids, tokenizer=tokenizer))
   return draws.LiveDraw(models.policy_cfg, dec,
-                        _score_fn(models.prm_cfg, models.levels, models.step_end_ids),
+                        _score_fn(models.prm_cfg, models.levels, models.step_end_ids,
+                                  models.base_in_calibrated),
                         answer_fn, group_window=cfg.group_window)
 
 
@@ -412,7 +419,10 @@ def load_models(config) -> Models:
              f"--workdir={config.calibrate_workdir}")
   base, prm_cfg, _ = saved.load_prm(config.calibrate_workdir, "base", command=command)
   calibrated, _, levels = saved.load_prm(config.calibrate_workdir, "calibrated", command=command)
-  return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels, tokenizer)
+  same = lambda name: all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(base[name]), jax.tree.leaves(calibrated[name]), strict=True))
+  return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels, tokenizer,
+                base_in_calibrated=same("backbone") and same("head"))
 
 
 def estimates_for(split: Split, models: Models, rate_by_difficulty: dict) -> dict:
