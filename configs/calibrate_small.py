@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mc.max_new_tokens = 224
   config.mc.questions_per_shard = 16
   config.mc.seed = 0
+  config.mc.difficulties = (1, 2, 3, 4, 5, 6, 7, 8)  # the questions' difficulties, cycling
 
   config.prm = ml_collections.ConfigDict()
   config.prm.model = policy_small.get_config().model  # same shape as the policy

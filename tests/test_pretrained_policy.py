@@ -239,3 +239,14 @@ def test_ias_smollm2_config_matches_its_calibration_run():
   ias_study.beam_study.BeamStudyConfig(**config.beam)
   assert set(cfg.difficulties) == set(calibrate.mc.difficulties)
   assert cfg.n_max == max(cfg.fixed_ns)
+
+
+def test_matched_from_scratch_config_shares_the_smollm2_run_sizes():
+  from configs import calibrate_small_matched
+  matched, smol = calibrate_small_matched.get_config(), calibrate_smollm2.get_config()
+  assert matched.get("policy_source", "trained") == "trained"
+  for name in ("difficulties", "calibration_questions", "test_questions", "validation_questions",
+               "num_responses", "num_rollouts", "calibration_seed", "test_seed"):
+    assert matched.mc[name] == smol.mc[name], name
+  assert (matched.prm.base_adapter, matched.prm.adapter) == ("head", "head")
+  study.McConfig(**matched.mc)
