@@ -22,8 +22,8 @@ from adaptive_jax.models import smollm2
 from adaptive_jax.models.gguf_tokenizer import TaskTokenizer
 from adaptive_jax.policy import lora_fine_tune
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty
-from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
-from adaptive_jax.typed_config import check_int, check_integer
+from adaptive_jax.tasks.arithmetic import ArithmeticSource, check_difficulties
+from adaptive_jax.typed_config import check_int
 
 # Text never encodes to <|endoftext|>; <|im_end|> ends every turn the model was tuned on.
 PAD_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_end|>"
@@ -45,12 +45,8 @@ class PretrainedPolicyConfig:
   def __post_init__(self):
     if not isinstance(self.gguf, str):
       raise ValueError(f"pretrained_policy.gguf must be a path or '', got {self.gguf!r}")
-    object.__setattr__(self, "difficulties", tuple(self.difficulties))
-    if not self.difficulties:
-      raise ValueError("pretrained_policy.difficulties needs at least one difficulty")
-    for d in self.difficulties:
-      check_integer("pretrained_policy.difficulties entry", d, minimum=MIN_DIFFICULTY,
-                    maximum=MAX_DIFFICULTY)
+    object.__setattr__(self, "difficulties",
+                       check_difficulties("pretrained_policy.difficulties", self.difficulties))
     for name in ("train_problems", "eval_problems_per_difficulty", "max_len", "max_new_tokens"):
       check_int("pretrained_policy", name, getattr(self, name))
     for name in ("train_seed", "eval_seed"):

@@ -29,10 +29,11 @@ from adaptive_jax.prm import probe as probe_lib
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids, step_end_ids
-from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
+from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
+                                           check_difficulties)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
-from adaptive_jax.typed_config import check_int, check_integer, check_open_interval, from_mapping
+from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping
 
 TOKENIZER = ByteTokenizer()
 # Score channels of every sample: the calibrated PRM's mean at the last step and its minimum
@@ -72,11 +73,8 @@ class IasConfig:
   difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
 
   def __post_init__(self):
-    object.__setattr__(self, "difficulties", tuple(self.difficulties))
-    if not self.difficulties:
-      raise ValueError("ias.difficulties needs at least one difficulty")
-    for d in self.difficulties:
-      check_integer("ias.difficulties entry", d, minimum=MIN_DIFFICULTY, maximum=MAX_DIFFICULTY)
+    object.__setattr__(self, "difficulties",
+                       check_difficulties("ias.difficulties", self.difficulties))
     for name in ("validation_questions", "test_questions", "n_max", "per_round", "rows",
                  "pool_rows", "max_new_tokens", "confidence_top_k", "group_window",
                  "deepconf_warmup", "bootstrap_resamples"):

@@ -16,12 +16,12 @@ from adaptive_jax.policy.evaluate import complete
 from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
-from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
+from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
+                                           check_difficulties)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import follows_gold_steps, format_prompt
 from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import (check_choice, check_int, check_integer, check_open_interval,
-                                       from_mapping)
+from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +47,8 @@ class McConfig:
   difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
 
   def __post_init__(self):
-    object.__setattr__(self, "difficulties", tuple(self.difficulties))
-    if not self.difficulties:
-      raise ValueError("mc.difficulties needs at least one difficulty")
-    for d in self.difficulties:
-      check_integer("mc.difficulties entry", d, minimum=MIN_DIFFICULTY, maximum=MAX_DIFFICULTY)
+    object.__setattr__(self, "difficulties",
+                       check_difficulties("mc.difficulties", self.difficulties))
     for name in ("calibration_questions", "test_questions", "conformal_questions",
                  "base_questions", "validation_questions", "num_responses", "num_rollouts", "max_new_tokens",
                  "questions_per_shard"):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from adaptive_jax.tasks.problem import Problem, is_correct
+from adaptive_jax.typed_config import check_integer
 
 MIN_DIFFICULTY, MAX_DIFFICULTY = 1, 8
 VALUE_CAP = 999
@@ -33,6 +34,17 @@ class DifficultySpec:
   num_steps: int
   max_operand: int
   num_distractors: int
+
+
+def check_difficulties(field: str, values) -> tuple[int, ...]:
+  """`values` as a tuple, or ValueError naming `field` unless it holds at least one difficulty
+  and each is an integer in [MIN_DIFFICULTY, MAX_DIFFICULTY]."""
+  values = tuple(values)
+  if not values:
+    raise ValueError(f"{field} needs at least one difficulty")
+  for d in values:
+    check_integer(f"{field} entry", d, minimum=MIN_DIFFICULTY, maximum=MAX_DIFFICULTY)
+  return values
 
 
 def difficulty_spec(difficulty: int) -> DifficultySpec:
