@@ -73,12 +73,8 @@ class EvalConfig:
   confidence: float = 0.9
 
   def __post_init__(self):
-    object.__setattr__(self, "difficulties", tuple(self.difficulties))
-    if not self.difficulties:
-      raise ValueError("eval.difficulties needs at least one difficulty")
-    for d in self.difficulties:
-      check_integer("eval.difficulties entry", d, minimum=arithmetic.MIN_DIFFICULTY,
-                    maximum=arithmetic.MAX_DIFFICULTY)
+    object.__setattr__(self, "difficulties",
+                       arithmetic.check_difficulties("eval.difficulties", self.difficulties))
     for name in ("problems_per_difficulty", "batch_size", "extra_new_tokens"):
       check_int("eval", name, getattr(self, name))
     check_int("eval", "seed", self.seed, minimum=0)

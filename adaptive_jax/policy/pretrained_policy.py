@@ -99,11 +99,11 @@ def fine_tuned_policy(policy: PretrainedPolicyConfig, ft: lora_fine_tune.FineTun
   else:
     with open(settings_path, "w") as f:
       json.dump(settings, f, indent=2)
+  merge = jax.jit(lora_fine_tune.merge, static_argnums=2)
   if os.path.exists(results_path):
-    params = jax.jit(lora_fine_tune.merge, static_argnums=2)(
-        model.params, _load_adapters(adapters_path), ft)
     with open(results_path) as f:
-      return params, model.cfg, tokenizer, json.load(f)
+      return merge(model.params, _load_adapters(adapters_path), ft), model.cfg, tokenizer, \
+          json.load(f)
 
   start = time.perf_counter()
   source = ArithmeticSource(policy.train_problems, policy.train_seed, policy.difficulties)
@@ -112,7 +112,7 @@ def fine_tuned_policy(policy: PretrainedPolicyConfig, ft: lora_fine_tune.FineTun
   adapters, losses = lora_fine_tune.fine_tune(model.params, model.cfg, tokenizer, problems, ft,
                                               log_every=log_every)
   train_seconds = time.perf_counter() - start
-  params = jax.jit(lora_fine_tune.merge, static_argnums=2)(model.params, adapters, ft)
+  params = merge(model.params, adapters, ft)
   held_out = ArithmeticSource(policy.eval_problems_per_difficulty * len(policy.difficulties),
                               policy.eval_seed, policy.difficulties)
   accuracy = accuracy_by_difficulty(params, model.cfg, held_out, tokenizer,

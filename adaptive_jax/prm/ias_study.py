@@ -26,6 +26,7 @@ from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring, study
 from adaptive_jax.prm import probe as probe_lib
+from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids, step_end_ids
@@ -142,28 +143,27 @@ def live_draw(models: Models, cfg: IasConfig) -> draws.LiveDraw:
                             policy=decode.SamplingPolicy(temperature=cfg.temperature),
                             stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
                             confidence_top_k=cfg.confidence_top_k)
-  answer_fn = (extract_answer_ids if tokenizer == TOKENIZER
-               else functools.partial(extract_answer_ids, tokenizer=tokenizer))
   return draws.LiveDraw(models.policy_cfg, dec,
                         _score_fn(models.prm_cfg, models.levels, models.step_end_ids,
                                   models.base_in_calibrated),
-                        answer_fn, group_window=cfg.group_window)
+                        functools.partial(extract_answer_ids, tokenizer=tokenizer),
+                        group_window=cfg.group_window)
+
+
+def prompt_ids(problems, tokenizer=TOKENIZER) -> list[list[int]]:
+  """Each problem's prompt as the policy reads it: EOS, then the question."""
+  return [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
 
 
 def encode_prompts(problems, tokenizer=TOKENIZER) -> draws.Prompts:
-  ids = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
-  prompt_QxP, prompt_len_Q = decode.left_pad(ids, tokenizer.pad_id)
+  prompt_QxP, prompt_len_Q = decode.left_pad(prompt_ids(problems, tokenizer), tokenizer.pad_id)
   return draws.Prompts(jnp.asarray(prompt_QxP), jnp.asarray(prompt_len_Q))
 
 
 def question_features(models: Models, prompts_text: list[str]) -> dict:
   """Step-0 PRM outputs and the policy's log-probability statistics of each question."""
-  tokenizer = models.tokenizer
-  ids_N = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts_text]
-  tokens_NxT = np.full((len(ids_N), max(map(len, ids_N))), tokenizer.pad_id, np.int32)
-  for i, ids in enumerate(ids_N):
-    tokens_NxT[i, :len(ids)] = ids
-  last_N = (tokens_NxT != tokenizer.pad_id).sum(1) - 1
+  tokens_NxT = encode_texts(prompts_text, models.prm_cfg.max_len, tokenizer=models.tokenizer)
+  last_N = (tokens_NxT != models.tokenizer.pad_id).sum(1) - 1
   rows = np.arange(len(prompts_text))
   cal = np.asarray(scoring.position_probabilities(
       models.calibrated, tokens_NxT, model_cfg=models.prm_cfg,
@@ -387,10 +387,9 @@ def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
   """Fixed beam searches and IAS-of-K / IAS-of-M on the split's first questions."""
   n = min(beam_cfg.questions, len(split.problems))
   problems = split.problems[:n]
-  tokenizer = models.tokenizer
-  prompts = [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
-  runs = beam_study.run_beams(models, problems, prompts, beam_cfg, temperature=cfg.temperature,
-                              q=cfg.q, key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
+  runs = beam_study.run_beams(models, problems, prompt_ids(problems, models.tokenizer), beam_cfg,
+                              temperature=cfg.temperature, q=cfg.q,
+                              key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
   difficulty_Q, prompt_Q = split.difficulty_Q[:n], split.prompt_tokens_Q[:n]
   by = lambda x: {str(d): float(np.mean(x[difficulty_Q == d])) for d in np.unique(difficulty_Q)}
   out = {}
