@@ -2,7 +2,8 @@ r"""The reasoning policy on CPU: a 4-layer dense transformer trained on chained 
 
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
 
-Trains on gold solutions of difficulties 1-8 (byte-level tokens), then writes results.json
+Trains on gold solutions of difficulties 1-8 (byte-level tokens, whole problems packed into
+rows with a segment mask, loss on the solutions), then writes results.json
 with greedy accuracy per difficulty on held-out problems, printed as a table. Expected: high
 accuracy on 1-step problems, falling with the number of steps.
 """
@@ -26,7 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.task.train_difficulties = (1, 2, 3, 4, 5, 6, 7, 8)
   config.task.eval_problems_per_difficulty = 32
   config.task.eval_seed = 1  # held-out problems
-  config.task.seq_len = 256  # packed training window
+  # Packed rows of whole problems (policy/data.py): at least the longest problem of the
+  # trained difficulties plus BOS and EOS (difficulty 8: 386 tokens), checked in code.
+  config.task.seq_len = 400
+  config.task.loss_on_question = False  # the loss covers the solution and its EOS only
   config.task.batch_size = 32
   config.task.max_new_tokens = 224  # enough for difficulty 8 (~180 bytes)
 

@@ -28,7 +28,8 @@ def policy_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("policy"))
   config = policy_small.get_config()
   _tiny_model(config.model)
-  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 64, 4, 8
+  config.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
+  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 72, 4, 8
   config.task.eval_problems_per_difficulty = 1
   config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
   config.train.log_every = 3

@@ -102,7 +102,8 @@ def _tiny_config(data_dir):
   r.oracle_sequences, r.oracle_seq_len = 2, 8
   policy = config.policy
   _tiny_model(policy.model)
-  policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 64, 4, 8
+  policy.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
+  policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 72, 4, 8
   policy.task.eval_problems_per_difficulty = 1
   policy.train.num_steps, policy.train.warmup_steps, policy.train.lr_decay_steps = 3, 1, 3
   policy.train.log_every = 3

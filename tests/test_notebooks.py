@@ -292,7 +292,8 @@ _TINY_FLAGS = {
     },
     "calibrated_prm_tpu.ipynb": lambda workdir: {
         "POLICY_FLAGS": _flags({
-            **_tiny_policy_model("model"), "task.seq_len": 64, "task.batch_size": 4,
+            **_tiny_policy_model("model"), "task.train_difficulties": (1,), "task.seq_len": 72,
+            "task.batch_size": 4,
             "task.max_new_tokens": 8, "task.eval_problems_per_difficulty": 1,
             "train.num_steps": 3, "train.warmup_steps": 1, "train.lr_decay_steps": 3,
             "train.log_every": 3}),

@@ -27,17 +27,62 @@ def test_byte_tokenizer_round_trips_and_reserves_specials():
   assert tok.decode([tok.eos_id] + ids + [tok.pad_id]) == text
 
 
-def test_task_batches_hold_gold_solutions_and_are_seeded():
+def test_task_batches_pack_whole_problems_with_segments_and_solution_weights():
   tok = ByteTokenizer()
   source = ArithmeticSource(size=50, seed=0, difficulties=(1, 2))
   batch = next(train_iterator(source, tok, seq_len=256, batch_size=4, seed=3))
-  assert batch["inputs"].shape == batch["targets"].shape == (4, 256)
+  for name in ("inputs", "targets", "segment_ids", "positions", "weights"):
+    assert batch[name].shape == (4, 256), name
   np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
   again = next(train_iterator(source, tok, seq_len=256, batch_size=4, seed=3))
   np.testing.assert_array_equal(batch["inputs"], again["inputs"])
-  text = "".join(tok.decode(row) for row in batch["inputs"])
-  gold = {format_prompt(p) + format_completion(p) for p in (source[i] for i in range(50))}
-  assert any(g in text for g in gold)  # whole documents appear verbatim in the windows
+  gold = {format_prompt(p) + format_completion(p): p for p in (source[i] for i in range(50))}
+  # Per segment, rebuilt by hand: BOS, a whole gold problem, EOS; positions from 0; weights
+  # on exactly the solution's bytes and its EOS.
+  for row in range(4):
+    seg = batch["segment_ids"][row]
+    for s in np.unique(seg[seg > 0]):
+      at = np.flatnonzero(seg == s)
+      tokens = batch["inputs"][row, at]
+      if tokens[-1] != tok.eos_id:  # the row's last token is a target only
+        tokens = np.append(tokens, batch["targets"][row, at[-1]])
+      assert tokens[0] == tokens[-1] == tok.eos_id
+      text = tok.decode(tokens)
+      assert text in gold
+      np.testing.assert_array_equal(batch["positions"][row, at], np.arange(len(at)))
+      # Input k predicts token k + 1: weighted when that is a solution byte or the final EOS.
+      solution, m = len(format_completion(gold[text])) + 1, len(tokens)
+      k = np.arange(len(at))
+      np.testing.assert_array_equal(batch["weights"][row, at], (k + 1 >= m - solution) & (k + 1 < m))
+    assert (batch["weights"][row, seg == 0] == 0).all()
+
+
+def test_a_problem_longer_than_the_window_raises_naming_seq_len():
+  source = ArithmeticSource(size=8, seed=0, difficulties=(8,))
+  with pytest.raises(ValueError, match=r"task.seq_len \(100\) is shorter than a training "
+                                       r"problem of difficulty 8"):
+    next(train_iterator(source, ByteTokenizer(), seq_len=100, batch_size=2, seed=0))
+
+
+def test_segment_mask_makes_packed_rows_equal_separate_rows():
+  """A packed row's logits equal each problem's logits computed alone (the independent
+  reference): no attention across problems, positions restart per problem."""
+  cfg = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,
+                    d_ff_big=64, d_ff_small=8, max_len=64, duo=False)
+  model = Transformer(cfg)
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(3, 259, 11), rng.integers(3, 259, 17)
+  packed = jnp.asarray(np.r_[a, b, np.zeros(4, int)][None], jnp.int32)
+  segments = jnp.asarray(np.r_[np.ones(11), 2 * np.ones(17), np.zeros(4)][None], jnp.int32)
+  positions = jnp.asarray(np.r_[np.arange(11), np.arange(17), np.zeros(4)][None], jnp.int32)
+  params = model.init(jax.random.key(0), packed)
+  logits = model.apply(params, packed, positions_BxT=positions, segment_ids_BxT=segments)
+  alone_a = model.apply(params, jnp.asarray(a[None], jnp.int32))
+  alone_b = model.apply(params, jnp.asarray(b[None], jnp.int32))
+  np.testing.assert_allclose(logits[0, :11], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(logits[0, 11:28], alone_b[0], atol=1e-5)
+  unmasked = model.apply(params, packed, positions_BxT=positions)
+  assert not np.allclose(unmasked[0, 11:28], alone_b[0], atol=1e-3)  # the mask matters
 
 
 def test_policy_config_builds():
@@ -53,7 +98,8 @@ def _tiny_config():
   config = policy_small.get_config()
   config.model.num_layers, config.model.d_model, config.model.d_ff_big = 1, 32, 64
   config.model.num_heads, config.model.head_dim = 2, 16
-  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 64, 4, 8
+  config.task.train_difficulties = (1, 2)
+  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 120, 4, 8
   config.task.eval_problems_per_difficulty = 1
   config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
   config.train.log_every = 3
@@ -83,6 +129,8 @@ def test_policy_rejects_a_duo_model(tmp_path):
     ("eval_seed", 0, "task.eval_seed must differ from task.train_seed"),
     ("train_difficulties", (), r"task.train_difficulties must be a non-empty tuple"),
     ("train_difficulties", (1, 9), r"task.train_difficulties entry must be an integer in \[1, 8\]"),
+    ("seq_len", 100, r"task.seq_len must be >= 115 to hold a whole problem of difficulties "
+                     r"\(1, 2\) \(up to 116 tokens"),
 ])
 def test_bad_task_config_raises_naming_the_field_before_writing(tmp_path, field, value, message):
   config = _tiny_config()
@@ -91,6 +139,12 @@ def test_bad_task_config_raises_naming_the_field_before_writing(tmp_path, field,
     train_policy(config, str(tmp_path))
   assert not list(tmp_path.iterdir())  # raised before config.json or any batch
 
+
+
+def test_loss_on_question_must_be_a_bool():
+  from adaptive_jax.policy.train import TaskConfig
+  with pytest.raises(ValueError, match="task.loss_on_question must be True or False, got 1"):
+    TaskConfig(loss_on_question=1)
 
 
 def test_resume_may_change_the_evaluation_but_not_the_training_batches(tmp_path):

@@ -129,3 +129,11 @@ def test_follows_gold_steps_accepts_gold_prefixes_and_rejects_any_changed_line()
       assert not follows_gold_steps(problem, "".join(lines[:s]) + wrong + "\n")
   with pytest.raises(ValueError, match="whole lines"):
     follows_gold_steps(problem, lines[0] + "b = 3")
+
+
+@pytest.mark.parametrize("difficulty", range(1, 9))
+def test_max_text_length_bounds_every_problem_and_is_tight(difficulty):
+  lengths = [len(format_prompt(p) + format_completion(p))
+             for p in (arithmetic.generate((7, i), difficulty) for i in range(2000))]
+  bound = arithmetic.max_text_length(difficulty)
+  assert max(lengths) <= bound <= 1.1 * max(lengths)

@@ -53,9 +53,15 @@ class Attention(nn.Module):
     out_BxTxD = jnp.einsum("btnh,nhd->btd", o_BxTxNxH, self.out.astype(self.cfg.activation_dtype))
     return nn.with_logical_constraint(out_BxTxD, ("batch", "length", "embed"))
 
-  def __call__(self, x_BxTxD, positions_BxT):
+  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT=None):
+    """Causal attention; with `segment_ids_BxT` (packed rows) a token sees only earlier tokens
+    of its own segment, as flax's lm1b example masks packed examples."""
     q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.qkv(x_BxTxD, positions_BxT)
-    o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True)
+    mask_Bx1xTxT = None
+    if segment_ids_BxT is not None:
+      mask_Bx1xTxT = (segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :])
+    o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask_Bx1xTxT,
+                                             is_causal=True)
     return self.project_out(o_BxTxNxH)
 
 

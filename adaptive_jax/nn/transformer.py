@@ -37,8 +37,9 @@ class DecoderLayer(nn.Module):
     else:
       self.ffn = SwiGLU(cfg, cfg.d_ff_big)
 
-  def attention_block(self, x_BxTxD, positions_BxT):
-    return x_BxTxD + self.attention(self.attention_norm(x_BxTxD), positions_BxT)
+  def attention_block(self, x_BxTxD, positions_BxT, segment_ids_BxT=None):
+    return x_BxTxD + self.attention(self.attention_norm(x_BxTxD), positions_BxT,
+                                    segment_ids_BxT)
 
   def ffn_block(self, x_BxTxD, route_in):
     """route_in: {'route': route_BxT} or {'weights': weights_BxTxR} (Duo), {} (dense)."""
@@ -50,8 +51,9 @@ class DecoderLayer(nn.Module):
       ffn_BxTxD = self.ffn(h_BxTxD)
     return nn.with_logical_constraint(x_BxTxD + ffn_BxTxD, ("batch", "length", "embed"))
 
-  def __call__(self, x_BxTxD, route_in, positions_BxT):
-    return self.ffn_block(self.attention_block(x_BxTxD, positions_BxT), route_in), None
+  def __call__(self, x_BxTxD, route_in, positions_BxT, segment_ids_BxT=None):
+    x_BxTxD = self.attention_block(x_BxTxD, positions_BxT, segment_ids_BxT)
+    return self.ffn_block(x_BxTxD, route_in), None
 
 
 class Transformer(nn.Module):
@@ -66,7 +68,7 @@ class Transformer(nn.Module):
             ("vocab", "embed")))
     layer = nn.remat(DecoderLayer, prevent_cse=False) if cfg.remat else DecoderLayer
     self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                          in_axes=(0, nn.broadcast), length=cfg.num_layers,
+                          in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     self.final_norm = rms_norm(cfg)
     if not cfg.tie_embeddings:
@@ -94,16 +96,20 @@ class Transformer(nn.Module):
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
     return logits_BxTxV.astype(jnp.float32)
 
-  def __call__(self, tokens_BxT, route_BxTxL=None, weights_BxTxLxR=None, positions_BxT=None):
+  def __call__(self, tokens_BxT, route_BxTxL=None, weights_BxTxLxR=None, positions_BxT=None,
+               segment_ids_BxT=None):
     """Returns float32 logits_BxTxV.
 
     A Duo model takes exactly one of `route_BxTxL` (int ids SKIP/SMALL/BIG) or
     `weights_BxTxLxR` (soft mixture over the three routes); a dense model takes neither.
+    Packed rows pass `segment_ids_BxT` (attention stays inside a segment) and
+    `positions_BxT` (restarting at 0 in each segment).
     """
     route_in = self._route_inputs(route_BxTxL, weights_BxTxLxR)
     if positions_BxT is None:
       positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-    x_BxTxD, _ = self.layers(self.embed_tokens(tokens_BxT), route_in, positions_BxT)
+    x_BxTxD, _ = self.layers(self.embed_tokens(tokens_BxT), route_in, positions_BxT,
+                             segment_ids_BxT)
     return self.logits(x_BxTxD)
 
   def _route_inputs(self, route_BxTxL, weights_BxTxLxR):

@@ -10,7 +10,8 @@ import ml_collections
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty
-from adaptive_jax.tasks.arithmetic import MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource
+from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
+                                           max_text_length)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib
@@ -27,7 +28,8 @@ class TaskConfig:
   train_difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
   eval_problems_per_difficulty: int = 32
   eval_seed: int = 1  # a different seed: held-out problems
-  seq_len: int = 256
+  seq_len: int = 400
+  loss_on_question: bool = False
   batch_size: int = 32
   max_new_tokens: int = 224
 
@@ -47,6 +49,15 @@ class TaskConfig:
       check_integer("task.train_difficulties entry", d, minimum=MIN_DIFFICULTY,
                     maximum=MAX_DIFFICULTY)
     object.__setattr__(self, "train_difficulties", tuple(self.train_difficulties))
+    if not isinstance(self.loss_on_question, bool):
+      raise ValueError(f"task.loss_on_question must be True or False, got "
+                       f"{self.loss_on_question!r}")
+    # Problems are never cut: a row holds the longest problem of every trained difficulty.
+    longest = max(max_text_length(d) + 2 for d in self.train_difficulties)  # + BOS and EOS
+    if self.seq_len + 1 < longest:
+      raise ValueError(f"task.seq_len must be >= {longest - 1} to hold a whole problem of "
+                       f"difficulties {self.train_difficulties} (up to {longest} tokens with BOS "
+                       f"and EOS, one more than the inputs), got {self.seq_len}")
 
   from_dict = classmethod(lambda cls, values: from_mapping(cls, values, "task"))
 
@@ -75,6 +86,7 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   shard, num_shards = mesh_lib.data_shard(mesh, task.batch_size)
   train_iter = train_iterator(source, tokenizer, seq_len=task.seq_len,
                               batch_size=task.batch_size, seed=train_cfg.seed,
+                              loss_on_question=task.loss_on_question,
                               process_index=shard, process_count=num_shards)
   state = train(model_cfg, RoutingConfig(), train_cfg, mesh, workdir, train_iter, task.seq_len)
 

@@ -28,16 +28,26 @@ def training_routes(key, step, shape, routing_cfg: RoutingConfig) -> jax.Array:
 
 def train_step(state, batch, *, model_cfg: ModelConfig, routing_cfg: RoutingConfig,
                route_key: jax.Array):
-  """One AdamW step on mean cross-entropy under this step's random routes."""
+  """One AdamW step on mean cross-entropy under this step's random routes.
+
+  A packed batch (`policy.data`) also carries `segment_ids` and `positions` for the model and
+  `weights` (1 where a target counts): the mean is over the weighted targets.
+  """
   tokens_BxT, targets_BxT = batch["inputs"], batch["targets"]
+  weights_BxT = batch.get("weights")
   route_BxTxL = None
   if model_cfg.duo:
     shape = (*tokens_BxT.shape, model_cfg.num_layers)
     route_BxTxL = training_routes(route_key, state.step, shape, routing_cfg)
 
   def loss_fn(params):
-    logits_BxTxV = state.apply_fn({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL)
-    return jnp.mean(cross_entropy(logits_BxTxV, targets_BxT))
+    logits_BxTxV = state.apply_fn({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL,
+                                  positions_BxT=batch.get("positions"),
+                                  segment_ids_BxT=batch.get("segment_ids"))
+    losses_BxT = cross_entropy(logits_BxTxV, targets_BxT)
+    if weights_BxT is None:
+      return jnp.mean(losses_BxT)
+    return jnp.sum(losses_BxT * weights_BxT) / jnp.maximum(jnp.sum(weights_BxT), 1.0)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state = state.apply_gradients(grads=grads)

@@ -1,0 +1,1 @@
+"""Budget-aware allocation of samples across questions."""

@@ -1,0 +1,1 @@
+"""Scaling curves of fixed-N methods and compute ratios at matched accuracy."""
