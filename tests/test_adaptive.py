@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from adaptive_jax.allocation import online
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import adaptive, decode, draws, host_loop
@@ -182,3 +183,97 @@ def test_probe_sets_targets_as_the_host_loop_does(samples, loop):
       device.scores_QxNxC[:, :samples], device.confidence_QxN[:, :samples])), samples, 16)
   np.testing.assert_array_equal(device.drawn_Q, expected_Q)
   assert len(set(device.drawn_Q.tolist())) > 1
+
+
+def verified_draw(data, question_B, slot_B, valid_B, min_confidence_B):
+  """`synthetic_draw` with channel 0 a verifier in quarters: 1 when right, else 0 or 0.25
+  (exact in float32, so the device's and the host's priorities tie exactly where they tie)."""
+  out = synthetic_draw(data, question_B, slot_B, valid_B, min_confidence_B)
+  right_B = out.answer_B == 0
+  noise_B = jnp.floor(out.scores_BxC[:, 1] * 2) / 4
+  verifier_B = jnp.where(right_B, 1.0, noise_B)
+  return out._replace(scores_BxC=jnp.stack([verifier_B, noise_B], -1)
+                      * valid_B[:, None].astype(jnp.float32))
+
+
+BUDGET_DATA = {**DATA, "prior_Q": jnp.array([0.5, 0.5, 0.3, 0.3, 0.1, 0.0])}
+ALLOCATIONS = {
+    "tight": (online.BudgetAllocation(budget=20, solved_at=0.9, prior_strength=2.0),
+              LoopConfig(n_max=16, per_round=2, rows=4, num_channels=2)),
+    "hopeless": (online.BudgetAllocation(budget=40, solved_at=0.9, hopeless_below=0.08),
+                 LoopConfig(n_max=8, per_round=3, rows=8, num_channels=2)),
+    "roomy": (online.BudgetAllocation(budget=200, solved_at=0.5, prior_strength=0.5),
+              LoopConfig(n_max=16, per_round=4, rows=32, num_channels=2)),
+}
+
+
+@pytest.mark.parametrize("name", ALLOCATIONS)
+def test_budget_allocation_on_device_equals_the_round_by_round_host_loop(name):
+  allocation, loop = ALLOCATIONS[name]
+  target_Q = np.full(NUM_Q, loop.n_max)
+  device = jax.tree.map(np.asarray, adaptive.run(verified_draw, BUDGET_DATA, target_Q,
+                                                 rule=StopRule(), loop=loop,
+                                                 allocation=allocation))
+  host = host_loop.run_host_budget(verified_draw, BUDGET_DATA, target_Q, loop=loop,
+                                   allocation=allocation)
+  for field in ("drawn_Q", "answers_QxN", "tokens_Q", "scored_tokens_Q", "rounds_Q"):
+    np.testing.assert_array_equal(getattr(device, field), host[field], err_msg=field)
+  np.testing.assert_array_equal(device.scores_QxNxC, host["scores_QxNxC"])
+  # The budget holds, every question drew at least once, and a question stopped early only
+  # when solved, hopeless or out of budget.
+  assert device.drawn_Q.sum() <= allocation.budget and (device.drawn_Q >= 1).all()
+  solved_Q = (device.scores_QxNxC[..., 0] >= allocation.solved_at).any(1)
+  assert ((device.drawn_Q == loop.n_max) | solved_Q | (device.drawn_Q.sum() == allocation.budget)
+          | (allocation.hopeless_below > 0)).all()
+  # Solved questions stop at the round of their first verified sample.
+  first_Q = np.argmax(device.scores_QxNxC[..., 0] >= allocation.solved_at, 1)
+  assert (device.drawn_Q[solved_Q] <= first_Q[solved_Q] + loop.per_round).all()
+
+
+def test_budget_allocation_gives_a_hand_computed_order():
+  """Requests (2, 2, 1), p = (0.2, 0.6, 0.6), 3 rows: question 1 gets 2, question 2 gets 1."""
+  granted = online.grant(jnp.array([2, 2, 1]), jnp.array([0.2, 0.6, 0.6]), 3)
+  np.testing.assert_array_equal(granted, [0, 2, 1])
+  granted = online.grant(jnp.array([1, 1, 1]), online.priority(jnp.array([0.9, 0.1, 0.5]),
+                                                               jnp.array([3, 0, 1])), 2)
+  np.testing.assert_array_equal(granted, [1, 1, 0])  # the undrawn question first
+
+
+def test_budget_allocation_spends_on_the_questions_it_can_solve():
+  """Budget 3 per question: questions 0-3 are verified at their first sample and retire; the
+  last (p = 0.05, prior 0) scores 0.25 on its first, p = 0.25 / 3 < 0.1: hopeless, retired;
+  question 4 (p = 0.2) gets the rest of the rows until its 4th sample is verified."""
+  allocation = online.BudgetAllocation(budget=18, solved_at=0.9, hopeless_below=0.1)
+  loop = LoopConfig(n_max=16, per_round=2, rows=6, num_channels=2)
+  state = adaptive.run(verified_draw, BUDGET_DATA, np.full(NUM_Q, 16), rule=StopRule(),
+                       loop=loop, allocation=allocation)
+  verifier_QxN = np.asarray(state.scores_QxNxC[..., 0])
+  assert (verifier_QxN[:4, 0] == 1).all() and verifier_QxN[5, 0] == 0.25
+  first_verified = int(np.argmax(verifier_QxN[4] == 1))
+  # Question 4 draws one per round first, then per_round = 2 a round, stopping in the round
+  # of its first verified sample.
+  assert int(state.drawn_Q[4]) in (first_verified + 1, first_verified + 2)
+  np.testing.assert_array_equal(np.asarray(state.drawn_Q)[[0, 1, 2, 3, 5]], 1)
+
+
+@pytest.mark.parametrize("kwargs, data, message", [
+    ({"rule": StopRule("adaptive_consistency")}, BUDGET_DATA, "runs with StopRule"),
+    ({}, DATA, r"needs data\['prior_Q'\]"),
+    ({"allocation": online.BudgetAllocation(budget=3)}, BUDGET_DATA,
+     "budget must be >= the number of questions"),
+    ({"allocation": online.BudgetAllocation(budget=30, channel=2)}, BUDGET_DATA,
+     "channel must be < loop.num_channels=2"),
+])
+def test_budget_allocation_rejects_what_it_cannot_run(kwargs, data, message):
+  args = {"rule": StopRule(), "allocation": online.BudgetAllocation(budget=30), **kwargs}
+  with pytest.raises(ValueError, match=message):
+    adaptive.run(verified_draw, data, np.full(NUM_Q, 4),
+                 loop=LoopConfig(n_max=4, per_round=2, rows=4, num_channels=2), **args)
+
+
+@pytest.mark.parametrize("field, value", [("budget", 0), ("solved_at", 1.5),
+                                          ("hopeless_below", -0.1), ("prior_strength", 0.0),
+                                          ("channel", -1)])
+def test_budget_allocation_config_names_its_field(field, value):
+  with pytest.raises(ValueError, match=f"BudgetAllocation.{field}"):
+    online.BudgetAllocation(**{"budget": 10, field: value})

@@ -20,6 +20,10 @@ its key), so the loop gives exactly what a per-question host loop gives (`host_l
 After each round a question stops when it has its target (fixed N, IAS's N(p), or the target
 a `Probe` sets from the question's first draws), when no sample fits its token budget, or by its rule: Adaptive-Consistency's Beta posterior, or
 DeepConf-online's consensus of the confidence-weighted vote.
+
+With a `BudgetAllocation` (allocation/online.py) the questions share one sample budget and
+the rows go by priority instead of question order: a question's draws then depend on the
+others' (by design), and `host_loop.run_host_budget` is its round-by-round reference.
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_jax.allocation import online
 from adaptive_jax.sampler import confidence, consistency, selection
 
 RULES = ("fixed", "adaptive_consistency", "deepconf")
@@ -142,9 +147,12 @@ class LoopState(NamedTuple):
     return self.filled() & ~self.truncated_QxN
 
 
-def _requests(state: LoopState, rule: StopRule, loop: LoopConfig, probe: Probe | None):
+def _requests(state: LoopState, rule: StopRule, loop: LoopConfig, probe: Probe | None,
+              allocation: online.BudgetAllocation | None = None):
   """k_Q: how many samples each question asks for this round (see the module docstring)."""
   k_Q = jnp.minimum(loop.per_round, state.target_Q - state.drawn_Q)
+  if allocation is not None:  # one sample first: the allocator learns before it spends
+    k_Q = jnp.where(state.drawn_Q == 0, jnp.minimum(k_Q, 1), k_Q)
   if probe is not None:
     k_Q = jnp.where(state.probed_Q, k_Q, jnp.minimum(k_Q, probe.samples - state.drawn_Q))
   if rule.kind == "deepconf":
@@ -165,12 +173,33 @@ def _rule_stop(state: LoopState, rule: StopRule):
   return jnp.zeros_like(state.active_Q)
 
 
+def _verified_p(data, state: LoopState, allocation: online.BudgetAllocation) -> jax.Array:
+  score_QxN = state.scores_QxNxC[..., allocation.channel]
+  score_sum_Q = jnp.sum(jnp.where(state.kept(), score_QxN, 0.0), axis=1)
+  return online.posterior_mean(data["prior_Q"], score_sum_Q, state.drawn_Q,
+                               allocation.prior_strength)
+
+
+def _allocation_stop(data, state: LoopState, allocation: online.BudgetAllocation) -> jax.Array:
+  """Solved (a kept sample scored >= solved_at), hopeless, or the budget is spent."""
+  score_QxN = state.scores_QxNxC[..., allocation.channel]
+  solved_Q = jnp.any(state.kept() & (score_QxN >= allocation.solved_at), axis=1)
+  hopeless_Q = (state.drawn_Q > 0) & (_verified_p(data, state, allocation)
+                                      < allocation.hopeless_below)
+  return solved_Q | hopeless_Q | (jnp.sum(state.drawn_Q) >= allocation.budget)
+
+
 def _round(draw_fn: DrawFn, data, rule: StopRule, loop: LoopConfig, probe: Probe | None,
-           state: LoopState) -> LoopState:
+           allocation: online.BudgetAllocation | None, state: LoopState) -> LoopState:
   num_q = state.drawn_Q.shape[0]
-  k_Q = jnp.where(state.active_Q, _requests(state, rule, loop, probe), 0)
-  ends_Q = jnp.cumsum(k_Q)
-  k_Q = jnp.where(ends_Q <= loop.rows, k_Q, 0)  # whole requests only; ends stay monotone
+  k_Q = jnp.where(state.active_Q, _requests(state, rule, loop, probe, allocation), 0)
+  if allocation is None:
+    ends_Q = jnp.cumsum(k_Q)
+    k_Q = jnp.where(ends_Q <= loop.rows, k_Q, 0)  # whole requests only; ends stay monotone
+  else:
+    capacity = jnp.minimum(loop.rows, allocation.budget - jnp.sum(state.drawn_Q))
+    k_Q = online.grant(k_Q, online.priority(_verified_p(data, state, allocation),
+                                            state.drawn_Q), capacity)
   ends_Q = jnp.cumsum(k_Q)
   row_B = jnp.arange(loop.rows)
   question_B = jnp.minimum(jnp.searchsorted(ends_Q, row_B, side="right"), num_q - 1)
@@ -208,8 +237,11 @@ def _round(draw_fn: DrawFn, data, rule: StopRule, loop: LoopConfig, probe: Probe
                      k, loop.n_max).astype(jnp.int32)
     state = state._replace(target_Q=jnp.where(probe_Q, new_Q, state.target_Q),
                            probed_Q=state.probed_Q | probe_Q)
-  exhausted_Q = _requests(state, rule, loop, probe) == 0
-  return state._replace(active_Q=state.active_Q & ~exhausted_Q & ~_rule_stop(state, rule))
+  exhausted_Q = _requests(state, rule, loop, probe, allocation) == 0
+  stop_Q = exhausted_Q | _rule_stop(state, rule)
+  if allocation is not None:
+    stop_Q = stop_Q | _allocation_stop(data, state, allocation)
+  return state._replace(active_Q=state.active_Q & ~stop_Q)
 
 
 def check_targets(target_Q, loop: LoopConfig) -> np.ndarray:
@@ -225,10 +257,12 @@ def check_targets(target_Q, loop: LoopConfig) -> np.ndarray:
 
 
 def adaptive_loop(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig,
-                  probe: Probe | None = None) -> LoopState:
+                  probe: Probe | None = None,
+                  allocation: online.BudgetAllocation | None = None) -> LoopState:
   """Draws for every question until each has stopped; target_Q: samples wanted at most, in
   [0, n_max] (`run` checks; with a probe, the most it may draw before the probe sets it).
-  Traceable, with draw_fn, rule, loop and probe static."""
+  With `allocation`, data["prior_Q"] holds each question's prior estimate. Traceable, with
+  draw_fn, rule, loop, probe and allocation static."""
   target_Q = jnp.asarray(target_Q, jnp.int32)
   num_q, n = target_Q.shape[0], loop.n_max
   state = LoopState(
@@ -241,20 +275,52 @@ def adaptive_loop(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: Loop
       tokens_Q=jnp.zeros(num_q, jnp.int32), scored_tokens_Q=jnp.zeros(num_q, jnp.int32),
       active_Q=jnp.ones(num_q, bool), rounds_Q=jnp.zeros(num_q, jnp.int32),
       min_confidence_Q=jnp.full(num_q, -jnp.inf, jnp.float32), round=jnp.int32(0))
-  state = state._replace(active_Q=_requests(state, rule, loop, probe) > 0)
-  return jax.lax.while_loop(lambda s: jnp.any(s.active_Q),
-                            lambda s: _round(draw_fn, data, rule, loop, probe, s), state)
+  state = state._replace(active_Q=_requests(state, rule, loop, probe, allocation) > 0)
+  return jax.lax.while_loop(
+      lambda s: jnp.any(s.active_Q),
+      lambda s: _round(draw_fn, data, rule, loop, probe, allocation, s), state)
 
 
-_jitted_loop = jax.jit(adaptive_loop, static_argnames=("draw_fn", "rule", "loop", "probe"))
+_jitted_loop = jax.jit(adaptive_loop,
+                       static_argnames=("draw_fn", "rule", "loop", "probe", "allocation"))
+
+
+def check_allocation(allocation: online.BudgetAllocation | None, data, target_Q,
+                     loop: LoopConfig, rule: StopRule, probe: Probe | None) -> None:
+  """ValueError unless `allocation` fits the loop: a fixed rule, no probe, a channel the
+  scores have, a budget of at least one sample per question and a prior_Q in [0, 1]."""
+  if allocation is None:
+    return
+  if rule.kind != "fixed" or probe is not None:
+    raise ValueError(f"a BudgetAllocation runs with StopRule('fixed') and no Probe, got "
+                     f"{rule.kind!r} and probe={probe!r}")
+  if loop.token_budget:
+    raise ValueError("a BudgetAllocation shares a sample budget: set LoopConfig.token_budget "
+                     f"to 0, got {loop.token_budget}")
+  if allocation.channel >= loop.num_channels:
+    raise ValueError(f"BudgetAllocation.channel must be < loop.num_channels="
+                     f"{loop.num_channels}, got {allocation.channel}")
+  if allocation.budget < len(target_Q):
+    raise ValueError(f"BudgetAllocation.budget must be >= the number of questions "
+                     f"({len(target_Q)}): at least one sample each; got {allocation.budget}")
+  prior = data.get("prior_Q") if isinstance(data, dict) else None
+  prior_Q = np.asarray(np.nan if prior is None else prior, np.float64)
+  if prior_Q.shape != target_Q.shape or np.isnan(prior_Q).any() or (prior_Q < 0).any() or \
+      (prior_Q > 1).any():
+    raise ValueError(f"a BudgetAllocation needs data['prior_Q']: one probability in [0, 1] per "
+                     f"question, shape {target_Q.shape}; got {prior_Q!r}")
 
 
 def run(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfig,
-        probe: Probe | None = None) -> LoopState:
-  """`adaptive_loop` compiled, after checking target_Q; the draws' scores and confidences are
-  checked after it (a score function returning NaN or values outside [0, 1] raises)."""
-  state = _jitted_loop(draw_fn, data, check_targets(target_Q, loop), rule=rule, loop=loop,
-                       probe=probe)
+        probe: Probe | None = None,
+        allocation: online.BudgetAllocation | None = None) -> LoopState:
+  """`adaptive_loop` compiled, after checking target_Q (and the allocation); the draws' scores
+  and confidences are checked after it (a score function returning NaN or values outside
+  [0, 1] raises)."""
+  target_Q = check_targets(target_Q, loop)
+  check_allocation(allocation, data, target_Q, loop, rule, probe)
+  state = _jitted_loop(draw_fn, data, target_Q, rule=rule, loop=loop, probe=probe,
+                       allocation=allocation)
   scores = np.asarray(state.scores_QxNxC)
   if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
     bad = scores[np.isnan(scores) | (scores < 0) | (scores > 1)]

@@ -4,6 +4,8 @@ The same draws as `adaptive.run` (the draw function is called on `rows` rows, pa
 compiles once) but the bookkeeping and every stop rule are written again on the host, with
 `collections.Counter`, `scipy.stats.beta` and `np.percentile`: an independent implementation
 for the tests, and the per-question Python loop the benchmark times against the device loop.
+`run_host_budget` does the same for the budget-aware allocation, round by round (its
+questions share the budget, so they cannot be run one at a time).
 """
 
 import collections
@@ -12,6 +14,7 @@ import jax
 import numpy as np
 from scipy import stats
 
+from adaptive_jax.allocation.online import BudgetAllocation
 from adaptive_jax.sampler.adaptive import DrawFn, LoopConfig, Probe, StopRule, check_targets
 from adaptive_jax.sampler.selection import NO_ANSWER
 
@@ -94,4 +97,68 @@ def run_host(draw_fn: DrawFn, data, target_Q, *, rule: StopRule, loop: LoopConfi
         if not np.isneginf(bar) and _consensus(kept, weights, rule.threshold):
           break
     out["drawn_Q"][q], out["tokens_Q"][q], out["min_confidence_Q"][q] = drawn, tokens, bar
+  return out
+
+
+def run_host_budget(draw_fn: DrawFn, data, target_Q, *, loop: LoopConfig,
+                    allocation: BudgetAllocation) -> dict:
+  """The budget-aware loop written again round by round: Python lists per question, the
+  priority order by a sort over Python tuples, each question's rows drawn by its own call."""
+  target_Q = check_targets(target_Q, loop)
+  draw = jax.jit(draw_fn)
+  num_q, n = len(target_Q), loop.n_max
+  prior_Q = np.asarray(data["prior_Q"], np.float32)
+  strength = np.float32(allocation.prior_strength)
+  answers = [[] for _ in range(num_q)]
+  scores = [[] for _ in range(num_q)]
+  tokens, scored, rounds = [0] * num_q, [0] * num_q, [0] * num_q
+  open_q = [q for q in range(num_q) if target_Q[q] > 0]
+
+  def p_of(q):  # float32, as the device loop computes it
+    total = np.float32(0)
+    for row in scores[q]:
+      total = np.float32(total + np.float32(row[allocation.channel]))
+    return np.float32((strength * prior_Q[q] + total) / np.float32(strength + len(scores[q])))
+
+  while open_q:
+    spent = sum(len(a) for a in answers)
+    capacity = min(loop.rows, allocation.budget - spent)
+    wants = {q: (1 if not answers[q] else min(loop.per_round, target_Q[q] - len(answers[q])))
+             for q in open_q}
+    order = sorted(open_q, key=lambda q: (0 if not answers[q] else 1, -p_of(q), q))
+    granted = {}
+    for q in order:
+      granted[q] = max(0, min(wants[q], capacity))
+      capacity -= granted[q]
+    for q in open_q:
+      k = granted[q]
+      if k == 0:
+        continue
+      rows = np.arange(loop.rows)
+      drawn = len(answers[q])
+      out = jax.tree.map(np.asarray, draw(
+          data, np.full(loop.rows, q, np.int32), (drawn + np.minimum(rows, k - 1)).astype(np.int32),
+          rows < k, np.full(loop.rows, -np.inf, np.float32)))
+      answers[q] += out.answer_B[:k].tolist()
+      scores[q] += [row for row in out.scores_BxC[:k]]
+      tokens[q] += int(out.tokens_B[:k].sum())
+      scored[q] += int(out.scored_tokens_B[:k].sum())
+      rounds[q] += 1
+    spent = sum(len(a) for a in answers)
+    still = []
+    for q in open_q:
+      solved = any(row[allocation.channel] >= allocation.solved_at for row in scores[q])
+      hopeless = bool(answers[q]) and p_of(q) < allocation.hopeless_below
+      if not (solved or hopeless or len(answers[q]) >= target_Q[q] or spent >= allocation.budget):
+        still.append(q)
+    open_q = still
+  out = {"drawn_Q": np.array([len(a) for a in answers], np.int32),
+         "answers_QxN": np.full((num_q, n), NO_ANSWER),
+         "scores_QxNxC": np.zeros((num_q, n, loop.num_channels), np.float32),
+         "tokens_Q": np.array(tokens), "scored_tokens_Q": np.array(scored),
+         "rounds_Q": np.array(rounds, np.int32)}
+  for q in range(num_q):
+    out["answers_QxN"][q, :len(answers[q])] = answers[q]
+    if scores[q]:
+      out["scores_QxNxC"][q, :len(scores[q])] = np.stack(scores[q])
   return out
