@@ -81,6 +81,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.levels = (0.1, 0.5, 0.9)  # quantile levels of the calibrated head
   config.prm.seed = 0  # the base PRM's init and batches
   config.prm.calibration_seed = 0  # the calibration's: vary it with the base PRM fixed
+  # The step verifier (prm/step_verifier.py): the base PRM's recipe (batch, rate, backbone,
+  # seed) on exact per-step labels of the calibration split's solutions; test AUCs of it, the
+  # base and the calibrated PRM in results.json["step_verifier"]. 0 steps: none.
+  config.prm.step_verifier_steps = 600  # AdamW steps, binary cross-entropy on the step labels
+  config.prm.step_verifier_adapter = "full"  # what trains besides the head, as base_adapter
 
   # Calibration settings fit side by side; the lowest validation Brier of the calibrated mean
   # is kept (empty: prm's own value). Under 'head' each fit takes seconds.

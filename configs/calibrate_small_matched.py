@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
                "base_questions", "validation_questions", "num_responses", "num_rollouts",
                "max_steps"):
     config.mc[name] = smollm2.mc[name]
-  for name in ("base_max_difficulty", "base_adapter", "adapter"):
+  for name in ("base_max_difficulty", "base_adapter", "adapter", "step_verifier_steps",
+               "step_verifier_adapter"):
     config.prm[name] = smollm2.prm[name]
   return config

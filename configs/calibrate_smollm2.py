@@ -60,4 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.prm.base_max_difficulty = 2
   config.prm.base_adapter = "head"  # a value head on the frozen fine-tuned model
   config.prm.adapter = "head"
+  # The step verifier as the base PRM here: a value head on the frozen pretrained backbone
+  # (features computed once), so its steps cost the head alone.
+  config.prm.step_verifier_adapter = "head"
+  config.prm.step_verifier_steps = 600
   return config

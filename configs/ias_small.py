@@ -1,20 +1,24 @@
-r"""Instance-adaptive sampling on CPU: every best-of-N method through the on-device loop.
+r"""Instance-adaptive sampling on CPU: a regime with headroom, pools, every method, ratios.
 
   python -m experiments.train_policy --config=configs/policy_small.py --workdir=workdir/policy_small
   python -m experiments.calibrate --config=configs/calibrate_small.py --workdir=workdir/calibrate_ias \
     --config.mc.calibration_questions=512 --config.mc.test_questions=64 \
     --config.mc.conformal_questions=32 --config.mc.validation_questions=64
   python -m experiments.ias --config=configs/ias_small.py --workdir=workdir/ias_small
+  python -m benchmarks.ias --pools=workdir/ias_small/pools
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
-Draws 32 samples for each of 64 validation and 128 test questions (difficulties cycling 1..8)
-once, then runs fixed N = 1..32, IAS best-of-N (N(p) from the base PRM, the calibrated PRM's
-0.1 quantile and mean, the combined estimate, and the per-difficulty success rate as an
-oracle), probe IAS (N(p) from the first sample's confidence, alone or with its PRM score and
-the combined estimate; fit on the validation pool), Adaptive-Consistency and DeepConf-online
-(low and high) through the adaptive loop on replays of those samples. The aggregation of the
-PRM methods is chosen on validation. results.json: per method accuracy [90% interval], samples, tokens and FLOPs per question, by
-difficulty, and FLOPs / fixed FLOPs at matched accuracy. About 20 minutes on 2 cores.
+First a design split (256 questions cycling over difficulties 1-8, 64 samples each at
+temperatures 0.7 and 1.0) chooses the regime - the difficulty mix, temperature and N_max -
+from fixed-N statistics alone, by the rule and the criteria of the `regime` section, fixed
+before any run. Then 256 validation and 512 test questions of the regime, and 512 control
+questions of the uniform 1-8 mix (the declared negative control), draw 64 samples each,
+scored by the base and calibrated PRMs, the learned step verifier and the rule verifier.
+Fixed N is averaged over 100 random orders; IAS is swept over q x N_max x estimate, budget-
+aware allocation (offline greedy and online in the loop) over the budget; the aggregation and
+each family's setting are chosen on validation (the cheapest reaching fixed N = N_max's
+accuracy), test is read once, ratios get paired bootstrap 90% intervals. results.json; the
+compact pools in pools/ (commit them under docs/results/ to let anyone recompute).
 """
 
 import ml_collections
@@ -28,17 +32,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.calibrate_config = "configs/calibrate_small.py"
 
   config.ias = ml_collections.ConfigDict()
-  config.ias.validation_questions = 64  # choices are made here
-  config.ias.test_questions = 128  # read once
-  config.ias.validation_seed = 20  # question seeds, apart from the calibration study's 10-13
+  config.ias.design_questions = 256  # the regime is chosen on these (difficulties cycle)
+  config.ias.validation_questions = 256  # every choice is made here
+  config.ias.test_questions = 512  # read once
+  config.ias.control_questions = 512  # the uniform mix's test questions (0: no control)
+  # Question seeds, each split its own, apart from the calibration study's 10-14.
+  config.ias.design_seed = 22
+  config.ias.validation_seed = 20
   config.ias.test_seed = 21
-  config.ias.n_max = 32  # samples per question at most (paper's best-of-N sweep: up to 64)
-  config.ias.fixed_ns = (1, 2, 4, 8, 16, 32)  # the fixed-budget sweep
-  config.ias.q = 0.99  # IAS confidence of at least one success (paper)
+  config.ias.control_seed = 23
+  config.ias.design_difficulties = (1, 2, 3, 4, 5, 6, 7, 8)  # mixes are ranges of these
+  config.ias.temperatures = (0.7, 1.0)  # the regime's candidates
+  config.ias.n_max = 64  # samples per question in every pool
+  config.ias.fixed_ns = (1, 2, 4, 8, 16, 32, 64)  # the fixed-budget curve
+  config.ias.orders = 100  # random pool orders the fixed curve averages over
+  config.ias.qs = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)  # IAS confidence (paper: 0.99)
+  config.ias.ias_n_maxes = (16, 32, 64)  # IAS caps (paper: 64)
+  config.ias.ias_estimates = ("calibrated_q0.1", "calibrated_mean", "combined")  # paper: q0.1
+  config.ias.budgets = (1.0, 2.0, 4.0, 8.0, 16.0)  # budget-aware: samples per question, mean
+  config.ias.online_solved_at = (0.5, 0.8)  # online: a verifier score that retires a question
+  config.ias.online_hopeless_below = 0.02  # online: a posterior mean that retires it
+  config.ias.online_prior_strength = 2.0  # online: the prior estimate's weight, in samples
+  config.ias.online_estimate = "combined"  # online: the prior estimate
+  config.ias.q = 0.99  # probe IAS's confidence (paper)
   config.ias.per_round = 4  # samples a question draws per round of the adaptive loop
   config.ias.rows = 256  # rows per round (static)
   config.ias.pool_rows = 256  # rows per decode call while drawing the pool
-  config.ias.temperature = 0.7  # as the MC labels
   config.ias.max_new_tokens = 224
   config.ias.confidence_top_k = 20  # DeepConf's token confidence over the top 20 (as its code)
   config.ias.group_window = 16  # DeepConf's sliding window, in tokens (solutions ~40-180)
@@ -47,6 +66,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.consistency_threshold = 0.95  # Adaptive-Consistency's Beta criterion (its default)
   config.ias.bootstrap_resamples = 2000
   config.ias.seed = 0
+
+  # What the regime must show on the design split, fixed before any run (prm/regime.py).
+  config.regime = ml_collections.ConfigDict()
+  config.regime.pass1_range = (0.3, 0.6)  # mean pass@1 of the mix
+  config.regime.min_headroom = 0.25  # pass@N_max - pass@1: what a perfect selector gains
+  config.regime.max_hopeless = 0.10  # share of questions with no correct sample in the pool
+  config.regime.n_max_choices = (16, 32, 64)
+  config.regime.min_difficulties = 2  # a mix spans at least this many difficulties
 
   # Step-level beam search on the first test questions (beams ranked by the calibrated PRM's
   # median, widths from its 0.1 quantile). Paper: K x M = 64 generations per step, M_max = 8.

@@ -32,8 +32,9 @@ cores and nothing else running (43 min 17 s in all, 4,370 CPU-seconds, 6.2 GB pe
              questions (1536 / 256 / 64 / 96 / 128), 150 base-PRM steps (300), two
              learning rates tried on validation (3 x 2 settings): a noisier fit and a
              wide interval on the Brier ratio
-  ias        32 validation / 64 test questions (64 / 128), n_max 16 and           5.4 min
-             fixed N up to 16 (32), beam search on 16 questions (64)
+  ias        64 design / 32 validation / 64 test / 64 control questions            5.4 min
+             (256 / 256 / 512 / 512), pools of 16 (64), N_max 8 or 16, 20 orders
+             (100), beam search on 16 questions (64)
   figures    the five figure scripts                                              0.2 min
 """
 
@@ -63,8 +64,11 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.calibrate.select.learning_rates, config.calibrate.select.batch_sizes = (3e-3, 1e-2), ()
 
   ias = config.ias.ias
-  ias.validation_questions, ias.test_questions = 32, 64
-  ias.n_max, ias.fixed_ns = 16, (1, 2, 4, 8, 16)
+  ias.design_questions, ias.validation_questions = 64, 32
+  ias.test_questions, ias.control_questions = 64, 64
+  ias.n_max, ias.fixed_ns, ias.ias_n_maxes = 16, (1, 2, 4, 8, 16), (8, 16)
+  ias.budgets, ias.orders, ias.bootstrap_resamples = (1.0, 2.0, 4.0, 8.0), 20, 1000
+  config.ias.regime.n_max_choices = (8, 16)
   config.ias.beam.questions = 16
 
 

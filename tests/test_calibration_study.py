@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.prm import study
+from adaptive_jax.prm import saved, study
 from adaptive_jax.prm.study import run_calibration_study
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.problem import format_completion, format_prompt
@@ -47,6 +47,7 @@ def _config(policy_workdir):
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
   _tiny_model(config.prm.model)
   config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 3, 3, 8
+  config.prm.step_verifier_steps = 3
   config.select.learning_rates, config.select.batch_sizes = (1e-3,), (8,)
   return config
 
@@ -81,6 +82,15 @@ def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
     assert ratio["ratio"] == pytest.approx(results["methods"][name]["brier"]
                                            / results["methods"]["base"]["brier"])
     assert ratio["low"] <= ratio["ratio"] <= ratio["high"]
+  verifier = results["step_verifier"]
+  assert verifier["status"] == "trained" and verifier["training_examples"] > 0
+  assert 0 <= verifier["positive_share"] <= 1
+  assert verifier["test_examples"] >= verifier["test_finals"]
+  for kind in ("step", "final_answer"):
+    assert set(verifier[kind]) == {"step_verifier", "base", "calibrated"}
+  params, model_cfg, levels = saved.load_prm(str(workdir), "step_verifier", command="calibrate")
+  assert levels == () and "head" in params and "delta" not in params
+  assert model_cfg == saved.load_prm(str(workdir), "base", command="calibrate")[1]
   proc = subprocess.run([sys.executable, "-m", "experiments.calibrate_figures",
                          f"--workdir={workdir}", f"--out_dir={tmp_path / 'figs'}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -121,6 +131,21 @@ def test_resume_with_changed_mc_settings_raises(policy_workdir, tmp_path):
     run_calibration_study(config, str(tmp_path))
 
 
+def test_step_verifier_steps_0_disables_it(policy_workdir, tmp_path):
+  config = _config(policy_workdir)
+  config.mc.calibration_questions = config.mc.test_questions = config.mc.conformal_questions = 1
+  config.mc.base_questions = config.mc.validation_questions = 1
+  config.prm.base_steps = config.prm.calibration_steps = config.prm.step_verifier_steps = 1
+  run_calibration_study(config, str(tmp_path))
+  assert (tmp_path / "prm" / "step_verifier" / "prm.json").exists()
+  config.prm.step_verifier_steps = 0
+  results = run_calibration_study(config, str(tmp_path))  # the same MC records, resumed
+  assert results["step_verifier"] == {"status": "disabled"}
+  assert not (tmp_path / "prm" / "step_verifier").exists()  # not the earlier run's
+  with pytest.raises(FileNotFoundError, match="no saved step_verifier PRM"):
+    saved.load_prm(str(tmp_path), "step_verifier", command="calibrate")
+
+
 def test_missing_policy_names_the_command(tmp_path):
   with pytest.raises(FileNotFoundError, match="python -m experiments.train_policy"):
     run_calibration_study(_config(str(tmp_path / "none")), str(tmp_path / "out"))
@@ -143,6 +168,9 @@ def test_calibrate_config_builds():
     ("prm", "base_adapter", "none", r"prm.base_adapter must be one of \('head', 'lora', 'full'\)"),
     ("prm", "backbone", "", "prm.backbone must be 'policy', 'random' or a train_policy workdir"),
     ("prm", "calibration_seed", -1, "prm.calibration_seed must be an integer >= 0"),
+    ("prm", "step_verifier_steps", -1, "prm.step_verifier_steps must be an integer >= 0"),
+    ("prm", "step_verifier_adapter", "qlora",
+     r"prm.step_verifier_adapter must be one of \('head', 'lora', 'full'\)"),
     ("prm", "lora_alpha", 0.0, r"prm.lora_alpha must be a number in \(0.0, inf\)"),
     ("prm", "base_max_difficulty", 9, "prm.base_max_difficulty must be one of"),
     ("prm", "levels", (0.1, 1.5), r"prm.levels must be a number in \(0.0, 1.0\)"),
@@ -193,8 +221,15 @@ def test_study_on_varied_targets_calibrates_the_base_prm(policy_workdir, tmp_pat
   config.mc.calibration_questions, config.mc.test_questions = 64, 32
   config.mc.num_rollouts = 4
   config.prm.calibration_steps = 300  # the head fits on frozen features: seconds
+  config.prm.step_verifier_steps = 200
   monkeypatch.setattr(study, "complete", _difficulty_coin_policy(config))
   results = run_calibration_study(config, str(tmp_path / "calibrate"))
+  # The fake policy's lines are gold or "z = 1 + 1 = 2", "answer: -1" (both wrong): the step
+  # verifier learns to tell them apart; the base PRM (3 steps of outcomes) does not.
+  verifier = results["step_verifier"]
+  print(json.dumps({k: verifier[k] for k in verifier if k not in ("step", "final_answer")}))
+  print(json.dumps({kind: {name: verifier[kind][name]["pooled"] for name in verifier[kind]}
+                    for kind in ("step", "final_answer")}))
   target = {int(d): t for d, t in results["target_by_difficulty"].items()}
   assert target[1] > 0.6 > 0.3 > target[8] > 0, target
   methods, reference = results["methods"], results["reference"]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.prm import ias_study
+from adaptive_jax.prm import ias_study, ias_sweep
+from adaptive_jax.sampler import pool_store
+from adaptive_jax.tasks import step_checker
 from adaptive_jax.prm.study import run_calibration_study
 from configs import calibrate_small, ias_small, policy_small
 
@@ -44,66 +46,77 @@ def _config(policy_dir, calibrate_dir):
   config = ias_small.get_config()
   config.policy_workdir, config.calibrate_workdir = policy_dir, calibrate_dir
   ias = config.ias
-  ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 8, 8, 4, (1, 2, 4)
+  ias.design_questions, ias.validation_questions, ias.test_questions = 8, 8, 8
+  ias.control_questions, ias.design_difficulties, ias.temperatures = 8, (1, 2), (0.7,)
+  ias.n_max, ias.fixed_ns, ias.ias_n_maxes, ias.orders = 4, (1, 2, 4), (2, 4), 3
+  ias.qs, ias.budgets, ias.online_solved_at = (0.5, 0.99), (1.0, 2.0), (0.5,)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
+  config.regime.n_max_choices = (2, 4)
   config.beam.questions, config.beam.fixed, config.beam.max_steps = 4, ((1, 2), (2, 2)), 3
   config.beam.num_beams, config.beam.expansions, config.beam.max_step_tokens = 2, 2, 8
   return config
 
 
-def test_study_runs_every_method(workdirs, tmp_path):
-  results = ias_study.run_ias_study(_config(*workdirs), str(tmp_path))
-  assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+@pytest.fixture(scope="module")
+def study(workdirs, tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("ias")
+  return ias_study.run_ias_study(_config(*workdirs), str(tmp_path)), tmp_path
+
+
+def test_study_chooses_a_regime_and_runs_every_method(study):
+  results, tmp_path = study
+  assert json.loads((tmp_path / "results.json").read_text()) == results
+  chosen = results["regime"]
+  assert (chosen["lo"], chosen["hi"]) == (1, 2) and chosen["n_max"] in (2, 4)
+  assert chosen["described"].startswith("difficulties 1-2, temperature 0.7")
+  assert results["aggregation"] in ("best:verifier_last", "best:verifier_min",
+                                    "vote:verifier_last")
   test = results["test"]
   assert set(test["methods"]) == {
-      "ias_base", "ias_calibrated_q0.1", "ias_calibrated_mean", "ias_combined",
-      "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high",
+      "ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
       "probe_confidence", "probe_combined"}
-  assert results["aggregation"] in ias_study.AGGREGATIONS
+  assert len(test["sweeps"]["ias"]) == 3 * 2 * 2  # estimates x qs x caps
   for n, by_aggregation in test["fixed"].items():
-    for name, m in by_aggregation.items():
-      assert m["samples"] == int(n)
-      assert (m["prm_tokens"] > 0) == (ias_study.AGGREGATIONS[name][1] is not None)
-  # A selected answer is one of the samples: accuracy <= coverage; coverage grows with N.
-  coverage = [test["fixed"][n]["majority"]["coverage"] for n in ("1", "2", "4")]
+    for m in by_aggregation.values():
+      assert m["samples"] == int(n) and m["accuracy"] <= m["coverage"] + 1e-9
+  coverage = [test["fixed"][n]["coverage"]["accuracy"] for n in ("1", "2", "4")]
   assert coverage == sorted(coverage)
-  for by_aggregation in test["fixed"].values():
-    assert all(m["accuracy"] <= m["coverage"] for m in by_aggregation.values())
   for m in test["methods"].values():
-    assert m["accuracy"] <= m["coverage"] and "matched_coverage" in m
-    assert 1 <= m["samples"] <= 4 and 0 <= m["accuracy"] <= 1
-    low, high = m["accuracy_interval"]
-    assert low <= m["accuracy"] <= high
-    assert m["flops"] > 0
+    assert m["accuracy"] <= m["coverage"] and 1 <= m["samples"] <= 4
+    lo, hi = m["matched"]["interval"]
+    assert 0 < lo <= hi and m["flops"] > 0
+  assert set(results["headline"]) == {"ias", "budget", "ias_control"}
+  assert set(results["tiers"]["auc_within_difficulty"]) == set(results["channels"])
+  assert results["channels"][-1] == "rule" and "verifier_last" in results["channels"]
   beams = results["beam"]["variants"]
   assert set(beams) == {"fixed_K1_M2", "fixed_K2_M2", "ias_of_k", "ias_of_m"}
-  assert beams["fixed_K2_M2"]["samples"] >= beams["fixed_K1_M2"]["samples"] > 0
-  assert all(b["prm_tokens"] > 0 for b in beams.values())
-  # Self-consistency methods never read the PRM; IAS reads at least the empty prefix.
-  assert test["methods"]["adaptive_consistency"]["prm_tokens"] == 0
-  assert test["methods"]["ias_calibrated_q0.1"]["prm_tokens"] > 0
-  assert test["methods"]["probe_combined"]["prm_tokens"] > 0
-  assert set(results["probe_brier"]) == {"probe_confidence", "probe_combined"}
-  assert all(np.isfinite(w) for kind in results["probe_weights"].values() for w in kind.values())
+  # The compact pools recompute the same headline (the benchmark's path).
+  splits = {name: ias_study.load_split(str(tmp_path / "pools" / f"{name}.npz"))
+            for name in ("validation", "test", "control")}
+  settings = json.loads((tmp_path / "pools" / "settings.json").read_text())
+  again = ias_sweep.evaluate(splits["validation"], splits["test"], splits["control"],
+                             ias_sweep.SweepSettings(**{
+                                 k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in settings["sweep"].items()}))
+  assert json.loads(json.dumps(again["headline"])) == results["headline"]
 
 
-def test_probe_pays_the_prm_for_its_first_sample_only(workdirs, tmp_path, monkeypatch):
-  # Under majority vote only the combined probe reads the PRM: on its first sample and at the
-  # empty prefix, whatever number of samples it then draws.
-  monkeypatch.setattr(ias_study, "choose_aggregation", lambda mean_accuracy: "majority")
+def test_rule_verifier_scores_the_pool_texts(workdirs, study):
+  """The rule channel is step_checker.score of each sample's decoded text: 1.0 only where
+  every line is right (the answer included), so a wrong answer scores below 1."""
+  results, tmp_path = study
   config = _config(*workdirs)
-  config.beam.questions = 1
-  results = ias_study.run_ias_study(config, str(tmp_path))
-  assert results["aggregation"] == "majority"
-  test = results["test"]
-  probe, ias_q = test["methods"]["probe_combined"], test["methods"]["ias_calibrated_q0.1"]
-  first_sample = test["fixed"]["1"]["calibrated_vote"]["prm_tokens"]  # N = 1, PRM-scored
-  empty_prefix = ias_q["prm_tokens"]  # IAS under majority vote reads the empty prefix only
-  assert first_sample > 0 and empty_prefix > 0
-  assert probe["samples"] > 1  # it draws more than the sample it scores
-  assert probe["prm_tokens"] == pytest.approx(first_sample + empty_prefix)
-  assert test["methods"]["probe_confidence"]["prm_tokens"] == 0
+  full, _ = pool_store.load_pool(str(tmp_path / "pools" / "full" / "test.npz"))
+  compact = ias_study.load_split(str(tmp_path / "pools" / "test.npz"))
+  problems = ias_study._problems(8, config.ias.test_seed, range(results["regime"]["lo"],
+                                                                results["regime"]["hi"] + 1))
+  rule_QxN = compact.pool.scores_QxNxC[..., -1]
+  for q, p in enumerate(problems):
+    for s in range(4):
+      text = ias_study.TOKENIZER.decode(full.tokens_QxNxM[q, s, :full.lengths_QxN[q, s]])
+      assert rule_QxN[q, s] == np.float32(step_checker.score(p.question, text))
+  assert (rule_QxN[compact.correct_QxN == 0] < 1).all()
 
 
 def test_missing_calibration_names_the_command(workdirs, tmp_path):
@@ -112,28 +125,25 @@ def test_missing_calibration_names_the_command(workdirs, tmp_path):
     ias_study.run_ias_study(config, str(tmp_path / "out"))
 
 
-def test_matched_ratio_interpolates_the_envelope():
-  curve = [(1.0, 0.5), (2.0, 0.7), (4.0, 0.65), (8.0, 0.9)]  # a dip: the envelope keeps 0.7
-  assert ias_study.matched_ratio(curve, 0.6, 0.75)["ratio"] == pytest.approx(0.75 / 1.5)
-  assert ias_study.matched_ratio(curve, 0.8, 3.0)["ratio"] == pytest.approx(3.0 / 6.0)
-  assert ias_study.matched_ratio(curve, 0.4, 0.5)["ratio"] == pytest.approx(0.5)
-  above = ias_study.matched_ratio(curve, 0.95, 2.0)
-  assert above["not_reached"] and above["accuracy_gain_at_equal_flops"] == pytest.approx(0.25)
-
-
 def test_bad_config_names_the_field():
   with pytest.raises(ValueError, match="ias.fixed_ns"):
     ias_study.IasConfig(fixed_ns=(0, 2))
-  with pytest.raises(ValueError, match="ias.q"):
-    ias_study.IasConfig(q=1.0)
+  with pytest.raises(ValueError, match="ias.qs"):
+    ias_study.IasConfig(qs=(1.0,))
+  with pytest.raises(ValueError, match="ias.ias_estimates"):
+    ias_study.IasConfig(ias_estimates=("oracle",))
+  with pytest.raises(ValueError, match="ias.design_seed, validation_seed"):
+    ias_study.IasConfig(design_seed=20)
   with pytest.raises(ValueError, match="beam.fixed"):
     ias_study.beam_study.BeamStudyConfig(fixed=((0, 4),))
   with pytest.raises(ValueError, match="ias.deepconf_warmup"):
-    ias_study.IasConfig(n_max=4, fixed_ns=(1,), deepconf_warmup=8)
+    ias_study.IasConfig(n_max=4, fixed_ns=(1,), ias_n_maxes=(4,), deepconf_warmup=8)
 
 
 def test_shipped_config_builds():
   config = ias_small.get_config()
   cfg = ias_study.IasConfig(**config.ias)
   ias_study.beam_study.BeamStudyConfig(**config.beam)
-  assert cfg.n_max == max(cfg.fixed_ns) and cfg.deepconf_warmup < cfg.n_max
+  criteria = ias_study.regime.RegimeCriteria(**config.regime)
+  assert cfg.n_max == max(cfg.fixed_ns) == max(criteria.n_max_choices)
+  assert cfg.deepconf_warmup < cfg.n_max

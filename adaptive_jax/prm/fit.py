@@ -1,7 +1,8 @@
 """Training the PRM: a base PRM on final-outcome labels, then a calibrated head on MC targets.
 
 `train_base_prm` fits binary cross-entropy on `response_correct`: every prefix of a response
-gets that response's final outcome, as public PRMs are trained. `calibrate_prm` adds Q + 1
+gets that response's final outcome, as public PRMs are trained (or on another 0/1 field: the
+step verifier's exact step labels, step_verifier.py). `calibrate_prm` adds Q + 1
 offsets (`delta`, zero at the start, so every output starts at the base probability): Q
 quantiles fit by the pinball loss and the mean fit by the squared error (the Brier score)
 against the MC `target`, as the reference code's "wql" and "mse" losses (model.py says why the
@@ -185,8 +186,11 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
 def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
                    batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
                    backbone_params=None, adapter: str = "full", lora_rank: int = 8,
-                   lora_alpha: float = 16.0, tokenizer=TOKENIZER):
-  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `response_correct`.
+                   lora_alpha: float = 16.0, tokenizer=TOKENIZER,
+                   label_field: str = "response_correct"):
+  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `label_field` (in
+  [0, 1]): `response_correct` (final outcomes), or a step verifier's exact step labels
+  ("label" of step_verifier.step_examples).
 
   `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
   `adapter`: what trains besides the head ("full": the whole backbone; "head": nothing, a value
@@ -196,7 +200,7 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
   tokens_NxT = encode_records(records, model_cfg.max_len, tokenizer=tokenizer)
-  labels_N = record_field(records, "response_correct")
+  labels_N = record_field(records, label_field)
   params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
   if backbone_params is not None:
     params = {**params, "backbone": nn.meta.unbox(backbone_params)}

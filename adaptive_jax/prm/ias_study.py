@@ -1,12 +1,21 @@
-"""Instance-adaptive sampling study: every best-of-N method through the on-device adaptive loop.
+"""Instance-adaptive sampling study: a regime chosen on a design split, pools, every method.
 
-Per split (validation, test): each question's first n_max samples are drawn once by the live
-sampler (`sampler.draws`) and replayed from that pool by every method, which gives exactly
-what drawing them live would (tests/test_adaptive.py). Methods: fixed N (a sweep), IAS with
-N(p) from the base PRM, the calibrated PRM (its 0.1 quantile as the paper, and its mean), the
-combined estimate (`combined.py`) and, as an oracle that reads the outcomes, each difficulty's
-true success rate; Adaptive-Consistency; DeepConf-online (low and high). The aggregation used
-by the PRM methods is chosen on the validation split; the test split is read once, at the end.
+1. Regime. A design split (its own seed; difficulties cycling over `design_difficulties`)
+   draws n_max samples per question at each temperature; `regime.choose_regime` picks the
+   difficulty mix, temperature and N_max from those fixed-N statistics alone, against
+   criteria fixed in the config. Nothing of IAS is looked at.
+2. Pools. The regime's validation and test questions, and a control test split on the
+   uniform mix of every design difficulty (the declared negative control), each draw n_max
+   samples per question once (`draws.build_pool`, saved as they go, resumable), scored by the
+   base and calibrated PRMs, the learned step verifier when the calibration study trained
+   one, and the rule verifier (`tasks.step_checker`: an exact step checker, the stand-in for
+   a perfect PRM). Compact copies (no token confidences) go to `<workdir>/pools/`, from
+   which `benchmarks.ias --pools` recomputes every ratio.
+3. Evaluation (`ias_sweep.evaluate`): fixed-N curves over random orders, IAS swept over the
+   confidence q, the cap and the estimate, budget-aware allocation (offline greedy, online in
+   the loop) swept over the budget, choices on validation, test read once, paired bootstrap
+   intervals. Beside them on test: Adaptive-Consistency, DeepConf-online, probe IAS, beam
+   search.
 Compute: policy tokens generated and PRM tokens read, each times its forward FLOPs per token.
 """
 
@@ -24,45 +33,58 @@ from absl import logging
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import beam_study, combined, ias, mc_data, saved, scoring, study
+from adaptive_jax.prm import beam_study, combined, ias_eval, ias_sweep, mc_data, regime, saved
+from adaptive_jax.prm import scoring, study
 from adaptive_jax.prm import probe as probe_lib
 from adaptive_jax.prm.model import encode_texts
-from adaptive_jax.sampler import adaptive, confidence, decode, draws, selection
+from adaptive_jax.sampler import adaptive, confidence, decode, draws, pool_store, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
+from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids, step_end_ids
 from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
                                            check_difficulties)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
-from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping
+from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping, is_number
 
 TOKENIZER = ByteTokenizer()
-# Score channels of every sample: the calibrated PRM's mean at the last step and its minimum
-# over steps, then the same two of the base PRM.
-CHANNELS = ("calibrated_last", "calibrated_min", "base_last", "base_min")
-# How a fixed set of samples becomes one answer: (selection, channel or None).
-AGGREGATIONS = {
-    "majority": ("majority", None),
-    "calibrated_vote": ("vote", 0), "calibrated_last": ("best", 0),
-    "calibrated_min": ("best", 1),
-    "base_vote": ("vote", 2), "base_last": ("best", 2), "base_min": ("best", 3),
-}
+# Score channels of every sample, in order: the calibrated PRM's mean at the last step and its
+# minimum over steps, the same two of the base PRM, of the learned step verifier (when
+# trained), then the rule verifier's score (host, from the sample's text).
+PRM_CHANNELS = ("calibrated_last", "calibrated_min", "base_last", "base_min")
+VERIFIER_CHANNELS = ("verifier_last", "verifier_min")
+RULE = "rule"
+ESTIMATES = ("base", "calibrated_q0.1", "calibrated_mean", "combined")
 
 
 @dataclasses.dataclass(frozen=True)
 class IasConfig:
   """See configs/ias_small.py."""
-  validation_questions: int = 64
-  test_questions: int = 128
+  design_questions: int = 256
+  validation_questions: int = 256
+  test_questions: int = 512
+  control_questions: int = 512
+  design_seed: int = 22
   validation_seed: int = 20
   test_seed: int = 21
-  n_max: int = 32
-  fixed_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+  control_seed: int = 23
+  design_difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
+  temperatures: tuple[float, ...] = (0.7, 1.0)
+  n_max: int = 64
+  fixed_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+  orders: int = 100
+  qs: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+  ias_n_maxes: tuple[int, ...] = (16, 32, 64)
+  ias_estimates: tuple[str, ...] = ("calibrated_q0.1", "calibrated_mean", "combined")
+  budgets: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+  online_solved_at: tuple[float, ...] = (0.5, 0.8)
+  online_hopeless_below: float = 0.02
+  online_prior_strength: float = 2.0
+  online_estimate: str = "combined"
   q: float = 0.99
   per_round: int = 4
   rows: int = 256
   pool_rows: int = 256
-  temperature: float = 0.7
   max_new_tokens: int = 224
   confidence_top_k: int = 20
   group_window: int = 16
@@ -71,26 +93,42 @@ class IasConfig:
   consistency_threshold: float = 0.95
   bootstrap_resamples: int = 2000
   seed: int = 0
-  difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
 
   def __post_init__(self):
-    object.__setattr__(self, "difficulties",
-                       check_difficulties("ias.difficulties", self.difficulties))
-    for name in ("validation_questions", "test_questions", "n_max", "per_round", "rows",
-                 "pool_rows", "max_new_tokens", "confidence_top_k", "group_window",
-                 "deepconf_warmup", "bootstrap_resamples"):
+    object.__setattr__(self, "design_difficulties",
+                       check_difficulties("ias.design_difficulties", self.design_difficulties))
+    for name in ("design_questions", "validation_questions", "test_questions", "n_max",
+                 "orders", "per_round", "rows", "pool_rows", "max_new_tokens",
+                 "confidence_top_k", "group_window", "deepconf_warmup", "bootstrap_resamples"):
       check_int("ias", name, getattr(self, name))
-    for name in ("validation_seed", "test_seed", "seed"):
+    check_int("ias", "control_questions", self.control_questions, minimum=0)
+    for name in ("design_seed", "validation_seed", "test_seed", "control_seed", "seed"):
       check_int("ias", name, getattr(self, name), minimum=0)
-    if self.validation_seed == self.test_seed:
-      raise ValueError("ias.validation_seed and ias.test_seed must differ")
-    for name in ("q", "deepconf_tau", "consistency_threshold"):
+    seeds = [self.design_seed, self.validation_seed, self.test_seed, self.control_seed]
+    if len(set(seeds)) != len(seeds):
+      raise ValueError(f"ias.design_seed, validation_seed, test_seed and control_seed must all "
+                       f"differ (each split its own questions), got {seeds}")
+    for name in ("q", "deepconf_tau", "consistency_threshold", "online_hopeless_below"):
       check_open_interval("ias", name, getattr(self, name), 0.0, 1.0)
-    check_open_interval("ias", "temperature", self.temperature, 0.0)
-    if not self.fixed_ns or any(isinstance(n, bool) or not isinstance(n, int) or
-                                not 1 <= n <= self.n_max for n in self.fixed_ns):
-      raise ValueError(f"ias.fixed_ns must be integers in [1, n_max={self.n_max}], got "
-                       f"{self.fixed_ns}")
+    check_open_interval("ias", "online_prior_strength", self.online_prior_strength, 0.0)
+    for name, low, high in (("temperatures", 0.0, float("inf")), ("qs", 0.0, 1.0),
+                            ("online_solved_at", 0.0, 1.0), ("budgets", 0.0, float("inf"))):
+      values = getattr(self, name)
+      if not isinstance(values, (tuple, list)) or not values or not all(
+          is_number(v) and low < v < high for v in values):
+        raise ValueError(f"ias.{name} must be a non-empty tuple of numbers in ({low}, {high}), "
+                         f"got {values!r}")
+      object.__setattr__(self, name, tuple(float(v) for v in values))
+    for name in ("fixed_ns", "ias_n_maxes"):
+      values = getattr(self, name)
+      if not values or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_max
+                           for n in values):
+        raise ValueError(f"ias.{name} must be integers in [1, n_max={self.n_max}], got {values}")
+    for name in ("ias_estimates", "online_estimate"):
+      values = getattr(self, name)
+      for value in (values,) if isinstance(values, str) else values:
+        if value not in ESTIMATES:
+          raise ValueError(f"ias.{name} must name estimates in {ESTIMATES}, got {value!r}")
     if self.deepconf_warmup > self.n_max:
       raise ValueError(f"ias.deepconf_warmup must be <= n_max={self.n_max}, got "
                        f"{self.deepconf_warmup}")
@@ -108,14 +146,19 @@ class Models:
   # The calibrated PRM kept the base PRM's backbone and head (calibration under 'head'): its
   # own base column is the base PRM's probability, and one forward pass gives both.
   base_in_calibrated: bool = False
+  step_verifier: dict | None = None  # the learned step verifier, when the calibration trained it
 
   @property
   def step_end_ids(self) -> tuple[int, ...]:
     return step_end_ids(self.tokenizer)
 
+  @property
+  def channels(self) -> tuple[str, ...]:
+    return PRM_CHANNELS + (VERIFIER_CHANNELS if self.step_verifier is not None else ()) + (RULE,)
+
 
 def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...],
-              base_in_calibrated: bool = False):
+              base_in_calibrated: bool = False, with_verifier: bool = False):
   cols = scoring.columns(levels)
 
   def score(scorer, tokens_BxT, prompt_len_B, length_B):
@@ -130,22 +173,32 @@ def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...],
     step_BxT = (jnp.isin(tokens_BxT, jnp.asarray(step_end_ids_S, jnp.int32))
                 & (t_T >= prompt_len_B[:, None])
                 & (t_T < (prompt_len_B + length_B)[:, None]))
-    return jnp.stack([selection.sample_scores(cal_BxT, step_BxT, "last"),
-                      selection.sample_scores(cal_BxT, step_BxT, "min"),
-                      selection.sample_scores(base_BxT, step_BxT, "last"),
-                      selection.sample_scores(base_BxT, step_BxT, "min")], -1)
+    per_step = [cal_BxT, base_BxT]
+    if with_verifier:
+      per_step.append(scoring.position_probabilities(scorer["verifier"], tokens_BxT,
+                                                     model_cfg=prm_cfg, num_quantiles=0)[..., 0])
+    return jnp.stack([selection.sample_scores(p_BxT, step_BxT, how)
+                      for p_BxT in per_step for how in ("last", "min")], -1)
   return score
 
 
-def live_draw(models: Models, cfg: IasConfig) -> draws.LiveDraw:
+def _unscored(scorer, tokens_BxT, prompt_len_B, length_B):
+  """The design split's score function: nothing is scored (a zero channel)."""
+  del scorer, prompt_len_B, length_B
+  return jnp.zeros((tokens_BxT.shape[0], 1), jnp.float32)
+
+
+def live_draw(models: Models, cfg: IasConfig, temperature: float,
+              scored: bool = True) -> draws.LiveDraw:
   tokenizer = models.tokenizer
   dec = decode.DecodeConfig(max_new_tokens=cfg.max_new_tokens,
-                            policy=decode.SamplingPolicy(temperature=cfg.temperature),
+                            policy=decode.SamplingPolicy(temperature=temperature),
                             stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
                             confidence_top_k=cfg.confidence_top_k)
-  return draws.LiveDraw(models.policy_cfg, dec,
-                        _score_fn(models.prm_cfg, models.levels, models.step_end_ids,
-                                  models.base_in_calibrated),
+  score_fn = (_score_fn(models.prm_cfg, models.levels, models.step_end_ids,
+                        models.base_in_calibrated, models.step_verifier is not None)
+              if scored else _unscored)
+  return draws.LiveDraw(models.policy_cfg, dec, score_fn,
                         functools.partial(extract_answer_ids, tokenizer=tokenizer),
                         group_window=cfg.group_window)
 
@@ -198,282 +251,329 @@ def fit_combined(models: Models, calibrate_workdir: str) -> combined.CombinedEst
                                        np.array([r["target"] for r in records]))
 
 
-def _answers(state, aggregation: str) -> np.ndarray:
-  how, channel = AGGREGATIONS[aggregation]
-  kept = state.kept()
-  if how == "majority":
-    return selection.majority_vote(state.answers_QxN, kept)
-  scores = state.scores_QxNxC[..., channel]
-  if how == "vote":
-    return selection.weighted_vote(state.answers_QxN, scores, kept)
-  return selection.best_score(state.answers_QxN, scores, kept)
-
-
 def _interval(correct_Q, resamples: int, seed: int) -> list:
   rng = np.random.default_rng(seed)
   means = correct_Q[rng.integers(0, len(correct_Q), (resamples, len(correct_Q)))].mean(1)
   return [float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))]
 
 
+def rule_scores(problems, pool: draws.Pool, tokenizer) -> np.ndarray:
+  """score_QxN of the rule verifier on every pool sample's text (host)."""
+  tokens_QxNxM = np.asarray(pool.tokens_QxNxM)
+  lengths_QxN = np.asarray(pool.lengths_QxN)
+  return np.array([[step_checker.score(p.question, tokenizer.decode(tokens_QxNxM[q, s, :n]))
+                    for s, n in enumerate(lengths_QxN[q])]
+                   for q, p in enumerate(problems)], np.float32)
+
+
+def _problems(size: int, seed: int, difficulties) -> list:
+  source = ArithmeticSource(size=size, seed=seed, difficulties=tuple(difficulties))
+  return [source[i] for i in range(size)]
+
+
+def _data(models: Models, cfg: IasConfig, problems, seed: int) -> dict:
+  scorer = {"base": models.base, "calibrated": models.calibrated}
+  if models.step_verifier is not None:
+    scorer["verifier"] = models.step_verifier
+  return {"policy": models.policy, "prompts": encode_prompts(problems, models.tokenizer),
+          "score_cost": 1, "key": jax.random.fold_in(jax.random.key(cfg.seed), seed),
+          "scorer": scorer}
+
+
+def design_pools(models: Models, cfg: IasConfig, pools_dir: str):
+  """({temperature: correct_QxN}, difficulty_Q) of the design split; unscored samples."""
+  problems = _problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
+  gold_Q = np.array([p.answer for p in problems])
+  data = _data(models, cfg, problems, cfg.design_seed)
+  correct = {}
+  for temperature in cfg.temperatures:
+    logging.info("design split: %d x %d samples at temperature %g", len(problems), cfg.n_max,
+                 temperature)
+    pool = draws.build_pool(live_draw(models, cfg, temperature, scored=False), data,
+                            len(problems), cfg.n_max, rows=cfg.pool_rows,
+                            path=os.path.join(pools_dir, "full", f"design_t{temperature:g}.npz"))
+    correct[temperature] = np.asarray(pool.answers_QxN) == gold_Q[:, None]
+  return correct, np.array([p.difficulty for p in problems])
+
+
+@dataclasses.dataclass(frozen=True)
 class Split:
-  """One split's questions, pool and per-token FLOPs."""
-
-  def __init__(self, name, models: Models, cfg: IasConfig, size: int, seed: int,
-               prior: combined.CombinedEstimate):
-    self.name = name
-    source = ArithmeticSource(size=size, seed=seed, difficulties=cfg.difficulties)
-    problems = [source[i] for i in range(size)]
-    self.problems = problems
-    self.difficulty_Q = np.array([p.difficulty for p in problems])
-    self.gold_Q = np.array([p.answer for p in problems])
-    prompts = encode_prompts(problems, models.tokenizer)
-    self.features = question_features(models, [format_prompt(p) for p in problems])
-    self.prior_Q = prior(_combined_features(self.features))  # the combined estimate
-    live = live_draw(models, cfg)
-    data = {"policy": models.policy, "prompts": prompts, "score_cost": 1,
-            "key": jax.random.fold_in(jax.random.key(cfg.seed), seed),
-            "scorer": {"base": models.base, "calibrated": models.calibrated}}
-    logging.info("%s: drawing %d x %d samples", name, size, cfg.n_max)
-    self.pool = draws.build_pool(live, data, size, cfg.n_max, rows=cfg.pool_rows)
-    self.correct_QxN = self.pool.answers_QxN == self.gold_Q[:, None]
-    prompt_len = float(np.mean(self.features["prompt_tokens"]))
-    length = float(np.mean(self.pool.lengths_QxN))
-    # Mean keys attended: a generated token sees the prompt and half the solution on
-    # average; the PRM reads prompt + solution once, causally.
-    self.policy_flops = forward_flops_per_token(models.policy_cfg, prompt_len + length / 2)
-    self.prm_flops = forward_flops_per_token(models.prm_cfg, (prompt_len + length) / 2)
-    self.prompt_tokens_Q = self.features["prompt_tokens"]
-
-  def success_rate(self) -> np.ndarray:
-    return self.correct_QxN.mean(1)
+  """A split's problems, its full pool (token confidences kept) and its `PoolSplit`."""
+  name: str
+  problems: list
+  full_pool: draws.Pool
+  pool_split: ias_eval.PoolSplit
+  features: dict
 
 
-def _run(split: Split, cfg: IasConfig, target_Q, rule: StopRule, probe=None):
-  loop = LoopConfig(n_max=cfg.n_max, per_round=cfg.per_round, rows=cfg.rows,
-                    num_channels=len(CHANNELS))
-  replay = draws.PoolDraw(confidence_window=cfg.group_window, group_window=cfg.group_window)
-  data = {"pool": split.pool, "score_cost": 1, "prior_Q": jnp.asarray(split.prior_Q, jnp.float32)}
-  return adaptive.run(replay, data, np.asarray(target_Q, np.int32), rule=rule, loop=loop,
-                      probe=probe)
+def build_split(name: str, models: Models, cfg: IasConfig, problems, seed: int,
+                temperature: float, prior: combined.CombinedEstimate, pools_dir: str) -> Split:
+  """Draws (or resumes) the split's pool, adds the rule verifier, saves the compact copy."""
+  features = question_features(models, [format_prompt(p) for p in problems])
+  logging.info("%s: drawing %d x %d samples", name, len(problems), cfg.n_max)
+  pool = draws.build_pool(live_draw(models, cfg, temperature), _data(models, cfg, problems, seed),
+                          len(problems), cfg.n_max, rows=cfg.pool_rows,
+                          path=os.path.join(pools_dir, "full", f"{name}.npz"))
+  scores = np.concatenate([np.asarray(pool.scores_QxNxC),
+                           rule_scores(problems, pool, models.tokenizer)[..., None]], -1)
+  pool = pool._replace(scores_QxNxC=scores)
+  prompt_tokens_Q = features["prompt_tokens"]
+  prompt_len = float(np.mean(prompt_tokens_Q))
+  length = float(np.mean(pool.lengths_QxN))
+  cols = scoring.columns(models.levels)
+  estimates = {"base": features["base"], "calibrated_q0.1": features["calibrated"][:, cols["q0.1"]],
+               "calibrated_mean": features["calibrated"][:, cols["mean"]],
+               "combined": prior(_combined_features(features))}
+  split = ias_eval.PoolSplit(
+      pool=pool, channels=models.channels, gold_Q=np.array([p.answer for p in problems]),
+      difficulty_Q=np.array([p.difficulty for p in problems]), prompt_tokens_Q=prompt_tokens_Q,
+      estimates=estimates,
+      # Mean keys attended: a generated token sees the prompt and half the solution on
+      # average; the PRM reads prompt + solution once, causally.
+      policy_flops=forward_flops_per_token(models.policy_cfg, prompt_len + length / 2),
+      prm_flops=forward_flops_per_token(models.prm_cfg, (prompt_len + length) / 2))
+  save_split(os.path.join(pools_dir, f"{name}.npz"), split)
+  return Split(name, problems, pool, split, features)
+
+
+def save_split(path: str, split: ias_eval.PoolSplit) -> None:
+  """The compact pool (no token confidences, no tokens) and everything evaluate reads."""
+  pool = pool_store.drop_confidences(split.pool)
+  pool = pool._replace(tokens_QxNxM=np.zeros(pool.answers_QxN.shape + (1,), np.int32))
+  pool_store.save_pool(path, pool, gold_Q=split.gold_Q, difficulty_Q=split.difficulty_Q,
+                       prompt_tokens_Q=split.prompt_tokens_Q,
+                       channels=np.array(split.channels),
+                       flops=np.array([split.policy_flops, split.prm_flops]),
+                       **{f"estimate_{k}": v for k, v in split.estimates.items()})
+
+
+def load_split(path: str) -> ias_eval.PoolSplit:
+  """A `save_split` file as the PoolSplit `ias_sweep.evaluate` reads."""
+  pool, extra = pool_store.load_pool(path)
+  return ias_eval.PoolSplit(
+      pool=pool, channels=tuple(str(c) for c in extra["channels"]), gold_Q=extra["gold_Q"],
+      difficulty_Q=extra["difficulty_Q"], prompt_tokens_Q=extra["prompt_tokens_Q"],
+      estimates={k[len("estimate_"):]: v for k, v in extra.items() if k.startswith("estimate_")},
+      policy_flops=float(extra["flops"][0]), prm_flops=float(extra["flops"][1]))
+
+
+def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSettings:
+  """What `ias_sweep.evaluate` sweeps; the headline selector is the learned step verifier
+  when there is one, else the calibrated PRM, its form (best or vote) chosen on validation."""
+  learned = "verifier" if "verifier_last" in channels else "calibrated"
+  candidates = (f"best:{learned}_last", f"best:{learned}_min", f"vote:{learned}_last")
+  aggregations = ("majority", f"best:{RULE}", "best:calibrated_last", "vote:calibrated_last",
+                  "best:base_last") + tuple(a for a in candidates
+                                            if not a.startswith(("best:calibrated_last",
+                                                                 "vote:calibrated_last")))
+  return ias_sweep.SweepSettings(
+      fixed_ns=cfg.fixed_ns, orders=cfg.orders, aggregations=aggregations,
+      candidates=candidates, qs=cfg.qs, ias_n_maxes=cfg.ias_n_maxes,
+      ias_estimates=cfg.ias_estimates, budgets=cfg.budgets,
+      online_channel=f"{learned}_last", online_solved_at=cfg.online_solved_at,
+      online_hopeless_below=cfg.online_hopeless_below,
+      online_prior_strength=cfg.online_prior_strength, online_estimate=cfg.online_estimate,
+      match_n=match_n, per_round=cfg.per_round, rows=cfg.rows,
+      resamples=cfg.bootstrap_resamples, seed=cfg.seed)
 
 
 def pool_probe_features(split: Split, cfg: IasConfig) -> np.ndarray:
   """features_QxNxF (`probe.features`) of every pool sample, as the loop's replay sees them."""
-  pool = split.pool
+  pool = split.full_pool
   q, n, m = pool.confidence_QxNxM.shape
   lowest_QxN = np.asarray(confidence.lowest_group_confidence(
       pool.confidence_QxNxM.reshape(q * n, m), pool.lengths_QxN.reshape(-1),
       cfg.group_window)).reshape(q, n)
-  prior_QxN = np.broadcast_to(split.prior_Q[:, None], (q, n))
+  prior_QxN = np.broadcast_to(split.pool_split.estimates["combined"][:, None], (q, n))
   return probe_lib.features(lowest_QxN, np.asarray(pool.scores_QxNxC[..., 0]), prior_QxN)
 
 
 def fit_probes(split: Split, cfg: IasConfig) -> dict:
   """The probe estimates, fit on every sample of `split`'s pool (the validation split)."""
   x_QxNxF = pool_probe_features(split, cfg)
-  target_QxN = probe_lib.leave_one_out_rate(split.correct_QxN)
+  target_QxN = probe_lib.leave_one_out_rate(split.pool_split.correct_QxN)
   return {kind: probe_lib.ProbeEstimate.fit(kind, x_QxNxF.reshape(-1, x_QxNxF.shape[-1]),
                                             target_QxN.reshape(-1))
           for kind in probe_lib.KINDS}
 
 
-def _summary(split: Split, cfg: IasConfig, state, answer_Q, *, pays_prm: bool,
-             prm_prompt: bool, scored_Q: np.ndarray | None = None) -> dict:
-  """Accuracy and compute per question; the PRM's tokens count where the method reads the
-  PRM: its samples' scores (`pays_prm`: all of them, or `scored_Q` tokens per question) and
-  the empty prefix's (`prm_prompt`, IAS)."""
-  correct_Q = (np.asarray(answer_Q) == split.gold_Q).astype(np.float64)
-  drawn_Q = np.asarray(state.drawn_Q)
-  tokens_Q = np.asarray(state.tokens_Q)
-  if scored_Q is None:
-    scored_Q = np.asarray(state.scored_tokens_Q) * pays_prm
-  prompt_Q = split.prompt_tokens_Q
-  flops_Q = ((tokens_Q + prompt_Q) * split.policy_flops
-             + (scored_Q + prm_prompt * prompt_Q) * split.prm_flops)
-  by = lambda x: {str(d): float(np.mean(x[split.difficulty_Q == d]))
-                  for d in np.unique(split.difficulty_Q)}
-  # Coverage (pass@k over the samples drawn): the accuracy of a perfect selector, an oracle
-  # that reads the gold answer. It measures the allocation apart from the selection.
-  covered_Q = ((np.asarray(state.answers_QxN) == split.gold_Q[:, None])
-               & np.asarray(state.kept())).any(1)
-  return {"accuracy": float(correct_Q.mean()),
-          "accuracy_interval": _interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
-          "coverage": float(covered_Q.mean()),
-          "samples": float(drawn_Q.mean()), "policy_tokens": float(tokens_Q.mean()),
-          "prm_tokens": float((scored_Q + prm_prompt * prompt_Q).mean()),
-          "flops": float(flops_Q.mean()), "accuracy_by_difficulty": by(correct_Q),
-          "samples_by_difficulty": by(drawn_Q.astype(np.float64))}
+def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
+                  curves: dict) -> dict:
+  """Adaptive-Consistency, DeepConf-online (low, high) and probe IAS on the full pool (they
+  read token confidences), each matched against the fixed curve it selects like."""
+  ps = split.pool_split
+  full = dataclasses.replace(ps, pool=split.full_pool._replace(scores_QxNxC=ps.pool.scores_QxNxC))
+  loop = LoopConfig(n_max=ps.num_samples, per_round=cfg.per_round, rows=cfg.rows,
+                    num_channels=len(ps.channels))
+  replay = draws.PoolDraw(confidence_window=cfg.group_window, group_window=cfg.group_window)
+  data = {"pool": full.pool, "score_cost": 1,
+          "prior_Q": jnp.asarray(ps.estimates["combined"], jnp.float32)}
+  num_q = len(ps.gold_Q)
+  prompt_Q = ps.prompt_tokens_Q.astype(np.float64)
 
+  def summarize(state, answer_Q, pays_prm, prm_prompt, matched_to):
+    kept_QxN = np.asarray(state.kept())
+    answers_QxN = np.asarray(state.answers_QxN)
+    correct_Q = np.asarray(answer_Q) == ps.gold_Q
+    flops_Q = ((np.asarray(state.tokens_Q) + prompt_Q) * ps.policy_flops
+               + (pays_prm * np.asarray(state.scored_tokens_Q) + prm_prompt * prompt_Q)
+               * ps.prm_flops)
+    run = ias_eval.MethodRun(correct_Q, ((answers_QxN == ps.gold_Q[:, None]) & kept_QxN).any(1),
+                             np.asarray(state.drawn_Q), flops_Q)
+    return {**run.summary(ps.difficulty_Q), "matched_to": matched_to,
+            "accuracy_interval": _interval(correct_Q.astype(float), cfg.bootstrap_resamples,
+                                           cfg.seed),
+            "matched": ias_eval.match(curves[matched_to], run, resamples=cfg.bootstrap_resamples,
+                                      seed=cfg.seed)}
 
-def matched_ratio(fixed_curve: list, accuracy: float, flops: float) -> dict:
-  """adaptive FLOPs / the fixed method's FLOPs at the same accuracy, on the monotone envelope
-  of its (FLOPs, accuracy) sweep, linear between points. Above the whole curve: "not
-  reached", with the accuracy gain over the curve at the adaptive FLOPs."""
-  points = sorted(fixed_curve)
-  flops_K = np.array([f for f, _ in points])
-  envelope_K = np.maximum.accumulate(np.array([a for _, a in points]))
-  if accuracy > envelope_K[-1]:
-    at_equal = float(np.interp(flops, flops_K, envelope_K))
-    return {"ratio": None, "not_reached": True, "accuracy_gain_at_equal_flops": accuracy - at_equal}
-  if accuracy <= envelope_K[0]:
-    matched = flops_K[0]
-  else:
-    k = int(np.argmax(envelope_K >= accuracy))
-    lo, hi = envelope_K[k - 1], envelope_K[k]
-    matched = flops_K[k - 1] + (flops_K[k] - flops_K[k - 1]) * (accuracy - lo) / (hi - lo)
-  return {"ratio": float(flops / matched), "not_reached": False}
-
-
-def choose_aggregation(mean_accuracy: dict) -> str:
-  """The aggregation with the best mean accuracy over the fixed sweep; ties go to majority."""
-  return max(AGGREGATIONS, key=lambda name: (mean_accuracy[name], name == "majority"))
-
-
-def evaluate_split(split: Split, cfg: IasConfig, estimates: dict, probes: dict,
-                   aggregation: str) -> dict:
-  """Every method on one split; `estimates`: name -> p_Q for IAS; `probes`: kind ->
-  ProbeEstimate for probe IAS; `aggregation` for the PRM methods' picks."""
-  uses_prm = AGGREGATIONS[aggregation][1] is not None
-  methods, fixed = {}, {}
-  for n in cfg.fixed_ns:
-    state = _run(split, cfg, np.full(len(split.gold_Q), n), StopRule())
-    fixed[n] = {name: _summary(split, cfg, state, _answers(state, name),
-                               pays_prm=AGGREGATIONS[name][1] is not None, prm_prompt=False)
-                for name in AGGREGATIONS}
-  for name, p_Q in estimates.items():
-    target_Q = np.asarray(ias.num_samples(p_Q, n_max=cfg.n_max, q=cfg.q))
-    state = _run(split, cfg, target_Q, StopRule())
-    methods[f"ias_{name}"] = _summary(split, cfg, state, _answers(state, aggregation),
-                                      pays_prm=uses_prm, prm_prompt=not name.startswith("oracle"))
-  # Without a PRM aggregation, the PRM's tokens on each question's first sample (replays draw
-  # samples in pool order): what the combined probe reads.
-  first_scored_Q = None if uses_prm else np.asarray(
-      _run(split, cfg, np.ones(len(split.gold_Q), np.int32), StopRule()).scored_tokens_Q)
-  for kind, estimate in probes.items():
-    fn = probe_lib.target_fn(estimate, channel=0, n_max=cfg.n_max, q=cfg.q)
-    state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max), StopRule(),
-                 probe=adaptive.Probe(1, fn))
-    # The combined probe reads the PRM on its first sample and at the empty prefix (its
-    # prior); an aggregation that reads the PRM pays for every sample instead.
-    scored_Q = first_scored_Q if kind == "combined" else None
-    methods[f"probe_{kind}"] = _summary(split, cfg, state, _answers(state, aggregation),
-                                        pays_prm=uses_prm, prm_prompt=kind == "combined",
-                                        scored_Q=scored_Q)
-  state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max),
-               StopRule("adaptive_consistency", threshold=cfg.consistency_threshold))
-  methods["adaptive_consistency"] = _summary(split, cfg, state, _answers(state, "majority"),
-                                             pays_prm=False, prm_prompt=False)
+  full_target = np.full(num_q, ps.num_samples, np.int32)
+  kept = lambda state: state.kept()
+  out = {}
+  state = adaptive.run(replay, data, full_target, loop=loop,
+                       rule=StopRule("adaptive_consistency", threshold=cfg.consistency_threshold))
+  out["adaptive_consistency"] = summarize(
+      state, selection.majority_vote(state.answers_QxN, kept(state)), False, False, "majority")
   for variant, keep in (("low", 10.0), ("high", 90.0)):
     rule = StopRule("deepconf", threshold=cfg.deepconf_tau, warmup=cfg.deepconf_warmup,
                     keep_percent=keep)
-    state = _run(split, cfg, np.full(len(split.gold_Q), cfg.n_max), rule)
-    answer_Q = selection.weighted_vote(state.answers_QxN, state.confidence_QxN, state.kept())
-    methods[f"deepconf_{variant}"] = _summary(split, cfg, state, answer_Q, pays_prm=False,
-                                              prm_prompt=False)
-  curves = {name: [(fixed[n][name]["flops"], fixed[n][name]["accuracy"]) for n in cfg.fixed_ns]
-            for name in AGGREGATIONS}
-  coverage_curve = [(n, fixed[n]["majority"]["coverage"]) for n in cfg.fixed_ns]
-  for name, m in methods.items():
-    reference = aggregation if name.startswith(("ias_", "probe_")) else "majority"
-    m["matched_to"] = f"fixed_{reference}"
-    m["matched"] = matched_ratio(curves[reference], m["accuracy"], m["flops"])
-    # Samples / fixed N's samples at the same coverage: the allocation alone.
-    m["matched_coverage"] = matched_ratio(coverage_curve, m["coverage"], m["samples"])
-  return {"fixed": {str(n): v for n, v in fixed.items()}, "methods": methods}
+    state = adaptive.run(replay, data, full_target, rule=rule, loop=loop)
+    answer_Q = selection.weighted_vote(state.answers_QxN, state.confidence_QxN, kept(state))
+    out[f"deepconf_{variant}"] = summarize(state, answer_Q, False, False, "majority")
+  pays = ias_eval.reads_prm(aggregation, ps.channels)
+  for kind, estimate in probes.items():
+    fn = probe_lib.target_fn(estimate, channel=0, n_max=ps.num_samples, q=cfg.q)
+    state = adaptive.run(replay, data, full_target, rule=StopRule(), loop=loop,
+                         probe=adaptive.Probe(1, fn))
+    answer_Q = ias_eval.aggregate(state.answers_QxN, state.scores_QxNxC, kept(state),
+                                  aggregation, ps.channels)
+    # The probe reads the PRM on its first sample (the combined one also at the empty prefix);
+    # an aggregation that reads the PRM pays for every sample anyway.
+    out[f"probe_{kind}"] = summarize(state, answer_Q, pays or kind == "combined",
+                                     kind == "combined", aggregation)
+  return out
 
 
 def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
-                   beam_cfg: beam_study.BeamStudyConfig) -> dict:
+                   beam_cfg: beam_study.BeamStudyConfig, temperature: float) -> dict:
   """Fixed beam searches and IAS-of-K / IAS-of-M on the split's first questions."""
+  ps = split.pool_split
   n = min(beam_cfg.questions, len(split.problems))
   problems = split.problems[:n]
   runs = beam_study.run_beams(models, problems, prompt_ids(problems, models.tokenizer), beam_cfg,
-                              temperature=cfg.temperature, q=cfg.q,
+                              temperature=temperature, q=cfg.q,
                               key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
-  difficulty_Q, prompt_Q = split.difficulty_Q[:n], split.prompt_tokens_Q[:n]
+  difficulty_Q, prompt_Q = ps.difficulty_Q[:n], ps.prompt_tokens_Q[:n]
   by = lambda x: {str(d): float(np.mean(x[difficulty_Q == d])) for d in np.unique(difficulty_Q)}
-  out = {}
+  out, per_question = {}, {}
   for name, (correct_Q, tokens_Q, prm_Q, generations_Q) in runs.items():
-    flops_Q = (tokens_Q + prompt_Q) * split.policy_flops + prm_Q * split.prm_flops
+    flops_Q = (tokens_Q + prompt_Q) * ps.policy_flops + prm_Q * ps.prm_flops
+    per_question[name] = (np.asarray(correct_Q, np.float64), flops_Q)
     out[name] = {"accuracy": float(correct_Q.mean()),
                  "accuracy_interval": _interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
                  "samples": float(generations_Q.mean()), "policy_tokens": float(tokens_Q.mean()),
                  "prm_tokens": float(prm_Q.mean()), "flops": float(flops_Q.mean()),
                  "accuracy_by_difficulty": by(correct_Q),
                  "samples_by_difficulty": by(generations_Q.astype(float))}
-  curve = [(m["flops"], m["accuracy"]) for name, m in out.items() if name.startswith("fixed")]
+  fixed = [name for name in out if name.startswith("fixed")]
+  curve = {"correct_KxQ": np.stack([per_question[f][0] for f in fixed]),
+           "flops_KxQ": np.stack([per_question[f][1] for f in fixed])}
   for name in ("ias_of_k", "ias_of_m"):
+    correct_Q, flops_Q = per_question[name]
     out[name]["matched_to"] = "fixed beam search"
-    out[name]["matched"] = matched_ratio(curve, out[name]["accuracy"], out[name]["flops"])
+    out[name]["matched"] = ias_eval.match(
+        curve, ias_eval.MethodRun(correct_Q, correct_Q, np.zeros(n), flops_Q),
+        resamples=cfg.bootstrap_resamples, seed=cfg.seed)
   return {"questions": n, "variants": out}
 
 
 def load_models(config) -> Models:
   """The policy (`study.load_policy`: a train_policy run, or SmolLM2 with the adapters the
-  calibration study fine-tuned in calibrate_workdir) and the calibration study's two PRMs."""
+  calibration study fine-tuned in calibrate_workdir), the calibration study's two PRMs and its
+  learned step verifier when it trained one."""
   policy, policy_cfg, tokenizer, _ = study.load_policy(config, config.calibrate_workdir)
   command = (f"python -m experiments.calibrate --config={config.calibrate_config} "
              f"--workdir={config.calibrate_workdir}")
   base, prm_cfg, _ = saved.load_prm(config.calibrate_workdir, "base", command=command)
   calibrated, _, levels = saved.load_prm(config.calibrate_workdir, "calibrated", command=command)
+  verifier = None
+  if os.path.isdir(os.path.join(config.calibrate_workdir, "prm", "step_verifier")):
+    verifier, _, _ = saved.load_prm(config.calibrate_workdir, "step_verifier", command=command)
   same = lambda name: all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(base[name]), jax.tree.leaves(calibrated[name]), strict=True))
   return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels, tokenizer,
-                base_in_calibrated=same("backbone") and same("head"))
-
-
-def estimates_for(split: Split, models: Models, rate_by_difficulty: dict) -> dict:
-  cols = scoring.columns(models.levels)
-  f = split.features
-  return {"base": f["base"], "calibrated_q0.1": f["calibrated"][:, cols["q0.1"]],
-          "calibrated_mean": f["calibrated"][:, cols["mean"]],
-          "combined": split.prior_Q,
-          "oracle_difficulty_rate": np.array([rate_by_difficulty[d] for d in split.difficulty_Q])}
+                base_in_calibrated=same("backbone") and same("head"), step_verifier=verifier)
 
 
 def run_ias_study(config, workdir: str) -> dict:
   cfg = from_mapping(IasConfig, config.ias, "ias")
+  criteria = from_mapping(regime.RegimeCriteria, config.regime, "regime")
+  if max(criteria.n_max_choices) > cfg.n_max:
+    raise ValueError(f"regime.n_max_choices must be <= ias.n_max={cfg.n_max} (the pool), got "
+                     f"{criteria.n_max_choices}")
   models = load_models(config)
-  os.makedirs(workdir, exist_ok=True)
+  pools_dir = os.path.join(workdir, "pools")
+  os.makedirs(os.path.join(pools_dir, "full"), exist_ok=True)
+
+  correct, difficulty_Q = design_pools(models, cfg, pools_dir)
+  stats = regime.candidate_stats(correct, difficulty_Q, criteria.n_max_choices)
+  chosen = regime.choose_regime(stats, criteria)
+  control = regime.negative_control(stats, chosen["temperature"], chosen["n_max"])
+  logging.info("regime: %s; control: %s", regime.describe(chosen), regime.describe(control))
+  temperature, mix = chosen["temperature"], range(chosen["lo"], chosen["hi"] + 1)
+
   estimate = fit_combined(models, config.calibrate_workdir)
-  val = Split("validation", models, cfg, cfg.validation_questions, cfg.validation_seed, estimate)
+  val = build_split("validation", models, cfg,
+                    _problems(cfg.validation_questions, cfg.validation_seed, mix),
+                    cfg.validation_seed, temperature, estimate, pools_dir)
+  test = build_split("test", models, cfg, _problems(cfg.test_questions, cfg.test_seed, mix),
+                     cfg.test_seed, temperature, estimate, pools_dir)
+  control_split = None
+  if cfg.control_questions:
+    control_split = build_split(
+        "control", models, cfg,
+        _problems(cfg.control_questions, cfg.control_seed, cfg.design_difficulties),
+        cfg.control_seed, temperature, estimate, pools_dir)
+  settings = sweep_settings(cfg, models.channels, chosen["n_max"])
+  with open(os.path.join(pools_dir, "settings.json"), "w") as f:
+    json.dump({"sweep": dataclasses.asdict(settings), "regime": chosen,
+               "control_regime": control}, f, indent=2)
+  results = ias_sweep.evaluate(val.pool_split, test.pool_split,
+                               control_split and control_split.pool_split, settings)
+  aggregation = results["aggregation"]
+  # What the confidence-reading methods are matched against: the same averaged curves.
+  test_curves = ias_eval.fixed_curves(test.pool_split,
+                                      [k for k in cfg.fixed_ns if k <= cfg.n_max],
+                                      ("majority", aggregation), orders=cfg.orders, seed=cfg.seed)
   probes = fit_probes(val, cfg)
-  rate = {int(d): float(val.success_rate()[val.difficulty_Q == d].mean())
-          for d in np.unique(val.difficulty_Q)}
-  # Choice on validation: the aggregation with the best mean accuracy over the fixed sweep.
-  val_results = evaluate_split(val, cfg, estimates_for(val, models, rate), probes,
-                               "majority")
-  mean_acc = {name: np.mean([val_results["fixed"][str(n)][name]["accuracy"]
-                             for n in cfg.fixed_ns]) for name in AGGREGATIONS}
-  aggregation = choose_aggregation(mean_acc)
-  logging.info("aggregation chosen on validation: %s (%s)", aggregation, mean_acc)
-  test = Split("test", models, cfg, cfg.test_questions, cfg.test_seed, estimate)
-  test_estimates = estimates_for(test, models, rate)
+  results["test"]["methods"].update(other_methods(test, cfg, probes, aggregation, test_curves))
   beam_cfg = from_mapping(beam_study.BeamStudyConfig, config.beam, "beam")
   logging.info("beam search on %d test questions", beam_cfg.questions)
-  first_QxF = pool_probe_features(test, cfg)[:, 0]  # each test question's first sample
-  results = {
-      "beam": evaluate_beams(test, models, cfg, beam_cfg),
-      "aggregation": aggregation,
-      "validation_mean_accuracy": {k: float(v) for k, v in mean_acc.items()},
-      "test": evaluate_split(test, cfg, test_estimates, probes, aggregation),
-      "validation": val_results,
+  success_Q = test.pool_split.correct_QxN.mean(1)
+  results.update({
+      "regime": {**chosen, "described": regime.describe(chosen), "control": control,
+                 "control_described": regime.describe(control), "candidates": stats},
+      "beam": evaluate_beams(test, models, cfg, beam_cfg, temperature),
+      "channels": list(models.channels),
       # How well each estimate predicts a test question's success rate (its n_max samples).
-      "estimate_brier": {name: float(np.mean((p - test.success_rate()) ** 2))
-                         for name, p in test_estimates.items()},
-      # The same for the probes, from each test question's first sample.
-      "probe_brier": {f"probe_{kind}": float(np.mean((est(first_QxF) - test.success_rate()) ** 2))
-                      for kind, est in probes.items()},
-      "probe_weights": {kind: est.weights() for kind, est in probes.items()},
+      "estimate_brier": {name: float(np.mean((p - success_Q) ** 2))
+                         for name, p in test.pool_split.estimates.items()},
       "success_rate_by_difficulty": {
-          str(d): float(test.success_rate()[test.difficulty_Q == d].mean())
-          for d in np.unique(test.difficulty_Q)},
-      "flops_per_token": {"policy": test.policy_flops, "prm": test.prm_flops},
-      "num_questions": {"validation": cfg.validation_questions, "test": cfg.test_questions},
-  }
+          str(d): float(success_Q[test.pool_split.difficulty_Q == d].mean())
+          for d in np.unique(test.pool_split.difficulty_Q)},
+      "flops_per_token": {"policy": test.pool_split.policy_flops,
+                          "prm": test.pool_split.prm_flops},
+      "num_questions": {"design": cfg.design_questions, "validation": cfg.validation_questions,
+                        "test": cfg.test_questions, "control": cfg.control_questions},
+  })
+  results = json.loads(json.dumps(results, default=_json_default))
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
-  np.savez(os.path.join(workdir, "test_pool.npz"), difficulty=test.difficulty_Q,
-           correct=test.correct_QxN, lengths=test.pool.lengths_QxN,
-           **{f"estimate_{k}": v for k, v in test_estimates.items()})
   return results
+
+
+def _json_default(x):
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f"not JSON serializable: {type(x).__name__}")

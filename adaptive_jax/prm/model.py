@@ -68,7 +68,8 @@ class PRM(nn.Module):
   def readout(self, tokens_BxT, last_B=None):
     """h_Bx2D = [h_last; h_mean], what the output layers read (float32)."""
     positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-    x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
+    x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT,
+                                      None)
     last_B = last_real_index(tokens_BxT) if last_B is None else last_B
     normed_BxTxD = self.backbone.final_norm(x_BxTxD).astype(jnp.float32)
     # Positions after the last real token (pads, or anything else) are outside the prefix.

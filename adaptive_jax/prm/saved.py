@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import fit
 
-NAMES = ("base", "calibrated")
+NAMES = ("base", "calibrated", "step_verifier")
 
 
 def save_prm(workdir: str, name: str, params, model_cfg: ModelConfig, levels=()) -> None:

@@ -23,7 +23,7 @@ BASE = "base"
 def _per_position_outputs(module: PRM, tokens_BxT):
   positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
   backbone = module.backbone
-  x_BxTxD, _ = backbone.layers(backbone.embed_tokens(tokens_BxT), {}, positions_BxT)
+  x_BxTxD, _ = backbone.layers(backbone.embed_tokens(tokens_BxT), {}, positions_BxT, None)
   normed_BxTxD = backbone.final_norm(x_BxTxD).astype(jnp.float32)
   mean_BxTxD = jnp.cumsum(normed_BxTxD, axis=1) / (positions_BxT[..., None] + 1.0)
   h_NxF = jnp.concatenate([normed_BxTxD, mean_BxTxD], -1).reshape(-1, 2 * normed_BxTxD.shape[-1])

@@ -1,9 +1,11 @@
-"""Calibration study: MC labels from the policy, a base PRM, and every calibration method."""
+"""Calibration study: MC labels from the policy, a base PRM, every calibration method, and a
+step verifier trained on exact step labels."""
 
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -13,7 +15,7 @@ from absl import logging
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
-from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved
+from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved, step_verifier
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
@@ -80,6 +82,8 @@ class PrmConfig:
   levels: tuple[float, ...] = (0.1, 0.5, 0.9)
   seed: int = 0  # the base PRM's init and batches
   calibration_seed: int = 0  # the calibration's (LoRA init, batches): vary it with the base fixed
+  step_verifier_steps: int = 0  # the step verifier's (step_verifier.py); 0: none
+  step_verifier_adapter: str = "full"  # it shares the base PRM's other settings
 
   def __post_init__(self):
     check_choice("prm", "base_max_difficulty", self.base_max_difficulty,
@@ -89,11 +93,13 @@ class PrmConfig:
       check_int("prm", name, getattr(self, name))
     check_int("prm", "seed", self.seed, minimum=0)
     check_int("prm", "calibration_seed", self.calibration_seed, minimum=0)
+    check_int("prm", "step_verifier_steps", self.step_verifier_steps, minimum=0)
     if not isinstance(self.backbone, str) or not self.backbone:
       raise ValueError(f"prm.backbone must be 'policy', 'random' or a train_policy workdir, got "
                        f"{self.backbone!r}")
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
     check_choice("prm", "base_adapter", self.base_adapter, fit.ADAPTERS)
+    check_choice("prm", "step_verifier_adapter", self.step_verifier_adapter, fit.ADAPTERS)
     for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
       check_open_interval("prm", name, getattr(self, name), 0.0)
     if not self.levels:
@@ -270,9 +276,27 @@ def gold_prefix_auc(predictions, records, source) -> dict:
   return {"by_difficulty": out, "mean": float(np.mean(aucs)) if aucs else None}
 
 
+def _verification_aucs(params_by_name: dict, model_cfg: ModelConfig, examples: list[dict],
+                       tokenizer) -> dict:
+  """Within-difficulty AUCs of each PRM (name -> (params, output column)) on step examples:
+  "step" over every prefix (all lines so far correct vs not), "final_answer" over whole
+  solutions (right vs wrong answer); None without examples."""
+  if not examples:
+    return {"step": None, "final_answer": None}
+  labels = [e["label"] for e in examples]
+  difficulty = [e["difficulty"] for e in examples]
+  out = {"step": {}, "final_answer": {}}
+  for name, (params, column) in params_by_name.items():
+    p = fit.predict(params, model_cfg, examples, tokenizer=tokenizer)[:, column]
+    out["step"][name] = step_verifier.within_difficulty_auc(p, labels, difficulty)
+    out["final_answer"][name] = step_verifier.final_answer_auc(p, examples)
+  return out
+
+
 def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Writes results.json (Brier/ECE per method on the validation and the test questions, the
-  calibration settings tried and chosen on validation) and predictions.npz (test)."""
+  calibration settings tried and chosen on validation, the step verifier's AUCs) and
+  predictions.npz (test); saves the base, calibrated and step verifier PRMs (saved.py)."""
   mc = from_mapping(McConfig, config.mc, "mc")
   ev = from_mapping(EvalConfig, config.eval, "eval")
   select = from_mapping(SelectConfig, config.select, "select")
@@ -308,6 +332,20 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
                             backbone_params=backbone_params,
                             adapter=prm.base_adapter, lora_rank=prm.lora_rank,
                             lora_alpha=prm.lora_alpha, tokenizer=tokenizer)
+  # The step verifier: the base PRM's recipe, on exact step labels of the calibration split's
+  # solutions instead of outcomes (step_verifier.py).
+  verifier, verifier_examples = None, []
+  if prm.step_verifier_steps:
+    verifier_examples = step_verifier.step_examples(cal)
+    if not verifier_examples:
+      raise ValueError("prm.step_verifier_steps > 0, but the calibration split's MC records "
+                       "hold no solution lines to train a step verifier on; set "
+                       "prm.step_verifier_steps=0")
+    verifier = fit.train_base_prm(
+        verifier_examples, prm.model, steps=prm.step_verifier_steps, batch_size=prm.batch_size,
+        learning_rate=prm.learning_rate, seed=prm.seed, backbone_params=backbone_params,
+        adapter=prm.step_verifier_adapter, lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
+        tokenizer=tokenizer, label_field="label")
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_val, y_test = target(cal), target(val), target(test)
   p_cal = fit.predict(base, prm.model, cal, tokenizer=tokenizer)[:, 0]
@@ -328,6 +366,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   _, chosen, calibrated = min(candidates, key=lambda c: c[0])
   saved.save_prm(workdir, "base", base, prm.model)
   saved.save_prm(workdir, "calibrated", calibrated, prm.model, prm.levels)
+  if verifier is not None:
+    saved.save_prm(workdir, "step_verifier", verifier, prm.model)
+  else:  # a verifier left by an earlier run with other settings is not this run's
+    shutil.rmtree(os.path.join(workdir, "prm", "step_verifier"), ignore_errors=True)
   lower, median = prm.levels.index(0.1), prm.levels.index(0.5)
   q_held = fit.predict(calibrated, prm.model, held, tokenizer=tokenizer)[:, :MEAN]
   conformal = calibration.ConformalLowerBound.fit(q_held[:, lower], target(held),
@@ -356,6 +398,19 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   difficulty = np.array([r["difficulty"] for r in test])
   question = np.array([r["question_id"] for r in test])
   lower_conformal = conformal(q_test[:, lower])
+  verification = {"status": "disabled"}
+  if verifier is not None:
+    test_examples = step_verifier.step_examples(test)
+    verification = {
+        "status": "trained",
+        "training_examples": len(verifier_examples),
+        "positive_share": float(np.mean([e["label"] for e in verifier_examples])),
+        "test_examples": len(test_examples),
+        "test_finals": sum(e["final"] for e in test_examples),
+        # The three PRMs on one set: the test split's step examples.
+        **_verification_aucs({"step_verifier": (verifier, 0), "base": (base, 0),
+                              "calibrated": (calibrated, MEAN)}, prm.model, test_examples,
+                             tokenizer)}
   methods = {name: _scores(p, y_test, difficulty, ev.num_bins)
              for name, p in test_predictions.items()}
   results = {
@@ -387,6 +442,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       # Verification, apart from calibration: gold-following vs wrong prefixes, per difficulty.
       "gold_prefix_auc": {name: gold_prefix_auc(test_predictions[name], test, test_source)
                           for name in ("base", "calibrated")},
+      # A PRM trained on exact step labels (step_verifier.py), against base and calibrated.
+      "step_verifier": verification,
       "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
                                for k in sorted(set(difficulty.tolist()))},
   }

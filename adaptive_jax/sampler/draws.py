@@ -8,6 +8,8 @@ the recorded confidences), at the cost of one decode per sample for all methods 
 """
 
 import dataclasses
+import hashlib
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -117,6 +119,7 @@ class Pool(NamedTuple):
   lengths_QxN: jax.Array
   stopped_QxN: jax.Array  # ended with a stop token (not at the length cap)
   prompt_len_Q: jax.Array
+  tokens_QxNxM: jax.Array  # int32 generated tokens, pad_id after the length
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -147,27 +150,78 @@ class PoolDraw:
         truncated_B=valid_B & truncated_B)
 
 
-def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int) -> Pool:
-  """Every question's samples 0..n-1, drawn `rows` at a time with no early stop."""
+def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
+               path: str | None = None) -> Pool:
+  """Every question's samples 0..n-1, drawn `rows` at a time with no early stop.
+
+  With `path` (an .npz file) the build survives a kill: chunk `start` (pairs start.. of the
+  question-major (q, s) list) is written to `path + ".parts/<start>.npz"` once drawn, a rerun
+  draws only the chunks not there, and the whole pool is then written to `path` and the parts
+  deleted (`pool_store`). Sample (q, s) is a pure function of its key, so a resumed pool
+  equals an uninterrupted one. A finished `path` is loaded without drawing. Every file records
+  rows, num_questions, n, live.dec, the key and the prompts (not the policy's or scorer's
+  params); resuming with others raises a ValueError naming them.
+  """
+  from adaptive_jax.sampler import pool_store  # pool_store imports this module
+  if rows < 1 or num_questions < 1 or n < 1:
+    raise ValueError(f"rows, num_questions and n must be >= 1, got {rows}, {num_questions}, {n}")
+  settings = _build_settings(live, data, num_questions, n, rows) if path else {}
+  if path and os.path.exists(path):
+    pool, extra = pool_store.load_pool(path)
+    pool_store.check_settings(path, extra, settings)
+    pool_store.remove_parts(path)  # left when a kill came between the final write and this
+    return pool
   pairs = np.array([(q, s) for q in range(num_questions) for s in range(n)], np.int32)
-  step = jax.jit(lambda data, q_B, s_B: _pool_rows(live, data, q_B, s_B))
-  parts = []
+  parts = pool_store.load_parts(path, settings) if path else {}
   for start in range(0, len(pairs), rows):
     chunk = pairs[start:start + rows]
+    if start in parts:
+      if len(parts[start]["answers_B"]) != len(chunk):
+        raise ValueError(f"{pool_store.parts_dir(path)}/{start}.npz holds "
+                         f"{len(parts[start]['answers_B'])} rows, expected {len(chunk)}")
+      continue
     padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), 0)])
-    parts.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)],
-                              step(data, padded[:, 0], padded[:, 1])))
-  fields = [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
-  reshape = lambda x: x.reshape(num_questions, n, *x.shape[1:])
-  answers, scores, conf, lengths, stopped = map(reshape, fields)
-  return Pool(answers, scores, conf, lengths, stopped,
-              np.asarray(data["prompts"].prompt_len_Q))
+    out = _pool_step(live, data, padded[:, 0], padded[:, 1])
+    parts[start] = {name: np.asarray(x)[:len(chunk)] for name, x in out.items()}
+    if path:
+      pool_store.save_part(path, start, parts[start], settings)
+  flat = {name: np.concatenate([parts[s][name] for s in sorted(parts)]) for name in parts[0]}
+  whole = lambda name: flat[name].reshape(num_questions, n, *flat[name].shape[1:])
+  pool = Pool(answers_QxN=whole("answers_B"), scores_QxNxC=whole("scores_BxC"),
+              confidence_QxNxM=whole("confidence_BxM"), lengths_QxN=whole("lengths_B"),
+              stopped_QxN=whole("stopped_B"),
+              prompt_len_Q=np.asarray(data["prompts"].prompt_len_Q, np.int32),
+              tokens_QxNxM=whole("tokens_BxM"))
+  if path:
+    pool_store.save_pool(path, pool, **settings)
+    pool_store.remove_parts(path)
+  return pool
 
 
-def _pool_rows(live: LiveDraw, data, question_B, slot_B):
+def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int) -> dict:
+  """What a pool file must have been built with to be resumed: extras named build_<setting>."""
+  key = data["key"]
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  prompts = hashlib.sha256()
+  for x in data["prompts"]:
+    prompts.update(np.asarray(x, np.int32).tobytes())
+    prompts.update(str(np.shape(x)).encode())
+  return {"build_rows": np.int64(rows), "build_num_questions": np.int64(num_questions),
+          "build_n": np.int64(n), "build_decode": np.str_(repr(live.dec)),
+          "build_key": np.asarray(key), "build_prompts": np.str_(prompts.hexdigest())}
+
+
+def _pool_rows(live: LiveDraw, data, question_B, slot_B) -> dict[str, jax.Array]:
   valid_B = jnp.ones(question_B.shape, bool)
   out = live.sample(data, question_B, slot_B, jnp.full(question_B.shape, -jnp.inf))
   draws = live.finish(data, question_B, valid_B, out)
   last_B = out.tokens_BxM[jnp.arange(question_B.shape[0]), jnp.maximum(out.lengths_B - 1, 0)]
   stopped_B = jnp.isin(last_B, jnp.asarray(live.dec.stop_tokens, jnp.int32))
-  return draws.answer_B, draws.scores_BxC, out.confidence_BxM, out.lengths_B, stopped_B
+  return {"answers_B": draws.answer_B, "scores_BxC": draws.scores_BxC,
+          "confidence_BxM": out.confidence_BxM, "lengths_B": out.lengths_B,
+          "stopped_B": stopped_B, "tokens_BxM": out.tokens_BxM.astype(jnp.int32)}
+
+
+# Module level, so its compilations are kept across builds with the same LiveDraw.
+_pool_step = jax.jit(_pool_rows, static_argnums=0)

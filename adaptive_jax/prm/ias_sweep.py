@@ -1,0 +1,194 @@
+"""The IAS evaluation from pools: choices on validation, test read once, headline ratios.
+
+`evaluate(validation, test, control, settings)` is the one computation behind both the study's
+results.json and `benchmarks.ias --pools`: given three `ias_eval.PoolSplit`s (the regime's
+validation and test questions, and the uniform-mix control's test questions) it
+
+1. draws fixed-N curves (random orders) for every aggregation and coverage;
+2. on validation: picks the aggregation (best mean accuracy over the fixed sweep among
+   `settings.aggregations`), then per family (IAS, offline budget, online budget) the
+   cheapest setting whose accuracy reaches the fixed curve's at N = `settings.match_n`;
+3. on test (once): runs every setting of every family (the curves) and matches the chosen
+   ones against the fixed curve with a paired bootstrap over questions;
+4. on the control: the chosen IAS and online settings, matched the same way.
+"""
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from adaptive_jax.allocation.online import BudgetAllocation
+from adaptive_jax.prm import ias_eval
+from adaptive_jax.sampler import selection
+from adaptive_jax.scaling import matched
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+  """What the evaluation sweeps and how it chooses (from IasConfig and the regime)."""
+  fixed_ns: tuple[int, ...]
+  orders: int
+  aggregations: tuple[str, ...]  # every aggregation reported (fixed curves)
+  candidates: tuple[str, ...]  # those the validation choice ranges over
+  qs: tuple[float, ...]
+  ias_n_maxes: tuple[int, ...]
+  ias_estimates: tuple[str, ...]
+  budgets: tuple[float, ...]  # samples per question on average
+  online_channel: str
+  online_solved_at: tuple[float, ...]
+  online_hopeless_below: float
+  online_prior_strength: float
+  online_estimate: str
+  match_n: int
+  per_round: int
+  rows: int
+  resamples: int
+  seed: int
+
+
+def _ias_settings(s: SweepSettings):
+  return [{"estimate": e, "q": q, "n_max": n}
+          for e, q, n in itertools.product(s.ias_estimates, s.qs, s.ias_n_maxes)]
+
+
+def _offline_settings(s: SweepSettings):
+  return [{"estimate": e, "per_question": b} for e, b in itertools.product(s.ias_estimates,
+                                                                          s.budgets)]
+
+
+def _online_settings(s: SweepSettings):
+  return [{"per_question": b, "solved_at": t} for b, t in itertools.product(s.budgets,
+                                                                            s.online_solved_at)]
+
+
+def _run(split: ias_eval.PoolSplit, family: str, setting: dict, aggregation: str,
+         s: SweepSettings) -> ias_eval.MethodRun:
+  n = split.num_samples
+  loop = {"per_round": s.per_round, "rows": s.rows}
+  if family == "ias":
+    target_Q = ias_eval.ias_targets(split.estimates[setting["estimate"]], q=setting["q"],
+                                    n_max=min(setting["n_max"], n))
+    return ias_eval.run_method(split, aggregation, target_Q=target_Q, **loop)
+  if family == "offline":
+    target_Q = ias_eval.offline_targets(split.estimates[setting["estimate"]],
+                                        per_question=setting["per_question"], n_max=n)
+    return ias_eval.run_method(split, aggregation, target_Q=target_Q, **loop)
+  num_q = len(split.gold_Q)
+  allocation = BudgetAllocation(
+      budget=max(int(round(setting["per_question"] * num_q)), num_q),
+      channel=split.channels.index(s.online_channel), solved_at=setting["solved_at"],
+      hopeless_below=s.online_hopeless_below, prior_strength=s.online_prior_strength)
+  return ias_eval.run_method(split, aggregation, allocation=allocation,
+                             prior_Q=split.estimates[s.online_estimate], **loop)
+
+
+_FAMILIES = {"ias": _ias_settings, "offline": _offline_settings, "online": _online_settings}
+
+
+def fixed_table(curves: dict) -> dict:
+  """{N: {aggregation: {accuracy, flops, samples, coverage}}} from `fixed_curves` output."""
+  table = {}
+  coverage = curves["coverage"]
+  for i, k in enumerate(coverage["ks"]):
+    table[str(k)] = {name: {"accuracy": float(c["correct_KxQ"][i].mean()),
+                            "flops": float(c["flops_KxQ"][i].mean()), "samples": k,
+                            "coverage": float(coverage["correct_KxQ"][i].mean())}
+                     for name, c in curves.items()}
+  return table
+
+
+def _mean_accuracy(curve: dict) -> float:
+  return float(curve["correct_KxQ"].mean())
+
+
+def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
+             control: ias_eval.PoolSplit | None, s: SweepSettings) -> dict:
+  """Results (JSON-ready) of the whole evaluation; see the module docstring."""
+  curve = lambda split: ias_eval.fixed_curves(split, [k for k in s.fixed_ns
+                                                      if k <= split.num_samples],
+                                              s.aggregations, orders=s.orders, seed=s.seed)
+  val_curves = curve(validation)
+  aggregation = max(s.candidates, key=lambda a: (_mean_accuracy(val_curves[a]), a))
+  floor = ias_eval.fixed_accuracy_at(val_curves[aggregation], s.match_n)
+  chosen, val_sweeps = {}, {}
+  for family, settings_of in _FAMILIES.items():
+    settings = settings_of(s)
+    runs = [_run(validation, family, setting, aggregation, s).summary(validation.difficulty_Q)
+            for setting in settings]
+    val_sweeps[family] = [{**setting, **run} for setting, run in zip(settings, runs)]
+    chosen[family] = settings[ias_eval.choose_setting(runs, floor)]
+
+  test_curves = curve(test)
+  results = {"aggregation": aggregation, "match_n": s.match_n,
+             "validation_accuracy_floor": floor, "chosen": chosen,
+             "validation": {"fixed": fixed_table(val_curves), "sweeps": val_sweeps},
+             "test": {"fixed": fixed_table(test_curves), "sweeps": {}, "methods": {}},
+             "headline": {}}
+  for family, settings_of in _FAMILIES.items():
+    points = []
+    for setting in settings_of(s):
+      run = _run(test, family, setting, aggregation, s)
+      point = {**setting, **run.summary(test.difficulty_Q)}
+      if setting == chosen[family]:
+        point["matched"] = ias_eval.match(test_curves[aggregation], run,
+                                          resamples=s.resamples, seed=s.seed)
+        results["test"]["methods"][family] = point
+      points.append(point)
+    results["test"]["sweeps"][family] = points
+  results["headline"]["ias"] = results["test"]["methods"]["ias"]["matched"]
+  results["headline"]["budget"] = results["test"]["methods"]["online"]["matched"]
+  if control is not None:
+    control_curves = curve(control)
+    results["control"] = {"fixed": fixed_table(control_curves), "methods": {}}
+    for family in ("ias", "online"):
+      run = _run(control, family, chosen[family], aggregation, s)
+      results["control"]["methods"][family] = {
+          **chosen[family], **run.summary(control.difficulty_Q),
+          "matched": ias_eval.match(control_curves[aggregation], run, resamples=s.resamples,
+                                    seed=s.seed)}
+    results["headline"]["ias_control"] = results["control"]["methods"]["ias"]["matched"]
+  results["tiers"] = tiers(test, test_curves)
+  return results
+
+
+HEADLINE_LINES = (("ias_flops/fixed_flops_at_matched_accuracy", "ias"),
+                  ("budget_flops/fixed_flops_at_matched_accuracy", "budget"),
+                  ("ias_flops/fixed_flops_at_matched_accuracy_control", "ias_control"))
+
+
+def headline_lines(results: dict) -> list[str]:
+  """The benchmark's ratio lines, `r [lo, hi]`, from `evaluate`'s results."""
+  return [matched.ratio_line(name, results["headline"][key]) for name, key in HEADLINE_LINES
+          if key in results["headline"]]
+
+
+def within_difficulty_auc(score_N, label_N, difficulty_N) -> float:
+  """AUC of positives over negatives counting only pairs of one difficulty (ties 1/2); NaN
+  when no difficulty has both."""
+  wins = pairs = 0.0
+  for d in np.unique(difficulty_N):
+    pos = np.sort(score_N[(difficulty_N == d) & label_N])
+    neg = np.sort(score_N[(difficulty_N == d) & ~label_N])
+    if len(pos) and len(neg):
+      below = np.searchsorted(neg, pos, side="left")
+      ties = np.searchsorted(neg, pos, side="right") - below
+      wins += float(np.sum(below + 0.5 * ties))
+      pairs += len(pos) * len(neg)
+  return wins / pairs if pairs else float("nan")
+
+
+def tiers(split: ias_eval.PoolSplit, curves: dict) -> dict:
+  """Each selector's test accuracy along the fixed curve (coverage: the perfect selector, an
+  oracle) and each score channel's within-difficulty AUC of correct vs wrong samples."""
+  answered_QxN = np.asarray(split.pool.answers_QxN) != selection.NO_ANSWER
+  correct_QxN = split.correct_QxN
+  difficulty_QxN = np.broadcast_to(split.difficulty_Q[:, None], correct_QxN.shape)
+  scores_QxNxC = np.asarray(split.pool.scores_QxNxC)
+  auc = {name: within_difficulty_auc(scores_QxNxC[..., c][answered_QxN],
+                                     correct_QxN[answered_QxN], difficulty_QxN[answered_QxN])
+         for c, name in enumerate(split.channels)}
+  ks = curves["coverage"]["ks"]
+  return {"ks": list(ks), "auc_within_difficulty": auc,
+          "accuracy": {name: [float(x) for x in c["correct_KxQ"].mean(1)]
+                       for name, c in curves.items()}}
