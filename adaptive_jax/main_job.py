@@ -121,7 +121,7 @@ STAGES = (
           lambda c, d: ["results.json", "predictions.npz"]),
     Stage("ias", "IAS study", ("policy", "calibrate"),
           lambda c, d: run_ias_study(c["ias"], d["ias"]),
-          lambda c, d: ["results.json", "test_pool.npz"]),
+          lambda c, d: ["results.json", os.path.join("pools", "test.npz")]),
     Stage("figures", "figure scripts", ("duo", "oracle", "router", "calibrate", "ias"),
           _run_figures,
           lambda c, d: [png for _, pngs in _figure_scripts(c, d) for png in pngs]),

@@ -1,12 +1,15 @@
-r"""IAS compute at matched accuracy (from an IAS study), and the on-device loop against a
+r"""Adaptive sampling ratios recomputed from saved pools, and the on-device loop against a
 per-question host loop doing the same draws.
 
-  python -m benchmarks.ias --workdir=workdir/ias_small
+  python -m benchmarks.ias --pools=docs/results/ias_small
 
-Ratios read from DIR/results.json (test split; `experiments.ias` writes it): FLOPs of IAS
-best-of-N with the calibrated PRM's 0.1 quantile, of the better of IAS-of-K / IAS-of-M beam
-search, and of the best realizable adaptive method (the per-difficulty oracle excluded), each
-over the fixed method's FLOPs at the same accuracy. Without --workdir only the timing runs.
+Ratios: DIR holds the compact pools an IAS study saved (`<workdir>/pools`: validation.npz,
+test.npz, control.npz and settings.json); `ias_sweep.evaluate` redoes every choice on
+validation and every ratio on test from them, with its paired bootstrap 90% interval. The
+lines are FLOPs of paper IAS (its setting chosen on validation; the learned step verifier
+selects) and of budget-aware online allocation over the fixed-N FLOPs at matched accuracy on
+the regime's test questions, and of paper IAS on the uniform-mix control. Without --pools
+only the timing runs.
 
 Timing: a random-init policy of the policy_small shape decodes with `draws.LiveDraw`, targets
 1..16 samples for 8 questions, 4 per round. `adaptive.run` packs every active question's
@@ -18,6 +21,7 @@ draws into one decode of `rows` rows per round, inside one `lax.while_loop`;
 
 import json
 import os
+import time
 
 import flax.linen as nn
 import jax
@@ -27,12 +31,13 @@ from absl import app, flags
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.prm import ias_study, ias_sweep
 from adaptive_jax.sampler import adaptive, decode, draws, host_loop
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from benchmarks.timing import time_interleaved
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "An experiments.ias workdir (results.json).")
+_POOLS = flags.DEFINE_string("pools", None, "A folder of compact pools (an IAS study's pools/).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved timed runs of each loop.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "New tokens per sample at most.")
 
@@ -41,29 +46,33 @@ MODEL = ModelConfig(vocab_size=259, num_layers=4, d_model=128, num_heads=4, head
 TARGETS = np.array([1, 2, 4, 8, 16, 3, 5, 7], np.int32)
 
 
-def _ratio_lines(workdir: str) -> list[str]:
-  path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no {path}: run python -m experiments.ias "
-                            f"--config=configs/ias_small.py --workdir={workdir}")
-  with open(path) as f:
-    results = json.load(f)
-  ratio = lambda m: (m["matched"]["ratio"] if not m["matched"]["not_reached"] else float("nan"))
-  methods = results["test"]["methods"]
-  beams = results["beam"]["variants"]
-  adaptive_ratios = {name: ratio(m) for name, m in {**methods, **{
-      f"beam_{k}": v for k, v in beams.items() if k.startswith("ias")}}.items()
-                     if "oracle" not in name}
-  best = min(adaptive_ratios, key=lambda k: np.inf if np.isnan(adaptive_ratios[k])
-             else adaptive_ratios[k])
-  beam_name = min(("ias_of_k", "ias_of_m"), key=lambda k: np.nan_to_num(ratio(beams[k]),
-                                                                         nan=np.inf))
-  return [f"(best-of-N: ias_calibrated_q0.1 against {methods['ias_calibrated_q0.1']['matched_to']};"
-          f" beam: {beam_name}; best adaptive: {best}; nan = accuracy above the fixed curve)",
-          f"ias_bon_flops/fixed_bon_flops_at_matched_accuracy = "
-          f"{ratio(methods['ias_calibrated_q0.1']):.3f}",
-          f"ias_beam_flops/fixed_beam_flops_at_matched_accuracy = {ratio(beams[beam_name]):.3f}",
-          f"best_adaptive_flops/fixed_flops_at_matched_accuracy = {adaptive_ratios[best]:.3f}"]
+def load_settings(folder: str) -> ias_sweep.SweepSettings:
+  with open(os.path.join(folder, "settings.json")) as f:
+    sweep = json.load(f)["sweep"]
+  return ias_sweep.SweepSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in sweep.items()})
+
+
+def ratio_lines(folder: str) -> list[str]:
+  """The regime, the chosen settings and the ratio lines, recomputed from the pools."""
+  path = lambda name: os.path.join(folder, f"{name}.npz")
+  for name in ("validation", "test"):
+    if not os.path.exists(path(name)):
+      raise FileNotFoundError(f"no {path(name)}: run python -m experiments.ias "
+                              f"--config=configs/ias_small.py and pass its <workdir>/pools")
+  with open(os.path.join(folder, "settings.json")) as f:
+    chosen = json.load(f)["regime"]
+  splits = {name: ias_study.load_split(path(name)) for name in ("validation", "test")}
+  control = ias_study.load_split(path("control")) if os.path.exists(path("control")) else None
+  start = time.perf_counter()
+  results = ias_sweep.evaluate(splits["validation"], splits["test"], control,
+                               load_settings(folder))
+  seconds = time.perf_counter() - start
+  from adaptive_jax.prm import regime  # the one-line description of the regime
+  return [f"regime: {regime.describe(chosen)}",
+          f"aggregation {results['aggregation']}; chosen on validation: {results['chosen']}",
+          f"(recomputed from {folder} in {seconds:.1f} s; 90% paired bootstrap intervals)",
+          *ias_sweep.headline_lines(results)]
 
 
 def _score(params, tokens_BxT, prompt_len_B, length_B):
@@ -73,7 +82,7 @@ def _score(params, tokens_BxT, prompt_len_B, length_B):
 
 def main(argv):
   del argv
-  lines = _ratio_lines(_WORKDIR.value) if _WORKDIR.value else []
+  lines = ratio_lines(_POOLS.value) if _POOLS.value else []
   rng = np.random.default_rng(0)
   prompts = [[2] + rng.integers(3, 259, rng.integers(20, 60)).tolist() for _ in TARGETS]
   prompt_QxP, prompt_len_Q = decode.left_pad(prompts)

@@ -4,7 +4,8 @@ r"""The reasoning policy on CPU: a 4-layer dense transformer trained on chained 
 
 Trains on gold solutions of difficulties 1-8 (byte-level tokens, whole problems packed into
 rows with a segment mask, loss on the solutions), then writes results.json
-with greedy accuracy per difficulty on held-out problems, printed as a table. Expected: high
+with greedy accuracy, and pass@1 and pass@64 of 64 samples at temperature 0.7, per difficulty
+on held-out problems, printed as a table. Expected: high
 accuracy on 1-step problems, falling with the number of steps.
 """
 
@@ -33,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.task.loss_on_question = False  # the loss covers the solution and its EOS only
   config.task.batch_size = 32
   config.task.max_new_tokens = 224  # enough for difficulty 8 (~180 bytes)
+  config.task.pass_at_k_samples = 64  # sampled solutions per evaluation problem: pass@1, pass@64
+  config.task.sample_temperature = 0.7
 
   config.train = duo_small.get_config().train
   config.train.num_steps = 2000

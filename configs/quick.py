@@ -61,6 +61,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   mc.calibration_questions, mc.test_questions = 128, 48
   mc.conformal_questions, mc.base_questions, mc.validation_questions = 24, 32, 24
   config.calibrate.prm.base_steps = 150
+  config.calibrate.prm.step_verifier_steps = 150
   config.calibrate.select.learning_rates, config.calibrate.select.batch_sizes = (3e-3, 1e-2), ()
 
   ias = config.ias.ias

@@ -17,9 +17,15 @@ def main(argv):
   del argv
   distributed.initialize()  # before anything touches a device
   results = train_policy(_CONFIG.value, _WORKDIR.value)
-  print("difficulty  greedy accuracy")
+  sampled = results.get("sampled")
+  n = sampled["samples"] if sampled else 0
+  print("difficulty  greedy accuracy" + (f"  pass@1  pass@{n}  (temperature "
+                                         f"{sampled['temperature']:g})" if sampled else ""))
   for d, acc in results["accuracy_by_difficulty"].items():
-    print(f"{d:>10}  {acc:.3f}")
+    row = f"{d:>10}  {acc:15.3f}"
+    if sampled:
+      row += f"  {sampled['pass@1_by_difficulty'][d]:6.3f}  {sampled[f'pass@{n}_by_difficulty'][d]:7.3f}"
+    print(row)
 
 
 if __name__ == "__main__":

@@ -47,14 +47,17 @@ def _config(policy_workdir):
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
   _tiny_model(config.prm.model)
   config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 3, 3, 8
-  config.prm.step_verifier_steps = 3
+  # The step verifier only where a test reads it: a "full" fit compiles for seconds.
+  config.prm.step_verifier_steps, config.prm.step_verifier_adapter = 0, "head"
   config.select.learning_rates, config.select.batch_sizes = (1e-3,), (8,)
   return config
 
 
 def test_study_writes_every_method_and_figures(policy_workdir, tmp_path):
   workdir = tmp_path / "calibrate"
-  results = run_calibration_study(_config(policy_workdir), str(workdir))
+  config = _config(policy_workdir)
+  config.prm.step_verifier_steps = 3
+  results = run_calibration_study(config, str(workdir))
   assert json.loads((workdir / "results.json").read_text()) == json.loads(json.dumps(results))
   assert set(results["methods"]) == {"base", "calibrated", "quantile_median", "temperature",
                                      "isotonic", "histogram"}
@@ -221,15 +224,20 @@ def test_study_on_varied_targets_calibrates_the_base_prm(policy_workdir, tmp_pat
   config.mc.calibration_questions, config.mc.test_questions = 64, 32
   config.mc.num_rollouts = 4
   config.prm.calibration_steps = 300  # the head fits on frozen features: seconds
-  config.prm.step_verifier_steps = 200
+  config.prm.step_verifier_steps = 300
   monkeypatch.setattr(study, "complete", _difficulty_coin_policy(config))
   results = run_calibration_study(config, str(tmp_path / "calibrate"))
   # The fake policy's lines are gold or "z = 1 + 1 = 2", "answer: -1" (both wrong): the step
-  # verifier learns to tell them apart; the base PRM (3 steps of outcomes) does not.
+  # verifier learns to tell them apart, even as a head on the 3-step policy's features
+  # (measured: step AUC 0.78, final-answer AUC 0.90); the base PRM (3 steps of outcomes) does
+  # not (0.53, 0.32).
   verifier = results["step_verifier"]
-  print(json.dumps({k: verifier[k] for k in verifier if k not in ("step", "final_answer")}))
-  print(json.dumps({kind: {name: verifier[kind][name]["pooled"] for name in verifier[kind]}
-                    for kind in ("step", "final_answer")}))
+  assert 0.3 < verifier["positive_share"] < 0.7, verifier["positive_share"]
+  auc = {kind: {name: verifier[kind][name]["pooled"] for name in verifier[kind]}
+         for kind in ("step", "final_answer")}
+  assert auc["final_answer"]["step_verifier"] > 0.8, auc
+  for kind in auc:
+    assert auc[kind]["step_verifier"] > auc[kind]["base"] + 0.15, auc
   target = {int(d): t for d, t in results["target_by_difficulty"].items()}
   assert target[1] > 0.6 > 0.3 > target[8] > 0, target
   methods, reference = results["methods"], results["reference"]

@@ -15,8 +15,7 @@ from adaptive_jax.figures import ias
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIFFICULTIES = range(1, 9)
-METHODS = ("ias_base", "ias_calibrated_q0.1", "ias_calibrated_mean", "ias_combined",
-           "ias_oracle_difficulty_rate", "adaptive_consistency", "deepconf_low", "deepconf_high",
+METHODS = ("ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
            "probe_confidence", "probe_combined")
 
 
@@ -37,7 +36,7 @@ def _results(aggregation="calibrated_vote"):
   methods = {}
   for i, name in enumerate(METHODS):
     # IAS spends more on hard questions; the others spread evenly.
-    by = {str(d): (1 + 3 * d / 8 if name.startswith(("ias_", "probe_")) else 2.0)
+    by = {str(d): (1 + 3 * d / 8 if name in ias.ALLOCATION else 2.0)
           for d in DIFFICULTIES}
     methods[name] = _entry(0.4 + 0.02 * i, float(np.mean(list(by.values()))), 2e9 + 1e8 * i, by)
     methods[name].update(matched={"ratio": 0.8, "not_reached": False}, matched_to="fixed_majority")

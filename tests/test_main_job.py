@@ -19,8 +19,8 @@ from adaptive_jax.train.loop import typed_configs
 from configs import duo_tiny, quick
 
 
-def _method(ratio):
-  return {"matched": {"ratio": ratio, "not_reached": ratio is None}}
+def _matched(ratio, above=False):
+  return {"ratio": ratio, "interval": [ratio * 0.8, ratio * 1.25], "above_curve": above}
 
 
 def _router_row(k):
@@ -29,7 +29,7 @@ def _router_row(k):
           "oracles": {"shakespeare": {"oracle_ppl": 16.0 + k}, "python_stdlib": {"oracle_ppl": 30.0}}}
 
 
-def _results(ias_ratio=0.47):
+def _results(ias_ratio=0.47, ias_above=False):
   budgets = {str(k): {"oracle_ppl": ppl} for k, ppl in enumerate([30.0, 17.5, 15.25, 16.0])}
   return {
       "duo": {"eval/ppl@all_small": 40.0, "eval/ppl@random_p0.5": 25.0,
@@ -42,10 +42,9 @@ def _results(ias_ratio=0.47):
       "calibrate": {"methods": {"base": {"brier": 0.2}, "calibrated": {"brier": 0.05}},
                     "brier_ratio_to_base": {"calibrated": {"ratio": 0.25, "low": 0.19,
                                                            "high": 0.31}}},
-      "ias": {"test": {"methods": {"ias_calibrated_q0.1": _method(ias_ratio),
-                                   "ias_oracle_difficulty_rate": _method(0.11),
-                                   "probe_combined": _method(0.38),
-                                   "adaptive_consistency": _method(None)}}},
+      "ias": {"regime": {"met": True, "reason": ""},
+              "headline": {"ias": _matched(ias_ratio, above=ias_above),
+                           "budget": _matched(0.38), "ias_control": _matched(2.0)}},
   }
 
 
@@ -57,26 +56,35 @@ def test_claims_table_reads_each_results_file():
   assert ours[2] == "k = 2 of L = 3 (ppl 15.25)"
   assert ours[3] == "yes (k=1: oracle 17.00, paper router 21.00)"  # k nearest L/2, the plays
   assert ours[4] == "0.25x (0.200 -> 0.050), 90% CI [0.19, 0.31]"
-  assert ours[5] == "0.47x"
-  assert ours[6] == "0.38x (probe_combined)"  # the oracle estimate's 0.11 is not realizable
+  assert ours[5] == "0.47x [0.38, 0.59]"
+  assert ours[6] == "0.38x [0.30, 0.47]"
+  assert ours[7] == "2.00x [1.60, 2.50]"  # the control, reported whatever it shows
   assert [p for p, _ in rows.values()][4] == "0.29x (0.24 -> 0.07)"
   table = claims.claims_table(_results())
   assert all(claim in table and o in table for claim, o in zip(rows, ours))
 
 
-def test_claims_table_not_reached_and_missing():
-  results = _results(ias_ratio=None)
+def test_claims_table_above_curve_missing_and_not_decided():
+  results = _results(ias_ratio=0.9, ias_above=True)
   results["calibrate"] = None
   ours = [o for _, _, o in claims.claim_rows(results)]
   assert ours[4] == claims.MISSING
-  assert ours[5].startswith("not reached")
+  assert ours[5] == "0.90x [0.72, 1.12] (above every fixed N)"
   for row in results["router"]["budgets"].values():
     row["oracles"]["shakespeare"]["oracle_ppl"] = 99.0  # an oracle worse than the router
   assert claims.claim_rows(results)[3][2] == "no (k=1: oracle 99.00, paper router 21.00)"
   for row in results["router"]["budgets"].values():
     del row["oracles"]  # a study run without config.oracle_workdir
   assert claims.claim_rows(results)[3][2] == "no oracle rows (router ppl 21.00 at k=1)"
-  assert "not reached" in claims.claims_table(results)
+  # A regime that missed its criteria, and a policy that solves nothing: no number claimed.
+  results = _results()
+  results["ias"]["regime"] = {"met": False, "reason": "pass@1 0.05 below [0.30, 0.60]"}
+  results["calibrate"]["target_by_difficulty"] = {"1": 0.19, "2": 0.0}
+  ours = [o for _, _, o in claims.claim_rows(results)]
+  assert ours[4] == ("not decided: the policy succeeds at most 0.19 of the time (difficulty 1); "
+                     "calibration needs one that solves some problems (>= 0.3)")
+  assert ours[5] == ours[6] == "not decided: pass@1 0.05 below [0.30, 0.60]"
+  assert ours[7] == "2.00x [1.60, 2.50]"
 
 
 def _tiny_model(model):
@@ -115,10 +123,15 @@ def _tiny_config(data_dir):
   _tiny_model(config.calibrate.prm.model)
   prm = config.calibrate.prm
   prm.base_steps, prm.calibration_steps, prm.batch_size = 2, 2, 4
+  prm.step_verifier_steps = 2
   ias = config.ias.ias
-  ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 8, 8, 4, (1, 2, 4)
+  ias.design_questions, ias.validation_questions, ias.test_questions = 8, 8, 8
+  ias.control_questions, ias.design_difficulties, ias.temperatures = 8, (1, 2), (0.7,)
+  ias.n_max, ias.fixed_ns, ias.ias_n_maxes, ias.orders = 4, (1, 2, 4), (2, 4), 3
+  ias.qs, ias.budgets, ias.online_solved_at = (0.5, 0.99), (1.0, 2.0), (0.5,)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
+  config.ias.regime.n_max_choices = (2, 4)
   beam = config.ias.beam
   beam.questions, beam.fixed, beam.max_steps = 4, ((1, 2), (2, 2)), 3
   beam.num_beams, beam.expansions, beam.max_step_tokens = 2, 2, 8

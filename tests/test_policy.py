@@ -177,3 +177,22 @@ def test_accuracy_by_difficulty_scores_known_completions(monkeypatch):
   assert accuracy == pytest.approx(expected)
   assert accuracy[1] == accuracy[2] == accuracy[3] == 1.0
   assert any(0 < accuracy[d] < 1 for d in range(4, 9))
+
+
+def test_pass_at_k_by_difficulty_counts_known_samples(monkeypatch):
+  """A fake sampler right on sample s of problem i iff (i + s) % 4 == 0 (one in four): pass@1
+  = 1/4 and pass@4 = 1 by hand, per difficulty."""
+  source = ArithmeticSource(size=16, seed=3)
+
+  def solve(params, model_cfg, problems, tokenizer, *, key, max_new_tokens, policy,
+            samples_per_problem):
+    return [[format_completion(p) if (i + s) % 4 == 0 else "answer: -1\n"
+             for s in range(samples_per_problem)] for i, p in enumerate(problems)]
+
+  monkeypatch.setattr(evaluate, "solve", solve)
+  by = evaluate.pass_at_k_by_difficulty(None, None, source, None, key=jax.random.key(0),
+                                        max_new_tokens=8, samples=4, temperature=0.7,
+                                        ks=(1, 2, 4))
+  assert set(by) == set(range(1, 9))
+  for d in by:
+    assert by[d] == pytest.approx({1: 0.25, 2: 0.5, 4: 1.0})

@@ -146,6 +146,7 @@ def _tiny_config(gguf_path):
   config.mc.max_steps = 1
   config.prm.base_max_difficulty = 1
   config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 2, 2, 4
+  config.prm.step_verifier_steps = 2
   config.select.learning_rates, config.select.batch_sizes = (1e-3,), (4,)
   return config
 
@@ -206,8 +207,11 @@ def test_ias_study_with_a_gguf_policy(tmp_path):
   config.pretrained_policy, config.fine_tune = calibrate.pretrained_policy, calibrate.fine_tune
   config.calibrate_workdir = str(tmp_path / "calibrate")
   ias = config.ias
-  ias.difficulties = (1, 2)
+  ias.design_difficulties, ias.design_questions = (1, 2), 4
   ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 4, 4, 4, (1, 2, 4)
+  ias.ias_n_maxes, ias.orders, ias.qs, ias.budgets = (2, 4), 2, (0.5, 0.99), (1.0, 2.0)
+  ias.online_solved_at = (0.5,)
+  config.regime.n_max_choices = (2, 4)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
   config.beam.questions, config.beam.fixed, config.beam.max_steps = 2, ((1, 2),), 2
@@ -237,8 +241,8 @@ def test_ias_smollm2_config_matches_its_calibration_run():
   assert config.fine_tune == calibrate.fine_tune
   cfg = ias_study.IasConfig(**config.ias)
   ias_study.beam_study.BeamStudyConfig(**config.beam)
-  assert set(cfg.difficulties) == set(calibrate.mc.difficulties)
-  assert cfg.n_max == max(cfg.fixed_ns)
+  assert set(cfg.design_difficulties) == set(calibrate.mc.difficulties)
+  assert cfg.n_max == max(cfg.fixed_ns) == max(config.regime.n_max_choices)
 
 
 def test_matched_from_scratch_config_shares_the_smollm2_run_sizes():

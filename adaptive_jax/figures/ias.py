@@ -11,20 +11,17 @@ from matplotlib.ticker import EngFormatter, NullFormatter
 
 # Adaptive methods in plotting order, with their legend labels; unknown names plot as named.
 LABELS = {
-    "ias_base": "IAS, base PRM",
-    "ias_calibrated_q0.1": "IAS, calibrated PRM (q0.1)",
-    "ias_calibrated_mean": "IAS, calibrated PRM (mean)",
-    "ias_combined": "IAS, combined estimate",
-    "ias_oracle_difficulty_rate": "IAS, oracle (difficulty success rate)",
+    "ias": "IAS (setting chosen on validation)",
+    "offline": "budget-aware, offline greedy",
+    "online": "budget-aware, online in the loop",
     "adaptive_consistency": "Adaptive-Consistency",
     "deepconf_low": "DeepConf-low",
     "deepconf_high": "DeepConf-high",
     "probe_confidence": "probe IAS, policy confidence of sample 1",
     "probe_combined": "probe IAS, confidence + PRM + prior",
 }
-# The allocation figure: the paper's point is that calibration makes N follow difficulty.
-ALLOCATION = ("ias_base", "ias_calibrated_q0.1", "ias_combined", "probe_combined",
-              "ias_oracle_difficulty_rate")
+# The allocation figure: samples per difficulty of the methods that allocate from estimates.
+ALLOCATION = ("ias", "offline", "online", "probe_combined")
 MARKERS = "osD^v<>Ph*X"
 
 
@@ -34,7 +31,7 @@ def _ordered(methods: dict) -> list:
 
 def _errorbar(ax, m: dict, **kwargs) -> None:
   """A point at (FLOPs, accuracy) with its 90% bootstrap interval as a vertical bar."""
-  low, high = m["accuracy_interval"]
+  low, high = m.get("accuracy_interval", (m["accuracy"], m["accuracy"]))
   yerr = [[max(m["accuracy"] - low, 0.0)], [max(high - m["accuracy"], 0.0)]]
   ax.errorbar([m["flops"]], [m["accuracy"]], yerr=yerr, capsize=3, ls="none", **kwargs)
 
@@ -90,6 +87,10 @@ def accuracy_vs_flops(results: dict, path: str) -> None:
   for i, name in enumerate(_ordered(test["methods"])):
     _errorbar(ax, test["methods"][name], marker=MARKERS[i % len(MARKERS)], ms=7,
               color=f"C{i}", label=LABELS.get(name, name), zorder=2)
+    # Every setting of the swept families, faint: the curve the chosen setting sits on.
+    sweep = test.get("sweeps", {}).get(name, [])
+    ax.plot([p["flops"] for p in sweep], [p["accuracy"] for p in sweep], ls="none",
+            marker=MARKERS[i % len(MARKERS)], ms=3, alpha=0.25, color=f"C{i}", zorder=1)
   _accuracy_vs_flops_axes(ax, f"Test accuracy vs compute{_questions(results)}\n"
                               f"(bars: 90% bootstrap interval; IAS answers by {aggregation}, "
                               "chosen on validation)")

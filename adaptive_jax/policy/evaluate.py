@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from adaptive_jax.scaling.pass_at_k import unbiased_pass_at_k
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, left_pad, sample
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
@@ -67,3 +68,18 @@ def accuracy_by_difficulty(params, model_cfg, source, tokenizer, *, key, max_new
       correct[d] = correct.get(d, 0) + int(source.check(problem, text))
       total[d] = total.get(d, 0) + 1
   return {d: correct[d] / total[d] for d in sorted(total)}
+
+
+def pass_at_k_by_difficulty(params, model_cfg, source, tokenizer, *, key, max_new_tokens: int,
+                            samples: int, temperature: float, ks) -> dict[int, dict[int, float]]:
+  """{difficulty: {k: mean unbiased pass@k}} from `samples` sampled solutions per problem."""
+  problems = [source[i] for i in range(len(source))]
+  completions = solve(params, model_cfg, problems, tokenizer, key=key,
+                      max_new_tokens=max_new_tokens, policy=SamplingPolicy(temperature=temperature),
+                      samples_per_problem=samples)
+  correct_PxN = np.array([[source.check(p, text) for text in texts]
+                          for p, texts in zip(problems, completions)])
+  difficulty_P = np.array([p.difficulty for p in problems])
+  return {int(d): {k: float(unbiased_pass_at_k(correct_PxN[difficulty_P == d], k).mean())
+                   for k in ks if k <= samples}
+          for d in np.unique(difficulty_P)}

@@ -9,7 +9,7 @@ import ml_collections
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.data import train_iterator
-from adaptive_jax.policy.evaluate import accuracy_by_difficulty
+from adaptive_jax.policy.evaluate import accuracy_by_difficulty, pass_at_k_by_difficulty
 from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
                                            max_text_length)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
@@ -17,7 +17,7 @@ from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.config import RoutingConfig, TrainConfig
 from adaptive_jax.train.loop import RESUMABLE_FIELDS, train, write_run_config
-from adaptive_jax.typed_config import check_int, check_integer, from_mapping
+from adaptive_jax.typed_config import check_int, check_integer, check_open_interval, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +32,15 @@ class TaskConfig:
   loss_on_question: bool = False
   batch_size: int = 32
   max_new_tokens: int = 224
+  pass_at_k_samples: int = 64  # sampled solutions per evaluation problem (0: greedy only)
+  sample_temperature: float = 0.7
 
   def __post_init__(self):
     for name in ("train_problems", "eval_problems_per_difficulty", "seq_len", "batch_size",
                  "max_new_tokens"):
       check_int("task", name, getattr(self, name))
+    check_int("task", "pass_at_k_samples", self.pass_at_k_samples, minimum=0)
+    check_open_interval("task", "sample_temperature", self.sample_temperature, 0.0)
     for name in ("train_seed", "eval_seed"):
       check_int("task", name, getattr(self, name), minimum=0)
     if self.eval_seed == self.train_seed:
@@ -63,7 +67,8 @@ class TaskConfig:
 
 
 # Task fields read only by the evaluation after training: a resumed run may change them.
-_EVAL_TASK_FIELDS = ("task.eval_problems_per_difficulty", "task.eval_seed", "task.max_new_tokens")
+_EVAL_TASK_FIELDS = ("task.eval_problems_per_difficulty", "task.eval_seed", "task.max_new_tokens",
+                     "task.pass_at_k_samples", "task.sample_temperature")
 
 
 def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -97,6 +102,15 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"step": train_cfg.num_steps,
              "accuracy_by_difficulty": {str(d): a for d, a in accuracy.items()},
              "eval_problems_per_difficulty": task.eval_problems_per_difficulty}
+  if task.pass_at_k_samples:
+    n = task.pass_at_k_samples
+    by = pass_at_k_by_difficulty(state.params, model_cfg, eval_source, tokenizer,
+                                 key=jax.random.key(task.eval_seed + 1),
+                                 max_new_tokens=task.max_new_tokens, samples=n,
+                                 temperature=task.sample_temperature, ks=(1, n))
+    results["sampled"] = {"temperature": task.sample_temperature, "samples": n,
+                          "pass@1_by_difficulty": {str(d): v[1] for d, v in by.items()},
+                          f"pass@{n}_by_difficulty": {str(d): v[n] for d, v in by.items()}}
   if distributed.is_writer():
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)

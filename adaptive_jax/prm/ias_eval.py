@@ -32,6 +32,11 @@ from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.scaling import matched, pass_at_k
 
 
+# One replay for every method: the loop is compiled per draw function (hashed by identity).
+# No confidence window: these methods never stop a sample early.
+_REPLAY = draws.PoolDraw(confidence_window=0, group_window=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolSplit:
   """One split's pool and what the evaluation reads beside it (NumPy arrays)."""
@@ -149,11 +154,10 @@ def run_method(split: PoolSplit, aggregation: str, *, per_round: int, rows: int,
   n = split.num_samples
   num_q = len(split.gold_Q)
   loop = LoopConfig(n_max=n, per_round=per_round, rows=rows, num_channels=len(split.channels))
-  replay = draws.PoolDraw(confidence_window=0, group_window=1)
   prior = np.zeros(num_q) if prior_Q is None else np.asarray(prior_Q)
   data = {"pool": split.pool, "score_cost": 1, "prior_Q": jnp.asarray(prior, jnp.float32)}
   target_Q = np.full(num_q, n, np.int32) if target_Q is None else np.asarray(target_Q, np.int32)
-  state = adaptive.run(replay, data, target_Q, rule=StopRule(), loop=loop,
+  state = adaptive.run(_REPLAY, data, target_Q, rule=StopRule(), loop=loop,
                        allocation=allocation)
   kept_QxN = np.asarray(state.kept())
   answers_QxN = np.asarray(state.answers_QxN)
@@ -177,6 +181,14 @@ def offline_targets(p_Q, *, per_question: float, n_max: int) -> np.ndarray:
   """Greedy allocation of round(per_question * Q) samples, at least one each."""
   total = max(int(round(per_question * len(p_Q))), len(p_Q))
   return budget.greedy_allocation(p_Q, total, n_max=n_max, n_min=1)
+
+
+def accuracy_interval(correct_Q, resamples: int, seed: int) -> list:
+  """90% percentile bootstrap interval of the mean accuracy over questions."""
+  correct_Q = np.asarray(correct_Q, np.float64)
+  rng = np.random.default_rng(seed)
+  means = correct_Q[rng.integers(0, len(correct_Q), (resamples, len(correct_Q)))].mean(1)
+  return [float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))]
 
 
 def match(curve: dict, run: MethodRun, *, resamples: int, seed: int) -> dict:

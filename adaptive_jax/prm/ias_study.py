@@ -251,12 +251,6 @@ def fit_combined(models: Models, calibrate_workdir: str) -> combined.CombinedEst
                                        np.array([r["target"] for r in records]))
 
 
-def _interval(correct_Q, resamples: int, seed: int) -> list:
-  rng = np.random.default_rng(seed)
-  means = correct_Q[rng.integers(0, len(correct_Q), (resamples, len(correct_Q)))].mean(1)
-  return [float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))]
-
-
 def rule_scores(problems, pool: draws.Pool, tokenizer) -> np.ndarray:
   """score_QxN of the rule verifier on every pool sample's text (host)."""
   tokens_QxNxM = np.asarray(pool.tokens_QxNxM)
@@ -421,7 +415,7 @@ def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
     run = ias_eval.MethodRun(correct_Q, ((answers_QxN == ps.gold_Q[:, None]) & kept_QxN).any(1),
                              np.asarray(state.drawn_Q), flops_Q)
     return {**run.summary(ps.difficulty_Q), "matched_to": matched_to,
-            "accuracy_interval": _interval(correct_Q.astype(float), cfg.bootstrap_resamples,
+            "accuracy_interval": ias_eval.accuracy_interval(correct_Q.astype(float), cfg.bootstrap_resamples,
                                            cfg.seed),
             "matched": ias_eval.match(curves[matched_to], run, resamples=cfg.bootstrap_resamples,
                                       seed=cfg.seed)}
@@ -469,7 +463,7 @@ def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
     flops_Q = (tokens_Q + prompt_Q) * ps.policy_flops + prm_Q * ps.prm_flops
     per_question[name] = (np.asarray(correct_Q, np.float64), flops_Q)
     out[name] = {"accuracy": float(correct_Q.mean()),
-                 "accuracy_interval": _interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
+                 "accuracy_interval": ias_eval.accuracy_interval(correct_Q, cfg.bootstrap_resamples, cfg.seed),
                  "samples": float(generations_Q.mean()), "policy_tokens": float(tokens_Q.mean()),
                  "prm_tokens": float(prm_Q.mean()), "flops": float(flops_Q.mean()),
                  "accuracy_by_difficulty": by(correct_Q),
@@ -507,9 +501,9 @@ def load_models(config) -> Models:
 def run_ias_study(config, workdir: str) -> dict:
   cfg = from_mapping(IasConfig, config.ias, "ias")
   criteria = from_mapping(regime.RegimeCriteria, config.regime, "regime")
-  if max(criteria.n_max_choices) > cfg.n_max:
-    raise ValueError(f"regime.n_max_choices must be <= ias.n_max={cfg.n_max} (the pool), got "
-                     f"{criteria.n_max_choices}")
+  if not set(criteria.n_max_choices) <= set(cfg.fixed_ns):
+    raise ValueError(f"regime.n_max_choices must be points of ias.fixed_ns={cfg.fixed_ns} (the "
+                     f"accuracy to reach is fixed N = N_max's), got {criteria.n_max_choices}")
   models = load_models(config)
   pools_dir = os.path.join(workdir, "pools")
   os.makedirs(os.path.join(pools_dir, "full"), exist_ok=True)

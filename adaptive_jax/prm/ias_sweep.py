@@ -119,8 +119,16 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
     val_sweeps[family] = [{**setting, **run} for setting, run in zip(settings, runs)]
     chosen[family] = settings[ias_eval.choose_setting(runs, floor)]
 
+  # Sizing: the chosen IAS setting's log-ratio interval on validation, scaled as 1/sqrt(Q).
+  val_ias = _run(validation, "ias", chosen["ias"], aggregation, s)
+  halfwidth = ias_eval.match(val_curves[aggregation], val_ias, resamples=s.resamples,
+                             seed=s.seed)["log_ratio_halfwidth"]
+  num_val, num_test = len(validation.gold_Q), len(test.gold_Q)
+  sizing = {"validation_log_ratio_halfwidth": halfwidth,
+            "predicted_test_log_ratio_halfwidth": halfwidth * np.sqrt(num_val / num_test),
+            "test_questions_for_halfwidth_0.2": int(np.ceil(num_val * (halfwidth / 0.2) ** 2))}
   test_curves = curve(test)
-  results = {"aggregation": aggregation, "match_n": s.match_n,
+  results = {"aggregation": aggregation, "match_n": s.match_n, "sizing": sizing,
              "validation_accuracy_floor": floor, "chosen": chosen,
              "validation": {"fixed": fixed_table(val_curves), "sweeps": val_sweeps},
              "test": {"fixed": fixed_table(test_curves), "sweeps": {}, "methods": {}},
@@ -133,6 +141,9 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
       if setting == chosen[family]:
         point["matched"] = ias_eval.match(test_curves[aggregation], run,
                                           resamples=s.resamples, seed=s.seed)
+        point["matched_to"] = f"fixed N, {aggregation}"
+        point["accuracy_interval"] = ias_eval.accuracy_interval(run.correct_Q, s.resamples,
+                                                                s.seed)
         results["test"]["methods"][family] = point
       points.append(point)
     results["test"]["sweeps"][family] = points
@@ -145,6 +156,7 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
       run = _run(control, family, chosen[family], aggregation, s)
       results["control"]["methods"][family] = {
           **chosen[family], **run.summary(control.difficulty_Q),
+          "accuracy_interval": ias_eval.accuracy_interval(run.correct_Q, s.resamples, s.seed),
           "matched": ias_eval.match(control_curves[aggregation], run, resamples=s.resamples,
                                     seed=s.seed)}
     results["headline"]["ias_control"] = results["control"]["methods"]["ias"]["matched"]

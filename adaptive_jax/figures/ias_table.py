@@ -1,0 +1,120 @@
+"""The IAS tables of docs/ias.md and the README, rendered from an IAS study's results.json.
+
+The docs hold each table between `<!-- ias:<name> -->` and `<!-- /ias:<name> -->` lines;
+`scripts/render_ias_docs.py` rewrites them from the committed results file and a test checks
+that the committed docs equal what `render` gives.
+"""
+
+import re
+
+TABLES = ("headline", "tiers")
+# Methods of the headline table in order, with their labels.
+METHOD_LABELS = (
+    ("ias", "IAS, paper rule (q, cap, estimate chosen on validation)"),
+    ("offline", "budget-aware, offline greedy on p(1-p)^n"),
+    ("online", "budget-aware, online in the loop (verifier posterior)"),
+    ("probe_combined", "probe IAS: first sample's confidence + PRM + prior"),
+    ("adaptive_consistency", "Adaptive-Consistency (majority)"),
+    ("deepconf_low", "DeepConf-online low (confidence vote)"),
+    ("deepconf_high", "DeepConf-online high (confidence vote)"),
+)
+CHANNEL_LABELS = {
+    "rule": "rule verifier (exact step checker; stand-in for a perfect PRM)",
+    "verifier_last": "learned step verifier, last step",
+    "verifier_min": "learned step verifier, minimum over steps",
+    "calibrated_last": "calibrated PRM, last step",
+    "calibrated_min": "calibrated PRM, minimum over steps",
+    "base_last": "base PRM, last step",
+    "base_min": "base PRM, minimum over steps",
+}
+
+
+def _interval(low, high) -> str:
+  return f"[{low:.2f}, {high:.2f}]"
+
+
+def _ratio(matched: dict | None) -> str:
+  if not matched:
+    return ""
+  text = f"{matched['ratio']:.2f} {_interval(*matched['interval'])}"
+  return text + " (above every fixed N)" if matched["above_curve"] else text
+
+
+def _row(label: str, m: dict, *, ratio: bool = True) -> str:
+  interval = m.get("accuracy_interval")
+  accuracy = f"{m['accuracy']:.3f}" + (f" {_interval(*interval)}" if interval else "")
+  return (f"| {label} | {accuracy} | {m['samples']:.1f} | {m['flops'] / 1e9:.2f} | "
+          f"{_ratio(m.get('matched')) if ratio else ''} |")
+
+
+def headline(results: dict) -> str:
+  """Regime, control, and every method's test accuracy, samples, GFLOPs and matched ratio."""
+  chosen, aggregation, n = results["regime"], results["aggregation"], results["match_n"]
+  test, fixed = results["test"], results["test"]["fixed"]
+  sizes = results["num_questions"]
+  verdict = "criteria met" if chosen["met"] else f"not decided: {chosen['reason']}"
+  ns = sorted(fixed, key=int)
+  lines = [
+      f"Regime chosen on {sizes['design']} design questions: {chosen['described']}. "
+      f"Control: {chosen['control_described']}. {sizes['test']} test questions "
+      f"({sizes['validation']} validation, {sizes['control']} control), "
+      f"{ns[-1]} samples each; selection by `{aggregation}` (chosen on validation).",
+      "",
+      "| method | accuracy [90%] | samples | GFLOPs | FLOPs / fixed at matched accuracy [90%] |",
+      "| --- | --- | --- | --- | --- |",
+      _row("fixed N = 1", fixed[ns[0]][aggregation], ratio=False),
+      _row(f"fixed N = {n} (the accuracy to reach)", fixed[str(n)][aggregation], ratio=False),
+      _row(f"coverage at N = {ns[-1]} (perfect selector, an oracle)", fixed[ns[-1]]["coverage"],
+           ratio=False),
+  ]
+  lines += [_row(label, test["methods"][name]) for name, label in METHOD_LABELS
+            if name in test["methods"]]
+  for name, label in (("ias", "control: IAS"), ("online", "control: budget-aware online")):
+    if name in results.get("control", {}).get("methods", {}):
+      lines.append(_row(label, results["control"]["methods"][name]))
+  lines += ["", f"Regime verdict: {verdict}."]
+  sizing = results.get("sizing")
+  if sizing:
+    lines[-1] += (f" Sizing from validation: the IAS log ratio's 90% half-width is "
+                  f"{sizing['validation_log_ratio_halfwidth']:.2f} there, about "
+                  f"{sizing['predicted_test_log_ratio_halfwidth']:.2f} expected on "
+                  f"{sizes['test']} test questions; +-0.2 needs about "
+                  f"{sizing['test_questions_for_halfwidth_0.2']} test questions.")
+  return "\n".join(lines)
+
+
+def tiers(results: dict) -> str:
+  """Each selector's within-difficulty AUC and its test accuracy along the fixed curve."""
+  t = results["tiers"]
+  ks = t["ks"]
+  header = " | ".join(f"N = {k}" for k in ks)
+  lines = [f"| selector | AUC within difficulty | {header} |",
+           "| --- | --- | " + " | ".join("---" for _ in ks) + " |"]
+  accuracy = t["accuracy"]
+  lines.append("| coverage (perfect selector, an oracle) | | "
+               + " | ".join(f"{a:.3f}" for a in accuracy["coverage"]) + " |")
+  for name, values in accuracy.items():
+    if name == "coverage":
+      continue
+    channel = name.partition(":")[2]
+    auc = t["auc_within_difficulty"].get(channel)
+    label = ("majority vote" if name == "majority" else
+             f"{'best of N' if name.startswith('best') else 'weighted vote'}: "
+             f"{CHANNEL_LABELS.get(channel, channel)}")
+    lines.append(f"| {label} | {'' if auc is None else f'{auc:.3f}'} | "
+                 + " | ".join(f"{a:.3f}" for a in values) + " |")
+  return "\n".join(lines)
+
+
+def render(results: dict) -> dict:
+  return {"headline": headline(results), "tiers": tiers(results)}
+
+
+def replace_blocks(text: str, blocks: dict) -> str:
+  """`text` with each `<!-- ias:name -->` ... `<!-- /ias:name -->` block's body replaced."""
+  for name, body in blocks.items():
+    pattern = re.compile(rf"(<!-- ias:{name} -->\n).*?(\n<!-- /ias:{name} -->)", re.S)
+    if not pattern.search(text):
+      continue
+    text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+  return text
