@@ -1,6 +1,6 @@
 r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
-  python -m experiments.main                                   # quick: 43 min on 2 CPU cores
+  python -m experiments.main                                   # quick: ~75 min on 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
@@ -19,20 +19,21 @@ Sizes (the argument after the colon):
          internet and a TPU/GPU); the oracle runs oracle_small on that model, and the policy,
          calibration and IAS sections stay small (no paper-size configs exist for them).
 
-Quick reductions, and each stage's wall time in one measured run of the whole job on 2 CPU
-cores and nothing else running (43 min 17 s in all, 4,370 CPU-seconds, 6.2 GB peak memory):
+Quick reductions, and each stage's wall time on 2 CPU cores (duo, oracle and router from a
+timed run of the whole job; policy, calibrate and IAS from runs of those stages with these
+configs; about 75 min in all):
   duo        duo_small unchanged (600 steps)                                      6.7 min
   oracle     oracle_small unchanged                                               2.8 min
   router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   4.9 min
              4 x 64 imitation tokens, no dense baselines
-  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     12.2 min
-             instead of 32: a weaker policy (lower accuracy on long problems), so the
-             MC targets, the PRMs and the IAS numbers differ from those in docs/
-  calibrate  128 calibration / 48 test / 24 conformal / 32 base / 24 validation    11.1 min
+  policy     600 steps instead of 2000, 16 evaluation problems per difficulty     ~22 min
+             instead of 32, 16 samples each (64): a weaker policy (lower accuracy on long
+             problems), so the MC targets, the PRMs and the IAS numbers differ
+  calibrate  128 calibration / 48 test / 24 conformal / 32 base / 24 validation    27.1 min
              questions (1536 / 256 / 64 / 96 / 128), 150 base-PRM steps (300), two
              learning rates tried on validation (3 x 2 settings): a noisier fit and a
              wide interval on the Brier ratio
-  ias        64 design / 32 validation / 64 test / 64 control questions            5.4 min
+  ias        64 design / 32 validation / 64 test / 64 control questions            6.4 min
              (256 / 256 / 512 / 512), pools of 16 (64), N_max 8 or 16, 20 orders
              (100), beam search on 16 questions (64)
   figures    the five figure scripts                                              0.2 min
@@ -56,6 +57,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   policy.train.num_steps = 600
   policy.train.lr_decay_steps = 600  # the cosine ends with the run
   policy.task.eval_problems_per_difficulty = 16
+  policy.task.pass_at_k_samples = 16  # pass@1 / pass@16: 64 samples take ~7 more minutes
 
   mc = config.calibrate.mc
   mc.calibration_questions, mc.test_questions = 128, 48
@@ -90,7 +92,7 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (7, 3, 5, 12, 11, 5, 1), "small": (10, 5, 50, 35, 95, 20, 1),
+  minutes = {"quick": (7, 3, 5, 22, 27, 7, 1), "small": (10, 5, 50, 35, 95, 20, 1),
              "paper": (-1, -1, -1, 35, 95, 20, 1)}[size]
   for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
                          minutes):
