@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -103,6 +104,7 @@ class Stage:
   run: Callable[[dict, dict], object]  # (stage configs, stage folders)
   outputs: Callable[[dict, dict], list[str]]  # files in its folder a finished run leaves
   trained: bool = False  # a training run: its checkpoint must be at train.num_steps
+  fresh: tuple[str, ...] = ()  # subfolders cleared when it reruns for a change upstream
 
 
 STAGES = (
@@ -121,7 +123,7 @@ STAGES = (
           lambda c, d: ["results.json", "predictions.npz"]),
     Stage("ias", "IAS study", ("policy", "calibrate"),
           lambda c, d: run_ias_study(c["ias"], d["ias"]),
-          lambda c, d: ["results.json", os.path.join("pools", "test.npz")]),
+          lambda c, d: ["results.json", os.path.join("pools", "test.npz")], fresh=("pools",)),
     Stage("figures", "figure scripts", ("duo", "oracle", "router", "calibrate", "ias"),
           _run_figures,
           lambda c, d: [png for _, pngs in _figure_scripts(c, d) for png in pngs]),
@@ -209,6 +211,10 @@ def run_main(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
       status[stage.name] = "skipped"
       print(f"{head}: skipped, finished before in {folder}", flush=True)
       continue
+    if stage.fresh and not why.startswith("no "):
+      # What it drew for other inputs must not be resumed (a kill mid-stage keeps them).
+      for name in stage.fresh:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
     estimate = minutes.get(stage.name, -1)
     about = f"about {estimate} min (estimate), " if estimate >= 0 else ""

@@ -1,15 +1,19 @@
 r"""Adaptive sampling ratios recomputed from saved pools, and the on-device loop against a
 per-question host loop doing the same draws.
 
-  python -m benchmarks.ias --pools=docs/results/ias_small
+  python -m benchmarks.ias --pools=docs/results/ias_quick/pools
 
 Ratios: DIR holds the compact pools an IAS study saved (`<workdir>/pools`: validation.npz,
 test.npz, control.npz and settings.json); `ias_sweep.evaluate` redoes every choice on
 validation and every ratio on test from them, with its paired bootstrap 90% interval. The
 lines are FLOPs of paper IAS (its setting chosen on validation; the learned step verifier
 selects) and of budget-aware online allocation over the fixed-N FLOPs at matched accuracy on
-the regime's test questions, and of paper IAS on the uniform-mix control. Without --pools
-only the timing runs.
+the regime's test questions, and of paper IAS on the uniform-mix control, each matched to
+fixed N with the same selector; before them, every family (IAS, offline and online budget)
+against the cheapest fixed method of any selector at its accuracy. Adaptive-Consistency,
+DeepConf and probe IAS read token confidences, which the compact pools leave out, and beam
+search draws its own samples: their ratios are in the study's results.json only. Without
+--pools only the timing runs.
 
 Timing: a random-init policy of the policy_small shape decodes with `draws.LiveDraw`, targets
 1..16 samples for 8 questions, 4 per round. `adaptive.run` packs every active question's
@@ -72,6 +76,10 @@ def ratio_lines(folder: str) -> list[str]:
   return [f"regime: {regime.describe(chosen)}",
           f"aggregation {results['aggregation']}; chosen on validation: {results['chosen']}",
           f"(recomputed from {folder} in {seconds:.1f} s; 90% paired bootstrap intervals)",
+          "against the cheapest fixed method at the same accuracy (any selector but the rule "
+          "verifier; majority vote included):",
+          *ias_sweep.best_fixed_lines(results),
+          "against fixed N with the same selector:",
           *ias_sweep.headline_lines(results)]
 
 

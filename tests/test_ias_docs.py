@@ -12,18 +12,22 @@ RESULTS = REPO / "docs" / "results" / "ias_quick" / "results.json"
 
 
 def test_replace_blocks_rewrites_only_the_marked_bodies():
-  text = "a\n<!-- ias:headline -->\nold\nlines\n<!-- /ias:headline -->\nb\n<!-- ias:tiers -->\nx\n<!-- /ias:tiers -->\n"
+  text = ("a\n<!-- ias:headline -->\nold\nlines\n<!-- /ias:headline -->\nb\n"
+          "<!-- ias:tiers -->\n<!-- /ias:tiers -->\n")  # the second block empty
   out = ias_table.replace_blocks(text, {"headline": "new", "tiers": "t1\nt2", "absent": "z"})
   assert out == ("a\n<!-- ias:headline -->\nnew\n<!-- /ias:headline -->\nb\n"
                  "<!-- ias:tiers -->\nt1\nt2\n<!-- /ias:tiers -->\n")
+  assert ias_table.replace_blocks(out, {"headline": "new", "tiers": "t1\nt2"}) == out
 
 
 def test_committed_docs_match_the_committed_results():
   blocks = ias_table.render(json.loads(RESULTS.read_text()))
-  for name in ("docs/ias.md", "README.md"):
+  for name, tables in (("docs/ias.md", ias_table.TABLES), ("README.md", ("headline",))):
     text = (REPO / name).read_text()
     assert ias_table.replace_blocks(text, blocks) == text, (
         f"{name} differs from {RESULTS.relative_to(REPO)}: run python scripts/render_ias_docs.py")
+    for table in tables:
+      assert blocks[table] in text, f"{name} lacks the rendered {table} table"
   readme = (REPO / "README.md").read_text()
   assert "<!-- ias:headline -->" in readme and "<!-- ias:headline -->" in (
       REPO / "docs" / "ias.md").read_text()
@@ -35,3 +39,14 @@ def test_committed_pools_recompute_the_committed_headline():
   from benchmarks import ias as ias_benchmark
   lines = ias_benchmark.ratio_lines(str(RESULTS.parent / "pools"))
   assert lines[-3:] == ias_sweep.headline_lines(json.loads(RESULTS.read_text()))
+
+
+def test_the_headline_table_lists_every_method_and_both_ratios():
+  results = json.loads(RESULTS.read_text())
+  table = ias_table.headline(results)
+  for name in results["test"]["methods"]:
+    label = dict(ias_table.METHOD_LABELS).get(name, name)
+    assert f"| {label} |" in table, name
+  ias = results["test"]["methods"]["ias"]
+  assert f"{ias['matched']['ratio']:.2f}" in table
+  assert f"{ias['matched_best_fixed']['ratio']:.2f}" in table

@@ -39,7 +39,8 @@ def _results(aggregation="calibrated_vote"):
     by = {str(d): (1 + 3 * d / 8 if name in ias.ALLOCATION else 2.0)
           for d in DIFFICULTIES}
     methods[name] = _entry(0.4 + 0.02 * i, float(np.mean(list(by.values()))), 2e9 + 1e8 * i, by)
-    methods[name].update(matched={"ratio": 0.8, "not_reached": False}, matched_to="fixed_majority")
+    methods[name].update(matched={"ratio": 0.8, "interval": [0.6, 1.1], "above_curve": False},
+                         matched_to="fixed_majority")
   return {"aggregation": aggregation, "num_questions": {"validation": 64, "test": 128},
           "test": {"fixed": fixed, "methods": methods},
           "success_rate_by_difficulty": {str(d): 1 - d / 9 for d in DIFFICULTIES}}

@@ -129,6 +129,9 @@ def test_bad_config_names_the_field():
     ias_study.IasConfig(qs=(1.0,))
   with pytest.raises(ValueError, match="ias.ias_estimates"):
     ias_study.IasConfig(ias_estimates=("oracle",))
+  with pytest.raises(ValueError, match=r"ias.budgets must be .* each >= 1"):
+    ias_study.IasConfig(budgets=(0.5, 2.0))
+  assert ias_study.IasConfig(online_hopeless_below=0.0).online_hopeless_below == 0.0
   with pytest.raises(ValueError, match="ias.design_seed, validation_seed"):
     ias_study.IasConfig(design_seed=20)
   with pytest.raises(ValueError, match="beam.fixed"):

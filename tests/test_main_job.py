@@ -85,6 +85,8 @@ def test_claims_table_above_curve_missing_and_not_decided():
                      "calibration needs one that solves some problems (>= 0.3)")
   assert ours[5] == ours[6] == "not decided: pass@1 0.05 below [0.30, 0.60]"
   assert ours[7] == "2.00x [1.60, 2.50]"
+  del results["ias"]["headline"]["ias_control"]
+  assert claims.claim_rows(results)[7][2] == "no control run (ias.control_questions = 0)"
 
 
 def _tiny_model(model):

@@ -18,7 +18,7 @@ ACCURACY = [0.2, 0.5, 0.4, 0.8]
     (0.35, 1.5, False),  # halfway between the first two
     (0.5, 2.0, False),  # exactly at a point
     (0.45, 1 + 0.25 / 0.3, False),
-    (0.6, 4 + 4 * 0.1 / 0.3, False),  # from the envelope's (4, .5), not the curve's (4, .4)
+    (0.6, 2 + 6 * 0.1 / 0.3, False),  # from (2, .5): the dominated (4, .4) is never an end
     (0.8, 8.0, False),  # at the best point
     (0.9, 8.0, True),  # above the curve: its best point
 ])
@@ -45,11 +45,11 @@ def _hand_fixed():
 
 
 @pytest.mark.parametrize("method_flops, method_accuracy, ratio, above, gain", [
-    (3.0, 0.6, 3 / (16 / 3), False, 0.1),  # envelope at 3 FLOPs: .5
-    (100.0, 0.6, 100 / (16 / 3), False, 0.6 - 0.8),  # FLOPs clipped to the curve's 8
+    (3.0, 0.6, 3 / 4, False, 0.6 - (0.5 + 0.3 / 6)),  # between corners (2, .5) and (8, .8)
+    (100.0, 0.6, 100 / 4, False, 0.6 - 0.8),  # FLOPs clipped to the curve's 8
     (0.5, 0.1, 0.5 / 1.0, False, 0.1 - 0.2),  # FLOPs clipped to the curve's 1
-    (4.0, 0.9, 4 / 8, True, 0.9 - 0.5),  # above the curve: at its best point
-    (6.0, 0.65, 6 / 6.0, False, 0.65 - 0.65),  # on the envelope's last segment
+    (4.0, 0.9, 4 / 8, True, 0.9 - 0.6),  # above the curve: at its best point; at 4 FLOPs .6
+    (6.0, 0.65, 6 / 5.0, False, 0.65 - 0.7),  # on the last segment, (2, .5) to (8, .8)
 ])
 def test_matched_ratio_hand_values(method_flops, method_accuracy, ratio, above, gain):
   flops_KxQ, correct_KxQ = _hand_fixed()

@@ -185,6 +185,9 @@ CHANGES = {
     "decode": (lambda d: (_live(window=3), d, Q, N, ROWS), "decode: DecodeConfig"),
     "key": (lambda d: (LIVE, {**d, "key": jax.random.key(6)}, Q, N, ROWS), r"key: \[0 5\]"),
     "prompts": (lambda d: (LIVE, _other_prompts(d), Q, N, ROWS), "prompts: "),
+    # Another policy (a retrained one): its pool is never taken for this one's.
+    "models": (lambda d: (LIVE, {**d, "policy": jax.tree.map(lambda x: x + 1e-3, d["policy"])},
+                          Q, N, ROWS), "models: "),
 }
 
 
@@ -202,7 +205,7 @@ def test_resuming_with_other_settings_names_them(data, tmp_path, monkeypatch, ch
   with pytest.raises(ValueError, match=message) as raised:
     draws.build_pool(live, other_data, num_questions, n, rows=rows, path=path)
   assert not calls
-  others = {"rows", "num_questions", "n", "decode", "key", "prompts"} - {change}
+  others = {"rows", "num_questions", "n", "decode", "key", "prompts", "models"} - {change}
   assert not any(f"{name}: " in str(raised.value).replace("build_", "") for name in others)
 
 

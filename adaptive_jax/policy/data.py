@@ -9,8 +9,8 @@ two segments of 4 and 3 tokens (B bos, q question, s solution, E eos):
 
   tokens      B q s E B q E .      segment_ids  1 1 1 1 2 2 2 0
   inputs      B q s E B q E        targets      q s E B q E .
-  weights     0 1 1 0 0 0 0        (loss_on_question=False: targets s and E of segment 1 only;
-                                    segment 2's solution would be weighted the same way)
+  weights     0 1 1 0 0 1 0        (loss_on_question=False: the solution and its EOS, s and E
+                                    of segment 1, E of segment 2; never the next segment's BOS)
 """
 
 import dataclasses

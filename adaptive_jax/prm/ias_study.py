@@ -108,17 +108,25 @@ class IasConfig:
     if len(set(seeds)) != len(seeds):
       raise ValueError(f"ias.design_seed, validation_seed, test_seed and control_seed must all "
                        f"differ (each split its own questions), got {seeds}")
-    for name in ("q", "deepconf_tau", "consistency_threshold", "online_hopeless_below"):
+    for name in ("q", "deepconf_tau", "consistency_threshold"):
       check_open_interval("ias", name, getattr(self, name), 0.0, 1.0)
     check_open_interval("ias", "online_prior_strength", self.online_prior_strength, 0.0)
     for name, low, high in (("temperatures", 0.0, float("inf")), ("qs", 0.0, 1.0),
-                            ("online_solved_at", 0.0, 1.0), ("budgets", 0.0, float("inf"))):
+                            ("online_solved_at", 0.0, 1.0)):
       values = getattr(self, name)
       if not isinstance(values, (tuple, list)) or not values or not all(
           is_number(v) and low < v < high for v in values):
         raise ValueError(f"ias.{name} must be a non-empty tuple of numbers in ({low}, {high}), "
                          f"got {values!r}")
       object.__setattr__(self, name, tuple(float(v) for v in values))
+    if not isinstance(self.budgets, (tuple, list)) or not self.budgets or not all(
+        is_number(b) and b >= 1 for b in self.budgets):
+      raise ValueError(f"ias.budgets must be a non-empty tuple of mean samples per question, each "
+                       f">= 1 (every question gets its first sample), got {self.budgets!r}")
+    object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+    if not is_number(self.online_hopeless_below) or not 0 <= self.online_hopeless_below < 1:
+      raise ValueError(f"ias.online_hopeless_below must be in [0, 1) (0: never give up), got "
+                       f"{self.online_hopeless_below!r}")
     for name in ("fixed_ns", "ias_n_maxes"):
       values = getattr(self, name)
       if not values or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_max
@@ -528,9 +536,8 @@ def run_ias_study(config, workdir: str) -> dict:
         _problems(cfg.control_questions, cfg.control_seed, cfg.design_difficulties),
         cfg.control_seed, temperature, estimate, pools_dir)
   settings = sweep_settings(cfg, models.channels, chosen["n_max"])
-  with open(os.path.join(pools_dir, "settings.json"), "w") as f:
-    json.dump({"sweep": dataclasses.asdict(settings), "regime": chosen,
-               "control_regime": control}, f, indent=2)
+  _write_json(os.path.join(pools_dir, "settings.json"),
+              {"sweep": dataclasses.asdict(settings), "regime": chosen, "control_regime": control})
   results = ias_sweep.evaluate(val.pool_split, test.pool_split,
                                control_split and control_split.pool_split, settings)
   aggregation = results["aggregation"]
@@ -560,9 +567,15 @@ def run_ias_study(config, workdir: str) -> dict:
                         "test": cfg.test_questions, "control": cfg.control_questions},
   })
   results = json.loads(json.dumps(results, default=_json_default))
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  _write_json(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def _write_json(path: str, value) -> None:
+  """Atomically: a reader sees the whole file or none."""
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=2, default=_json_default)
+  os.replace(path + ".tmp", path)
 
 
 def _json_default(x):

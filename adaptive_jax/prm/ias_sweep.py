@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 
 from adaptive_jax.allocation.online import BudgetAllocation
-from adaptive_jax.prm import ias_eval
+from adaptive_jax.prm import ias_eval, step_verifier
 from adaptive_jax.sampler import selection
 from adaptive_jax.scaling import matched
 
@@ -98,6 +98,16 @@ def fixed_table(curves: dict) -> dict:
   return table
 
 
+def best_fixed_curve(curves: dict, channels) -> dict:
+  """Every realizable fixed-N point together (all aggregations but the perfect selector and
+  the rule verifier): matched on it, a method meets the cheapest fixed method at its accuracy."""
+  names = [name for name in curves if name != "coverage"
+           and not (name != "majority" and name.partition(":")[2].startswith("rule"))]
+  return {"correct_KxQ": np.concatenate([curves[n]["correct_KxQ"] for n in names]),
+          "flops_KxQ": np.concatenate([curves[n]["flops_KxQ"] for n in names]),
+          "names": names}
+
+
 def _mean_accuracy(curve: dict) -> float:
   return float(curve["correct_KxQ"].mean())
 
@@ -128,6 +138,7 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
             "predicted_test_log_ratio_halfwidth": halfwidth * np.sqrt(num_val / num_test),
             "test_questions_for_halfwidth_0.2": int(np.ceil(num_val * (halfwidth / 0.2) ** 2))}
   test_curves = curve(test)
+  best_test = best_fixed_curve(test_curves, test.channels)
   results = {"aggregation": aggregation, "match_n": s.match_n, "sizing": sizing,
              "validation_accuracy_floor": floor, "chosen": chosen,
              "validation": {"fixed": fixed_table(val_curves), "sweeps": val_sweeps},
@@ -142,6 +153,8 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
         point["matched"] = ias_eval.match(test_curves[aggregation], run,
                                           resamples=s.resamples, seed=s.seed)
         point["matched_to"] = f"fixed N, {aggregation}"
+        point["matched_best_fixed"] = ias_eval.match(best_test, run, resamples=s.resamples,
+                                                     seed=s.seed)
         point["accuracy_interval"] = ias_eval.accuracy_interval(run.correct_Q, s.resamples,
                                                                 s.seed)
         results["test"]["methods"][family] = point
@@ -149,6 +162,9 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
     results["test"]["sweeps"][family] = points
   results["headline"]["ias"] = results["test"]["methods"]["ias"]["matched"]
   results["headline"]["budget"] = results["test"]["methods"]["online"]["matched"]
+  results["best_fixed"] = {"aggregations": best_test["names"],
+                           **{family: results["test"]["methods"][family]["matched_best_fixed"]
+                              for family in _FAMILIES}}
   if control is not None:
     control_curves = curve(control)
     results["control"] = {"fixed": fixed_table(control_curves), "methods": {}}
@@ -175,31 +191,23 @@ def headline_lines(results: dict) -> list[str]:
           if key in results["headline"]]
 
 
-def within_difficulty_auc(score_N, label_N, difficulty_N) -> float:
-  """AUC of positives over negatives counting only pairs of one difficulty (ties 1/2); NaN
-  when no difficulty has both."""
-  wins = pairs = 0.0
-  for d in np.unique(difficulty_N):
-    pos = np.sort(score_N[(difficulty_N == d) & label_N])
-    neg = np.sort(score_N[(difficulty_N == d) & ~label_N])
-    if len(pos) and len(neg):
-      below = np.searchsorted(neg, pos, side="left")
-      ties = np.searchsorted(neg, pos, side="right") - below
-      wins += float(np.sum(below + 0.5 * ties))
-      pairs += len(pos) * len(neg)
-  return wins / pairs if pairs else float("nan")
+def best_fixed_lines(results: dict) -> list[str]:
+  """Each family's ratio against the cheapest fixed method at its accuracy (any aggregation)."""
+  return [matched.ratio_line(f"{family}_flops/best_fixed_flops_at_matched_accuracy",
+                             results["best_fixed"][family]) for family in _FAMILIES]
 
 
 def tiers(split: ias_eval.PoolSplit, curves: dict) -> dict:
   """Each selector's test accuracy along the fixed curve (coverage: the perfect selector, an
-  oracle) and each score channel's within-difficulty AUC of correct vs wrong samples."""
+  oracle) and each score channel's within-difficulty AUC of correct vs wrong answered samples."""
   answered_QxN = np.asarray(split.pool.answers_QxN) != selection.NO_ANSWER
   correct_QxN = split.correct_QxN
   difficulty_QxN = np.broadcast_to(split.difficulty_Q[:, None], correct_QxN.shape)
   scores_QxNxC = np.asarray(split.pool.scores_QxNxC)
-  auc = {name: within_difficulty_auc(scores_QxNxC[..., c][answered_QxN],
-                                     correct_QxN[answered_QxN], difficulty_QxN[answered_QxN])
-         for c, name in enumerate(split.channels)}
+  # Samples with an answer: a sample that never answers is wrong whatever its score says.
+  auc = {name: step_verifier.within_difficulty_auc(
+      scores_QxNxC[..., c][answered_QxN], correct_QxN[answered_QxN],
+      difficulty_QxN[answered_QxN])["pooled"] for c, name in enumerate(split.channels)}
   ks = curves["coverage"]["ks"]
   return {"ks": list(ks), "auc_within_difficulty": auc,
           "accuracy": {name: [float(x) for x in c["correct_KxQ"].mean(1)]

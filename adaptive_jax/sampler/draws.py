@@ -159,8 +159,8 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
   draws only the chunks not there, and the whole pool is then written to `path` and the parts
   deleted (`pool_store`). Sample (q, s) is a pure function of its key, so a resumed pool
   equals an uninterrupted one. A finished `path` is loaded without drawing. Every file records
-  rows, num_questions, n, live.dec, the key and the prompts (not the policy's or scorer's
-  params); resuming with others raises a ValueError naming them.
+  rows, num_questions, n, live.dec, the key, the prompts and a digest of the policy's and
+  scorer's params; resuming with others raises a ValueError naming them.
   """
   from adaptive_jax.sampler import pool_store  # pool_store imports this module
   if rows < 1 or num_questions < 1 or n < 1:
@@ -207,9 +207,14 @@ def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int)
   for x in data["prompts"]:
     prompts.update(np.asarray(x, np.int32).tobytes())
     prompts.update(str(np.shape(x)).encode())
+  # The models that drew and scored: a pool of another policy or PRM is never resumed.
+  models = hashlib.sha256()
+  for x in jax.tree.leaves((data.get("policy"), data.get("scorer"))):
+    models.update(np.ascontiguousarray(np.asarray(x)).tobytes())
   return {"build_rows": np.int64(rows), "build_num_questions": np.int64(num_questions),
           "build_n": np.int64(n), "build_decode": np.str_(repr(live.dec)),
-          "build_key": np.asarray(key), "build_prompts": np.str_(prompts.hexdigest())}
+          "build_key": np.asarray(key), "build_prompts": np.str_(prompts.hexdigest()),
+          "build_models": np.str_(models.hexdigest())}
 
 
 def _pool_rows(live: LiveDraw, data, question_B, slot_B) -> dict[str, jax.Array]:

@@ -2,9 +2,10 @@
 
 The fixed method is a curve of K points (one per N), each with per-question FLOPs and
 correctness (fractional when averaged over random pool orders). Its FLOPs at an accuracy are
-read on the running-max envelope of its points sorted by FLOPs, linear between points.
+read on the running-max envelope of its points sorted by FLOPs, linear between the cheapest
+points of successive envelope levels (a dominated point is never an end).
 Worked example: points (FLOPs, accuracy) (1, .2), (2, .5), (4, .4), (8, .8) have the envelope
-.2, .5, .5, .8: accuracy .35 -> 1.5, .5 -> 2, .6 -> 4 + 4 * (.1 / .3) = 5.33, .9 -> 8 (above).
+.2, .5, .5, .8: accuracy .35 -> 1.5, .5 -> 2, .6 -> 2 + 6 * (.1 / .3) = 4, .9 -> 8 (above).
 Letters: K curve points, Q questions, R bootstrap resamples.
 """
 
@@ -24,7 +25,10 @@ def _match(flops_RxK, accuracy_RxK, target_R):
   above_R = k_R == flops_RxK.shape[1]
   best_R = (envelope_RxK < envelope_RxK[:, -1:]).sum(1)  # the first point at the best accuracy
   hi_R = np.where(above_R, best_R, k_R)
-  lo_R = np.maximum(hi_R - 1, 0)
+  # lo: the cheapest point at the envelope level just below hi's (never a dominated point,
+  # which would make the fixed method look costlier than it is).
+  below_R = envelope_RxK[rows, np.maximum(hi_R - 1, 0)]
+  lo_R = np.where(hi_R > 0, (envelope_RxK < below_R[:, None]).sum(1), 0)
   gap_R = envelope_RxK[rows, hi_R] - envelope_RxK[rows, lo_R]
   between_R = (k_R > 0) & ~above_R
   # (1 - w) a + w b, not a + w (b - a): exactly b when the target is a point's accuracy.
@@ -35,13 +39,21 @@ def _match(flops_RxK, accuracy_RxK, target_R):
 
 
 def _envelope_at(flops_RxK, envelope_RxK, at_R):
-  """The envelope interpolated at at_R, clipped to each curve's FLOP range (np.interp per row)."""
+  """The envelope at at_R, clipped to each curve's FLOP range, linear between its corners (the
+  cheapest point of each level), flat after the last corner."""
   rows = np.arange(len(flops_RxK))
+  k = flops_RxK.shape[1]
   at_R = np.clip(at_R, flops_RxK[:, 0], flops_RxK[:, -1])
-  j_R = (flops_RxK < at_R[:, None]).sum(1)  # the first point at or beyond at_R
-  i_R = np.maximum(j_R - 1, 0)
+  corner_RxK = np.concatenate([np.ones((len(flops_RxK), 1), bool),
+                               envelope_RxK[:, 1:] > envelope_RxK[:, :-1]], 1)
+  k_K = np.arange(k)
+  # i: the last corner at or below at_R; j: the first corner beyond it (none: flat).
+  i_R = np.where(corner_RxK & (flops_RxK <= at_R[:, None]), k_K, -1).max(1)
+  j_R = np.where(corner_RxK & (flops_RxK > at_R[:, None]), k_K, k).min(1)
+  flat_R = j_R == k
+  j_R = np.minimum(j_R, k - 1)
   gap_R = flops_RxK[rows, j_R] - flops_RxK[rows, i_R]
-  w_R = np.where(j_R > 0, (at_R - flops_RxK[rows, i_R]) / np.where(j_R > 0, gap_R, 1), 1.0)
+  w_R = np.where(flat_R, 0.0, (at_R - flops_RxK[rows, i_R]) / np.where(flat_R, 1, gap_R))
   return (1 - w_R) * envelope_RxK[rows, i_R] + w_R * envelope_RxK[rows, j_R]
 
 
