@@ -413,18 +413,18 @@ def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
   num_q = len(ps.gold_Q)
   prompt_Q = ps.prompt_tokens_Q.astype(np.float64)
 
-  def summarize(state, answer_Q, pays_prm, prm_prompt, matched_to):
+  def summarize(state, answer_Q, pays_prm, matched_to, extra_prm_Q=0.0):
+    """extra_prm_Q: PRM tokens read besides the samples an aggregation pays for."""
     kept_QxN = np.asarray(state.kept())
     answers_QxN = np.asarray(state.answers_QxN)
     correct_Q = np.asarray(answer_Q) == ps.gold_Q
     flops_Q = ((np.asarray(state.tokens_Q) + prompt_Q) * ps.policy_flops
-               + (pays_prm * np.asarray(state.scored_tokens_Q) + prm_prompt * prompt_Q)
-               * ps.prm_flops)
+               + (pays_prm * np.asarray(state.scored_tokens_Q) + extra_prm_Q) * ps.prm_flops)
     run = ias_eval.MethodRun(correct_Q, ((answers_QxN == ps.gold_Q[:, None]) & kept_QxN).any(1),
                              np.asarray(state.drawn_Q), flops_Q)
     return {**run.summary(ps.difficulty_Q), "matched_to": matched_to,
-            "accuracy_interval": ias_eval.accuracy_interval(correct_Q.astype(float), cfg.bootstrap_resamples,
-                                           cfg.seed),
+            "accuracy_interval": ias_eval.accuracy_interval(correct_Q, cfg.bootstrap_resamples,
+                                                            cfg.seed),
             "matched": ias_eval.match(curves[matched_to], run, resamples=cfg.bootstrap_resamples,
                                       seed=cfg.seed)}
 
@@ -434,13 +434,13 @@ def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
   state = adaptive.run(replay, data, full_target, loop=loop,
                        rule=StopRule("adaptive_consistency", threshold=cfg.consistency_threshold))
   out["adaptive_consistency"] = summarize(
-      state, selection.majority_vote(state.answers_QxN, kept(state)), False, False, "majority")
+      state, selection.majority_vote(state.answers_QxN, kept(state)), False, "majority")
   for variant, keep in (("low", 10.0), ("high", 90.0)):
     rule = StopRule("deepconf", threshold=cfg.deepconf_tau, warmup=cfg.deepconf_warmup,
                     keep_percent=keep)
     state = adaptive.run(replay, data, full_target, rule=rule, loop=loop)
     answer_Q = selection.weighted_vote(state.answers_QxN, state.confidence_QxN, kept(state))
-    out[f"deepconf_{variant}"] = summarize(state, answer_Q, False, False, "majority")
+    out[f"deepconf_{variant}"] = summarize(state, answer_Q, False, "majority")
   pays = ias_eval.reads_prm(aggregation, ps.channels)
   for kind, estimate in probes.items():
     fn = probe_lib.target_fn(estimate, channel=0, n_max=ps.num_samples, q=cfg.q)
@@ -448,10 +448,12 @@ def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
                          probe=adaptive.Probe(1, fn))
     answer_Q = ias_eval.aggregate(state.answers_QxN, state.scores_QxNxC, kept(state),
                                   aggregation, ps.channels)
-    # The probe reads the PRM on its first sample (the combined one also at the empty prefix);
-    # an aggregation that reads the PRM pays for every sample anyway.
-    out[f"probe_{kind}"] = summarize(state, answer_Q, pays or kind == "combined",
-                                     kind == "combined", aggregation)
+    # The combined probe reads the calibrated PRM on its first sample (slot 0, drawn first) and
+    # at the empty prefix (its prior), beside what the aggregation pays for.
+    extra_Q = 0.0
+    if kind == "combined":
+      extra_Q = np.asarray(ps.pool.prompt_len_Q + ps.pool.lengths_QxN[:, 0]) + prompt_Q
+    out[f"probe_{kind}"] = summarize(state, answer_Q, pays, aggregation, extra_Q)
   return out
 
 
