@@ -10,7 +10,7 @@
    base and calibrated PRMs, the learned step verifier when the calibration study trained
    one, and the rule verifier (`tasks.step_checker`: an exact step checker, the stand-in for
    a perfect PRM). Compact copies (no token confidences) go to `<workdir>/pools/`, from
-   which `benchmarks.ias --pools` recomputes every ratio.
+   which `benchmarks.ias --pools` recomputes the sweeps' ratios.
 3. Evaluation (`ias_sweep.evaluate`): fixed-N curves over random orders, IAS swept over the
    confidence q, the cap and the estimate, budget-aware allocation (offline greedy, online in
    the loop) swept over the budget, choices on validation, test read once, paired bootstrap
