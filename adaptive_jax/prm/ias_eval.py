@@ -101,11 +101,9 @@ def fixed_curves(split: PoolSplit, ks, aggregations, *, orders: int, seed: int) 
   answers_QxN = np.asarray(pool.answers_QxN)
   scores_QxNxC = np.asarray(pool.scores_QxNxC)
   lengths_QxN = np.asarray(pool.lengths_QxN, np.float64)
-  rng = np.random.default_rng(seed)
   correct = {name: np.zeros((len(ks), len(split.gold_Q))) for name in names}
   tokens_KxQ = np.zeros((len(ks), len(split.gold_Q)))
-  for _ in range(orders):
-    order_QxN = np.argsort(rng.random(answers_QxN.shape), axis=1)
+  for order_QxN in pass_at_k.random_orders(*answers_QxN.shape, orders=orders, seed=seed):
     answers = np.take_along_axis(answers_QxN, order_QxN, 1)
     scores = np.take_along_axis(scores_QxNxC, order_QxN[..., None], 1)
     lengths = np.take_along_axis(lengths_QxN, order_QxN, 1)

@@ -32,6 +32,14 @@ def unbiased_pass_at_k(correct_QxN, k: int) -> np.ndarray:
   return 1 - factor_QxN.prod(1)
 
 
+def random_orders(num_questions: int, n: int, *, orders: int, seed: int):
+  """Yields `orders` order_QxN: one random permutation of every question's n pool slots each,
+  from np.random.default_rng(seed). Every random-order curve draws its orders here."""
+  rng = np.random.default_rng(seed)
+  for _ in range(orders):
+    yield np.argsort(rng.random((num_questions, n)), axis=1)
+
+
 def random_order_curve(answer_fn: Callable[[np.ndarray], np.ndarray], gold_Q, n: int, ks, *,
                        orders: int, seed: int) -> np.ndarray:
   """accuracy_KxQ (float64): a fixed-k method's accuracy, averaged over random pool orders.
@@ -52,10 +60,8 @@ def random_order_curve(answer_fn: Callable[[np.ndarray], np.ndarray], gold_Q, n:
   orders = check_integer("orders", orders)
   seed = check_integer("seed", seed, minimum=0)
   q = len(gold_Q)
-  rng = np.random.default_rng(seed)
   correct_KxQ = np.zeros((len(ks), q))
-  for _ in range(orders):
-    slots_QxN = np.argsort(rng.random((q, n)), axis=1)
+  for slots_QxN in random_orders(q, n, orders=orders, seed=seed):
     for row, k in enumerate(ks):
       answer_Q = np.asarray(answer_fn(slots_QxN[:, :k]))
       if answer_Q.shape != (q,):
