@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.prm import ias_study, ias_sweep
+from adaptive_jax.prm import ias_models, ias_study, ias_sweep
 from adaptive_jax.sampler import pool_store
 from adaptive_jax.tasks import step_checker
 from benchmarks import ias as ias_benchmark
@@ -111,7 +111,7 @@ def test_rule_verifier_scores_the_pool_texts(workdirs, study):
   rule_QxN = compact.pool.scores_QxNxC[..., -1]
   for q, p in enumerate(problems):
     for s in range(4):
-      text = ias_study.TOKENIZER.decode(full.tokens_QxNxM[q, s, :full.lengths_QxN[q, s]])
+      text = ias_models.TOKENIZER.decode(full.tokens_QxNxM[q, s, :full.lengths_QxN[q, s]])
       assert rule_QxN[q, s] == np.float32(step_checker.score(p.question, text))
   assert (rule_QxN[compact.correct_QxN == 0] < 1).all()
 

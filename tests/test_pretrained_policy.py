@@ -198,7 +198,7 @@ def test_bad_pretrained_config_raises_naming_the_field(tmp_path, section, field,
 
 
 def test_ias_study_with_a_gguf_policy(tmp_path):
-  from adaptive_jax.prm import ias_study
+  from adaptive_jax.prm import ias_models, ias_study
   from configs import ias_smollm2
   gguf_path = tiny_llama_gguf.write(tmp_path / "tiny.gguf")
   calibrate = _tiny_config(gguf_path)
@@ -216,13 +216,13 @@ def test_ias_study_with_a_gguf_policy(tmp_path):
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
   config.beam.questions, config.beam.fixed, config.beam.max_steps = 2, ((1, 2),), 2
   config.beam.num_beams, config.beam.expansions, config.beam.max_step_tokens = 2, 2, 8
-  models = ias_study.load_models(config)
+  models = ias_models.load_models(config)
   # Calibrated under 'head': the base PRM is the calibrated one's base column, in one pass.
   assert models.base_in_calibrated
   tokens_BxT = jnp.asarray(np.random.default_rng(0).integers(3, 200, (3, 12)), jnp.int32)
   args = ({"base": models.base, "calibrated": models.calibrated}, tokens_BxT,
           jnp.array([2, 3, 4]), jnp.array([8, 9, 5]))
-  one_pass, two_passes = (ias_study._score_fn(models.prm_cfg, models.levels,
+  one_pass, two_passes = (ias_models.score_fn(models.prm_cfg, models.levels,
                                               models.step_end_ids, shared)(*args)
                           for shared in (True, False))
   np.testing.assert_allclose(one_pass, two_passes, atol=1e-6)

@@ -24,36 +24,23 @@ import functools
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import forward_flops_per_token
-from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import beam_study, combined, ias_eval, ias_sweep, mc_data, regime, saved
-from adaptive_jax.prm import scoring, study
+from adaptive_jax.prm import beam_study, combined, ias_eval, ias_models, ias_sweep, regime, scoring
 from adaptive_jax.prm import probe as probe_lib
-from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, pool_store, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks import step_checker
-from adaptive_jax.tasks.answer_tokens import extract_answer_ids, step_end_ids
+from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
                                            check_difficulties)
-from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
 from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping, is_number
 
-TOKENIZER = ByteTokenizer()
-# Score channels of every sample, in order: the calibrated PRM's mean at the last step and its
-# minimum over steps, the same two of the base PRM, of the learned step verifier (when
-# trained), then the rule verifier's score (host, from the sample's text).
-PRM_CHANNELS = ("calibrated_last", "calibrated_min", "base_last", "base_min")
-VERIFIER_CHANNELS = ("verifier_last", "verifier_min")
-RULE = "rule"
 ESTIMATES = ("base", "calibrated_q0.1", "calibrated_mean", "combined")
 
 
@@ -142,121 +129,19 @@ class IasConfig:
                        f"{self.deepconf_warmup}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Models:
-  policy: dict
-  policy_cfg: ModelConfig
-  base: dict
-  calibrated: dict
-  prm_cfg: ModelConfig
-  levels: tuple
-  tokenizer: object = TOKENIZER  # the policy's: byte, or a pretrained model's TaskTokenizer
-  # The calibrated PRM kept the base PRM's backbone and head (calibration under 'head'): its
-  # own base column is the base PRM's probability, and one forward pass gives both.
-  base_in_calibrated: bool = False
-  step_verifier: dict | None = None  # the learned step verifier, when the calibration trained it
-
-  @property
-  def step_end_ids(self) -> tuple[int, ...]:
-    return step_end_ids(self.tokenizer)
-
-  @property
-  def channels(self) -> tuple[str, ...]:
-    return PRM_CHANNELS + (VERIFIER_CHANNELS if self.step_verifier is not None else ()) + (RULE,)
-
-
-def _score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...],
-              base_in_calibrated: bool = False, with_verifier: bool = False):
-  cols = scoring.columns(levels)
-
-  def score(scorer, tokens_BxT, prompt_len_B, length_B):
-    cal_BxTxK = scoring.position_probabilities(scorer["calibrated"], tokens_BxT,
-                                               model_cfg=prm_cfg, num_quantiles=len(levels))
-    cal_BxT = cal_BxTxK[..., cols["mean"]]
-    base_BxT = (cal_BxTxK[..., cols[scoring.BASE]] if base_in_calibrated else
-                scoring.position_probabilities(scorer["base"], tokens_BxT, model_cfg=prm_cfg,
-                                               num_quantiles=0)[..., 0])
-    t_T = jnp.arange(tokens_BxT.shape[1])
-    # Step boundaries of the solution: its newlines (the prompt's own is step 0).
-    step_BxT = (jnp.isin(tokens_BxT, jnp.asarray(step_end_ids_S, jnp.int32))
-                & (t_T >= prompt_len_B[:, None])
-                & (t_T < (prompt_len_B + length_B)[:, None]))
-    per_step = [cal_BxT, base_BxT]
-    if with_verifier:
-      per_step.append(scoring.position_probabilities(scorer["verifier"], tokens_BxT,
-                                                     model_cfg=prm_cfg, num_quantiles=0)[..., 0])
-    return jnp.stack([selection.sample_scores(p_BxT, step_BxT, how)
-                      for p_BxT in per_step for how in ("last", "min")], -1)
-  return score
-
-
-def _unscored(scorer, tokens_BxT, prompt_len_B, length_B):
-  """The design split's score function: nothing is scored (a zero channel)."""
-  del scorer, prompt_len_B, length_B
-  return jnp.zeros((tokens_BxT.shape[0], 1), jnp.float32)
-
-
-def live_draw(models: Models, cfg: IasConfig, temperature: float,
+def live_draw(models: ias_models.Models, cfg: IasConfig, temperature: float,
               scored: bool = True) -> draws.LiveDraw:
   tokenizer = models.tokenizer
   dec = decode.DecodeConfig(max_new_tokens=cfg.max_new_tokens,
                             policy=decode.SamplingPolicy(temperature=temperature),
                             stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
                             confidence_top_k=cfg.confidence_top_k)
-  score_fn = (_score_fn(models.prm_cfg, models.levels, models.step_end_ids,
+  score_fn = (ias_models.score_fn(models.prm_cfg, models.levels, models.step_end_ids,
                         models.base_in_calibrated, models.step_verifier is not None)
-              if scored else _unscored)
+              if scored else ias_models.unscored)
   return draws.LiveDraw(models.policy_cfg, dec, score_fn,
                         functools.partial(extract_answer_ids, tokenizer=tokenizer),
                         group_window=cfg.group_window)
-
-
-def prompt_ids(problems, tokenizer=TOKENIZER) -> list[list[int]]:
-  """Each problem's prompt as the policy reads it: EOS, then the question."""
-  return [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
-
-
-def encode_prompts(problems, tokenizer=TOKENIZER) -> draws.Prompts:
-  prompt_QxP, prompt_len_Q = decode.left_pad(prompt_ids(problems, tokenizer), tokenizer.pad_id)
-  return draws.Prompts(jnp.asarray(prompt_QxP), jnp.asarray(prompt_len_Q))
-
-
-def question_features(models: Models, prompts_text: list[str]) -> dict:
-  """Step-0 PRM outputs and the policy's log-probability statistics of each question."""
-  tokens_NxT = encode_texts(prompts_text, models.prm_cfg.max_len, tokenizer=models.tokenizer)
-  last_N = (tokens_NxT != models.tokenizer.pad_id).sum(1) - 1
-  rows = np.arange(len(prompts_text))
-  cal = np.asarray(scoring.position_probabilities(
-      models.calibrated, tokens_NxT, model_cfg=models.prm_cfg,
-      num_quantiles=len(models.levels)))[rows, last_N]
-  base = np.asarray(scoring.position_probabilities(
-      models.base, tokens_NxT, model_cfg=models.prm_cfg, num_quantiles=0))[rows, last_N, 0]
-  logits_NxTxV = jax.jit(lambda p, t: Transformer(models.policy_cfg).apply({"params": p}, t))(
-      models.policy, tokens_NxT)
-  logprob_NxT = np.asarray(jnp.take_along_axis(jax.nn.log_softmax(logits_NxTxV[:, :-1]),
-                                               tokens_NxT[:, 1:, None], -1)[..., 0])
-  real_NxT = np.arange(1, tokens_NxT.shape[1])[None, :] <= last_N[:, None]
-  cols = scoring.columns(models.levels)
-  return {
-      "calibrated": cal[:, :cols[scoring.BASE]], "base": base,
-      "logprob_mean": np.where(real_NxT, logprob_NxT, 0).sum(1) / real_NxT.sum(1),
-      "logprob_min": np.where(real_NxT, logprob_NxT, np.inf).min(1),
-      "prompt_tokens": last_N + 1}
-
-
-def _combined_features(f: dict) -> np.ndarray:
-  return combined.features(np.concatenate([f["calibrated"], f["base"][:, None]], 1),
-                           f["logprob_mean"], f["logprob_min"])
-
-
-def fit_combined(models: Models, calibrate_workdir: str) -> combined.CombinedEstimate:
-  """The combined estimate, fit on the calibration split's step-0 MC records only."""
-  folder = os.path.join(calibrate_workdir, "mc_calibration")
-  paths = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".array_record"))
-  records = [r for r in mc_data.read_records(paths) if r["step"] == 0]
-  prompts = [r["text"] for r in records]
-  return combined.CombinedEstimate.fit(_combined_features(question_features(models, prompts)),
-                                       np.array([r["target"] for r in records]))
 
 
 def rule_scores(problems, pool: draws.Pool, tokenizer) -> np.ndarray:
@@ -273,16 +158,16 @@ def _problems(size: int, seed: int, difficulties) -> list:
   return [source[i] for i in range(size)]
 
 
-def _data(models: Models, cfg: IasConfig, problems, seed: int) -> dict:
+def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dict:
   scorer = {"base": models.base, "calibrated": models.calibrated}
   if models.step_verifier is not None:
     scorer["verifier"] = models.step_verifier
-  return {"policy": models.policy, "prompts": encode_prompts(problems, models.tokenizer),
+  return {"policy": models.policy, "prompts": ias_models.encode_prompts(problems, models.tokenizer),
           "score_cost": 1, "key": jax.random.fold_in(jax.random.key(cfg.seed), seed),
           "scorer": scorer}
 
 
-def design_pools(models: Models, cfg: IasConfig, pools_dir: str):
+def design_pools(models: ias_models.Models, cfg: IasConfig, pools_dir: str):
   """({temperature: correct_QxN}, difficulty_Q) of the design split; unscored samples."""
   problems = _problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
   gold_Q = np.array([p.answer for p in problems])
@@ -305,13 +190,12 @@ class Split:
   problems: list
   full_pool: draws.Pool
   pool_split: ias_eval.PoolSplit
-  features: dict
 
 
-def build_split(name: str, models: Models, cfg: IasConfig, problems, seed: int,
+def build_split(name: str, models: ias_models.Models, cfg: IasConfig, problems, seed: int,
                 temperature: float, prior: combined.CombinedEstimate, pools_dir: str) -> Split:
   """Draws (or resumes) the split's pool, adds the rule verifier, saves the compact copy."""
-  features = question_features(models, [format_prompt(p) for p in problems])
+  features = ias_models.question_features(models, [format_prompt(p) for p in problems])
   logging.info("%s: drawing %d x %d samples", name, len(problems), cfg.n_max)
   pool = draws.build_pool(live_draw(models, cfg, temperature), _data(models, cfg, problems, seed),
                           len(problems), cfg.n_max, rows=cfg.pool_rows,
@@ -325,7 +209,7 @@ def build_split(name: str, models: Models, cfg: IasConfig, problems, seed: int,
   cols = scoring.columns(models.levels)
   estimates = {"base": features["base"], "calibrated_q0.1": features["calibrated"][:, cols["q0.1"]],
                "calibrated_mean": features["calibrated"][:, cols["mean"]],
-               "combined": prior(_combined_features(features))}
+               "combined": prior(ias_models.combined_features(features))}
   split = ias_eval.PoolSplit(
       pool=pool, channels=models.channels, gold_Q=np.array([p.answer for p in problems]),
       difficulty_Q=np.array([p.difficulty for p in problems]), prompt_tokens_Q=prompt_tokens_Q,
@@ -335,7 +219,7 @@ def build_split(name: str, models: Models, cfg: IasConfig, problems, seed: int,
       policy_flops=forward_flops_per_token(models.policy_cfg, prompt_len + length / 2),
       prm_flops=forward_flops_per_token(models.prm_cfg, (prompt_len + length) / 2))
   save_split(os.path.join(pools_dir, f"{name}.npz"), split)
-  return Split(name, problems, pool, split, features)
+  return Split(name, problems, pool, split)
 
 
 def save_split(path: str, split: ias_eval.PoolSplit) -> None:
@@ -364,7 +248,7 @@ def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSet
   when there is one, else the calibrated PRM, its form (best or vote) chosen on validation."""
   learned = "verifier" if "verifier_last" in channels else "calibrated"
   candidates = (f"best:{learned}_last", f"best:{learned}_min", f"vote:{learned}_last")
-  aggregations = ("majority", f"best:{RULE}", "best:calibrated_last", "vote:calibrated_last",
+  aggregations = ("majority", f"best:{ias_models.RULE}", "best:calibrated_last", "vote:calibrated_last",
                   "best:base_last") + tuple(a for a in candidates
                                             if not a.startswith(("best:calibrated_last",
                                                                  "vote:calibrated_last")))
@@ -457,13 +341,13 @@ def other_methods(split: Split, cfg: IasConfig, probes: dict, aggregation: str,
   return out
 
 
-def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
+def evaluate_beams(split: Split, models: ias_models.Models, cfg: IasConfig,
                    beam_cfg: beam_study.BeamStudyConfig, temperature: float) -> dict:
   """Fixed beam searches and IAS-of-K / IAS-of-M on the split's first questions."""
   ps = split.pool_split
   n = min(beam_cfg.questions, len(split.problems))
   problems = split.problems[:n]
-  runs = beam_study.run_beams(models, problems, prompt_ids(problems, models.tokenizer), beam_cfg,
+  runs = beam_study.run_beams(models, problems, ias_models.prompt_ids(problems, models.tokenizer), beam_cfg,
                               temperature=temperature, q=cfg.q,
                               key=jax.random.fold_in(jax.random.key(cfg.seed), 7))
   difficulty_Q, prompt_Q = ps.difficulty_Q[:n], ps.prompt_tokens_Q[:n]
@@ -490,31 +374,13 @@ def evaluate_beams(split: Split, models: Models, cfg: IasConfig,
   return {"questions": n, "variants": out}
 
 
-def load_models(config) -> Models:
-  """The policy (`study.load_policy`: a train_policy run, or SmolLM2 with the adapters the
-  calibration study fine-tuned in calibrate_workdir), the calibration study's two PRMs and its
-  learned step verifier when it trained one."""
-  policy, policy_cfg, tokenizer, _ = study.load_policy(config, config.calibrate_workdir)
-  command = (f"python -m experiments.calibrate --config={config.calibrate_config} "
-             f"--workdir={config.calibrate_workdir}")
-  base, prm_cfg, _ = saved.load_prm(config.calibrate_workdir, "base", command=command)
-  calibrated, _, levels = saved.load_prm(config.calibrate_workdir, "calibrated", command=command)
-  verifier = None
-  if os.path.isdir(os.path.join(config.calibrate_workdir, "prm", "step_verifier")):
-    verifier, _, _ = saved.load_prm(config.calibrate_workdir, "step_verifier", command=command)
-  same = lambda name: all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(base[name]), jax.tree.leaves(calibrated[name]), strict=True))
-  return Models(nn.meta.unbox(policy), policy_cfg, base, calibrated, prm_cfg, levels, tokenizer,
-                base_in_calibrated=same("backbone") and same("head"), step_verifier=verifier)
-
-
 def run_ias_study(config, workdir: str) -> dict:
   cfg = from_mapping(IasConfig, config.ias, "ias")
   criteria = from_mapping(regime.RegimeCriteria, config.regime, "regime")
   if not set(criteria.n_max_choices) <= set(cfg.fixed_ns):
     raise ValueError(f"regime.n_max_choices must be points of ias.fixed_ns={cfg.fixed_ns} (the "
                      f"accuracy to reach is fixed N = N_max's), got {criteria.n_max_choices}")
-  models = load_models(config)
+  models = ias_models.load_models(config)
   pools_dir = os.path.join(workdir, "pools")
   os.makedirs(os.path.join(pools_dir, "full"), exist_ok=True)
 
@@ -525,7 +391,7 @@ def run_ias_study(config, workdir: str) -> dict:
   logging.info("regime: %s; control: %s", regime.describe(chosen), regime.describe(control))
   temperature, mix = chosen["temperature"], range(chosen["lo"], chosen["hi"] + 1)
 
-  estimate = fit_combined(models, config.calibrate_workdir)
+  estimate = ias_models.fit_combined(models, config.calibrate_workdir)
   val = build_split("validation", models, cfg,
                     _problems(cfg.validation_questions, cfg.validation_seed, mix),
                     cfg.validation_seed, temperature, estimate, pools_dir)
