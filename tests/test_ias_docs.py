@@ -22,14 +22,14 @@ def test_replace_blocks_rewrites_only_the_marked_bodies():
 
 def test_committed_docs_match_the_committed_results():
   blocks = ias_table.render(json.loads(RESULTS.read_text()))
-  for name, tables in (("docs/ias.md", ias_table.TABLES), ("README.md", ("headline",))):
+  for name, tables in (("docs/ias.md", ias_table.TABLES), ("README.md", ("brief",))):
     text = (REPO / name).read_text()
     assert ias_table.replace_blocks(text, blocks) == text, (
         f"{name} differs from {RESULTS.relative_to(REPO)}: run python scripts/render_ias_docs.py")
     for table in tables:
       assert blocks[table] in text, f"{name} lacks the rendered {table} table"
   readme = (REPO / "README.md").read_text()
-  assert "<!-- ias:headline -->" in readme and "<!-- ias:headline -->" in (
+  assert "<!-- ias:brief -->" in readme and "<!-- ias:headline -->" in (
       REPO / "docs" / "ias.md").read_text()
 
 
@@ -50,3 +50,13 @@ def test_the_headline_table_lists_every_method_and_both_ratios():
   ias = results["test"]["methods"]["ias"]
   assert f"{ias['matched']['ratio']:.2f}" in table
   assert f"{ias['matched_best_fixed']['ratio']:.2f}" in table
+
+
+def test_the_brief_table_is_the_headline_restricted_to_the_allocation_families():
+  results = json.loads(RESULTS.read_text())
+  full, brief = ias_table.headline(results), ias_table.headline(results, brief=True)
+  rows = [line for line in brief.splitlines() if line.startswith("| ")]
+  assert all(row in full for row in rows)
+  for name in ias_table.BRIEF:
+    assert f"| {dict(ias_table.METHOD_LABELS)[name]} |" in brief
+  assert "| control: IAS |" in brief and "Adaptive-Consistency" not in brief

@@ -7,7 +7,7 @@ that the committed docs equal what `render` gives.
 
 import re
 
-TABLES = ("headline", "tiers", "beams")
+TABLES = ("headline", "tiers", "beams")  # docs/ias.md; the README holds "brief"
 # Methods of the headline table in order, with their labels.
 METHOD_LABELS = (
     ("ias", "IAS, paper rule (q, cap, estimate chosen on validation)"),
@@ -49,8 +49,13 @@ def _row(label: str, m: dict, *, ratio: bool = True) -> str:
           f"{_ratio(m.get('matched_best_fixed')) if ratio else ''} |")
 
 
-def headline(results: dict) -> str:
-  """Regime, control, and every method's test accuracy, samples, GFLOPs and matched ratio."""
+# The README's brief table: the allocation families and the control's IAS.
+BRIEF = ("ias", "offline", "online")
+
+
+def headline(results: dict, brief: bool = False) -> str:
+  """Regime, control, and every method's test accuracy, samples, GFLOPs and matched ratios;
+  `brief`: the BRIEF methods and the control's IAS only, and the verdict without the notes."""
   chosen, aggregation, n = results["regime"], results["aggregation"], results["match_n"]
   test, fixed = results["test"], results["test"]["fixed"]
   sizes = results["num_questions"]
@@ -74,15 +79,21 @@ def headline(results: dict) -> str:
            ratio=False),
   ]
   labels = dict(METHOD_LABELS)
-  lines += [_row(labels.get(name, name), test["methods"][name])
-            for name in [n for n, _ in METHOD_LABELS if n in test["methods"]]
-            + sorted(set(test["methods"]) - set(labels))]
-  for name, label in (("ias", "control: IAS"), ("online", "control: budget-aware online")):
+  names = [n for n, _ in METHOD_LABELS if n in test["methods"]] + sorted(
+      set(test["methods"]) - set(labels))
+  lines += [_row(labels.get(name, name), test["methods"][name]) for name in names
+            if not brief or name in BRIEF]
+  control = (("ias", "control: IAS"),) + (() if brief else (("online",
+                                                             "control: budget-aware online"),))
+  for name, label in control:
     if name in results.get("control", {}).get("methods", {}):
       lines.append(_row(label, results["control"]["methods"][name]))
-  lines += ["", f"Regime verdict: {verdict}. The cheapest fixed method is the lower envelope "
-            f"of every fixed-N curve but the perfect selector's and the rule verifier's; the "
-            f"control rows are matched to the control's own curves."]
+  lines += ["", f"Regime verdict: {verdict}."]
+  if brief:
+    return "\n".join(lines)
+  lines[-1] += (" The cheapest fixed method is the lower envelope of every fixed-N curve but the "
+                "perfect selector's and the rule verifier's; the control rows are matched to the "
+                "control's own curves.")
   sizing = results.get("sizing")
   if sizing:
     lines[-1] += (f" Sizing from validation: the IAS log ratio's 90% half-width is "
@@ -132,7 +143,8 @@ def beams(results: dict) -> str:
 
 
 def render(results: dict) -> dict:
-  return {"headline": headline(results), "tiers": tiers(results), "beams": beams(results)}
+  return {"headline": headline(results), "brief": headline(results, brief=True),
+          "tiers": tiers(results), "beams": beams(results)}
 
 
 def replace_blocks(text: str, blocks: dict) -> str:
