@@ -47,13 +47,18 @@ def test_hand_example():
   assert budget_lib.expected_coverage([0.5, 0.0, 0.9], n_Q) == pytest.approx((0.875 + 0.99) / 3)
 
 
+def _random_case(rng, *, max_q: int, max_n: int):
+  """(q, n_min, n_max, p_Q): q in [1, max_q], n_min in [0, 2], n_max in [max(n_min, 1), max_n]."""
+  q = int(rng.integers(1, max_q + 1))
+  n_min = int(rng.integers(0, 3))
+  n_max = int(rng.integers(max(n_min, 1), max_n + 1))
+  return q, n_min, n_max, _random_p(rng, q)
+
+
 def test_matches_brute_force_optimum():
   rng = np.random.default_rng(0)
   for _ in range(300):
-    q = int(rng.integers(1, 5))
-    n_min = int(rng.integers(0, 3))
-    n_max = int(rng.integers(max(n_min, 1), 6))
-    p_Q = _random_p(rng, q)
+    q, n_min, n_max, p_Q = _random_case(rng, max_q=4, max_n=5)
     # Budgets at the edges: the minimum, just above it, the maximum, beyond it.
     for total in {n_min * q, n_min * q + 1, int(rng.integers(n_min * q, n_max * q + 1)),
                   n_max * q, n_max * q + 3}:
@@ -66,10 +71,7 @@ def test_matches_brute_force_optimum():
 def test_matches_heap_greedy():
   rng = np.random.default_rng(1)
   for _ in range(100):
-    q = int(rng.integers(1, 40))
-    n_min = int(rng.integers(0, 3))
-    n_max = int(rng.integers(max(n_min, 1), 20))
-    p_Q = _random_p(rng, q)
+    q, n_min, n_max, p_Q = _random_case(rng, max_q=39, max_n=19)
     total = int(rng.integers(n_min * q, n_max * q + 5))
     np.testing.assert_array_equal(
         budget_lib.greedy_allocation(p_Q, total, n_max=n_max, n_min=n_min),
