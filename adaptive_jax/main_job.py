@@ -32,6 +32,7 @@ from typing import Callable
 import ml_collections
 from absl import logging as absl_logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax.claims import claims_table
 from adaptive_jax.oracle.study import run_oracle_study
 from adaptive_jax.policy.train import train_policy
@@ -233,8 +234,7 @@ def run_main(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
       print(f"{head}: failed after {_duration(time.time() - tick)}"
             + ("" if verbose else f"; its output: {log}"), flush=True)
       raise
-    with open(os.path.join(folder, RECORD), "w") as f:
-      json.dump(record, f, indent=2)
+    atomic_file.write_json(os.path.join(folder, RECORD), record)
     status[stage.name] = "ran"
     print(f"{head}: done in {_duration(time.time() - tick)}", flush=True)
   results = {name: _load_results(dirs[name]) for name in ("duo", "oracle", "router", "policy",

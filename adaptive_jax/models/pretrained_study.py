@@ -10,7 +10,6 @@ compare across the two tokenizers (see text_eval).
 
 import dataclasses
 import functools
-import json
 import os
 import time
 
@@ -18,6 +17,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax import data as data_lib
 from adaptive_jax import routing
 from adaptive_jax.data import pipeline
@@ -155,8 +155,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
   results["answer_seconds"] = time.perf_counter() - tick
   results["seconds"] = time.perf_counter() - start
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 

@@ -1,7 +1,6 @@
 """Stage-2 study: oracle, context-consistent oracle and baselines per budget on a trained Duo model."""
 
 import dataclasses
-import json
 import math
 import os
 
@@ -9,6 +8,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax import data as data_lib
 from adaptive_jax import routing
 from adaptive_jax.oracle import budget as budget_lib
@@ -148,10 +148,10 @@ def run_oracle_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                        cfg.num_sequences, cfg.seq_len)
     result, per_token, arrays = _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg)
     results["domains"][domain] = result
-    np.savez(os.path.join(workdir, f"{domain}_oracle.npz"), **arrays)
+    atomic_file.write_npz(os.path.join(workdir, f"{domain}_oracle.npz"), arrays)
     pieces = [tokenizer.decode([int(i)]) for i in targets_BxT[0]]
-    np.savez(os.path.join(workdir, f"{domain}_tokens.npz"), pieces=np.array(pieces),
-             inputs=tokens_BxT[0], tokens=targets_BxT[0], **per_token)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    atomic_file.write_npz(os.path.join(workdir, f"{domain}_tokens.npz"),
+                          dict(pieces=np.array(pieces), inputs=tokens_BxT[0],
+                               tokens=targets_BxT[0], **per_token))
+    atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results

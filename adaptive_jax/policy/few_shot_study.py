@@ -8,7 +8,6 @@ difficulty. Accuracy per difficulty comes with a Wilson score interval.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 import scipy.stats
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax.models import smollm2
 from adaptive_jax.policy import few_shot
 from adaptive_jax.sampler.decode import SamplingPolicy
@@ -181,8 +181,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      "by_difficulty": {str(d): r for d, r in rows.items()}}
   results["seconds"] = time.perf_counter() - start
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from adaptive_jax import atomic_file
 from adaptive_jax.models import smollm2
 from adaptive_jax.models.gguf_tokenizer import TaskTokenizer
 from adaptive_jax.policy import lora_fine_tune
@@ -62,7 +63,7 @@ def task_tokenizer(model: smollm2.Pretrained) -> TaskTokenizer:
 
 def _save_adapters(path: str, adapters):
   flat = traverse_util.flatten_dict(adapters, sep="|")
-  np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+  atomic_file.write_npz(path, {k: np.asarray(v) for k, v in flat.items()})
 
 
 def _load_adapters(path: str):
@@ -97,8 +98,7 @@ def fine_tuned_policy(policy: PretrainedPolicyConfig, ft: lora_fine_tune.FineTun
   if os.path.exists(settings_path):
     _check_settings(settings_path, settings)
   else:
-    with open(settings_path, "w") as f:
-      json.dump(settings, f, indent=2)
+    atomic_file.write_json(settings_path, settings)
   merge = jax.jit(lora_fine_tune.merge, static_argnums=2)
   if os.path.exists(results_path):
     with open(results_path) as f:
@@ -122,6 +122,6 @@ def fine_tuned_policy(policy: PretrainedPolicyConfig, ft: lora_fine_tune.FineTun
              "eval_problems_per_difficulty": policy.eval_problems_per_difficulty,
              "accuracy": {str(d): a for d, a in accuracy.items()}}
   _save_adapters(adapters_path, adapters)
-  with open(results_path, "w") as f:  # last: its presence marks a finished fine-tune
-    json.dump(results, f, indent=2)
+  # Last: its presence marks a finished fine-tune.
+  atomic_file.write_json(results_path, results)
   return params, model.cfg, tokenizer, results

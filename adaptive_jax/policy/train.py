@@ -1,12 +1,12 @@
 """Trains the policy (a dense transformer) on gold solutions, then measures accuracy by difficulty."""
 
 import dataclasses
-import json
 import os
 
 import jax
 import ml_collections
 
+from adaptive_jax import atomic_file
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty, pass_at_k_by_difficulty
@@ -112,6 +112,5 @@ def train_policy(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           "pass@1_by_difficulty": {str(d): v[1] for d, v in by.items()},
                           f"pass@{n}_by_difficulty": {str(d): v[n] for d, v in by.items()}}
   if distributed.is_writer():
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results

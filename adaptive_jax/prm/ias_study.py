@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax.nn.flops import forward_flops_per_token
 from adaptive_jax.prm import beam_study, combined, ias_eval, ias_models, ias_sweep, regime, scoring
 from adaptive_jax.prm import probe as probe_lib
@@ -404,8 +405,9 @@ def run_ias_study(config, workdir: str) -> dict:
         _problems(cfg.control_questions, cfg.control_seed, cfg.design_difficulties),
         cfg.control_seed, temperature, estimate, pools_dir)
   settings = sweep_settings(cfg, models.channels, chosen["n_max"])
-  _write_json(os.path.join(pools_dir, "settings.json"),
-              {"sweep": dataclasses.asdict(settings), "regime": chosen, "control_regime": control})
+  atomic_file.write_json(os.path.join(pools_dir, "settings.json"),
+                         {"sweep": dataclasses.asdict(settings), "regime": chosen,
+                          "control_regime": control}, default=_json_default)
   results = ias_sweep.evaluate(val.pool_split, test.pool_split,
                                control_split and control_split.pool_split, settings)
   aggregation = results["aggregation"]
@@ -435,15 +437,8 @@ def run_ias_study(config, workdir: str) -> dict:
                         "test": cfg.test_questions, "control": cfg.control_questions},
   })
   results = json.loads(json.dumps(results, default=_json_default))
-  _write_json(os.path.join(workdir, "results.json"), results)
+  atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results
-
-
-def _write_json(path: str, value) -> None:
-  """Atomically: a reader sees the whole file or none."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2, default=_json_default)
-  os.replace(path + ".tmp", path)
 
 
 def _json_default(x):

@@ -18,6 +18,7 @@ import grain
 import jax
 from array_record.python import array_record_module
 
+from adaptive_jax import atomic_file
 from adaptive_jax.tasks.problem import STEP_END, Problem, format_prompt, is_correct
 
 # complete(prompts, key) -> one sampled continuation per prompt text (see policy.evaluate).
@@ -79,8 +80,7 @@ def _claim(out_dir: str, settings: dict):
     if any(name.endswith(".array_record") for name in os.listdir(out_dir)):
       raise ValueError(f"{out_dir} holds MC shards but no {SETTINGS_FILE}: their settings are "
                        f"unknown; delete {out_dir} or use a new workdir")
-    with open(path, "w") as f:
-      json.dump(settings, f, indent=2, sort_keys=True)
+    atomic_file.write_json(path, settings, sort_keys=True)
     return
   with open(path) as f:
     old = json.load(f)
@@ -117,12 +117,11 @@ def generate_shards(problems: Sequence[Problem], complete: CompleteFn, key, out_
     records = question_records(problems[start:start + questions_per_shard], start, complete,
                                jax.random.fold_in(key, shard), num_responses=num_responses,
                                num_rollouts=num_rollouts, max_steps=max_steps, check=check)
-    tmp = path + ".tmp"
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-    for record in records:
-      writer.write(json.dumps(record).encode("utf-8"))
-    writer.close()
-    os.replace(tmp, path)
+    with atomic_file.replacing(path) as tmp:
+      writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+      for record in records:
+        writer.write(json.dumps(record).encode("utf-8"))
+      writer.close()
   return paths
 
 

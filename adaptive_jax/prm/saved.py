@@ -11,6 +11,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from adaptive_jax import atomic_file
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import fit
 
@@ -24,8 +25,8 @@ def save_prm(workdir: str, name: str, params, model_cfg: ModelConfig, levels=())
   os.makedirs(folder, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(folder, "params"), params, force=True)
-  with open(os.path.join(folder, "prm.json"), "w") as f:
-    json.dump({"model": dataclasses.asdict(model_cfg), "levels": list(levels)}, f, indent=2)
+  atomic_file.write_json(os.path.join(folder, "prm.json"),
+                         {"model": dataclasses.asdict(model_cfg), "levels": list(levels)})
 
 
 def load_prm(workdir: str, name: str, *, command: str):

@@ -3,7 +3,6 @@ step verifier trained on exact step labels."""
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 
@@ -13,6 +12,7 @@ import numpy as np
 import sklearn.metrics
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
 from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved, step_verifier
@@ -447,8 +447,8 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       "target_by_difficulty": {str(k): float(np.mean(y_test[difficulty == k]))
                                for k in sorted(set(difficulty.tolist()))},
   }
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  np.savez(os.path.join(workdir, "predictions.npz"), target=y_test, difficulty=difficulty,
-           quantiles=q_test, lower_conformal=lower_conformal, **test_predictions)
+  atomic_file.write_json(os.path.join(workdir, "results.json"), results)
+  atomic_file.write_npz(os.path.join(workdir, "predictions.npz"),
+                        dict(target=y_test, difficulty=difficulty, quantiles=q_test,
+                             lower_conformal=lower_conformal, **test_predictions))
   return results

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax import data as data_lib
 from adaptive_jax import routing
 from adaptive_jax.nn.transformer import Transformer
@@ -284,14 +285,14 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for k, row in dense.items():
       results["budgets"][k]["dense"] = row
     _write(workdir, results)
-  np.savez(os.path.join(workdir, "routers.npz"), **saved)
-  np.savez(os.path.join(workdir, "routes.npz"), **routes)  # first held-out sequence, [T, L]
+  atomic_file.write_npz(os.path.join(workdir, "routers.npz"), saved)
+  # The first held-out sequence's routes, [T, L].
+  atomic_file.write_npz(os.path.join(workdir, "routes.npz"), routes)
   return results
 
 
 def _write(workdir: str, results: dict) -> None:
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  atomic_file.write_json(os.path.join(workdir, "results.json"), results)
 
 
 def router_table(results: dict) -> str:

@@ -22,6 +22,7 @@ import shutil
 
 import numpy as np
 
+from adaptive_jax import atomic_file
 from adaptive_jax.sampler.draws import Pool
 
 # The in-memory dtype of a field, by its name before the shape suffix ("scores_QxNxC").
@@ -144,14 +145,4 @@ def _compact(x: np.ndarray) -> np.ndarray:
 
 def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
   """np.savez_compressed to `path + ".tmp"`, synced, then renamed over `path`."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a name
-      np.savez_compressed(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic_file.write_npz(path, arrays, compressed=True)

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from adaptive_jax import atomic_file
 from adaptive_jax import data as data_lib
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.train import checkpoint as ckpt_lib
@@ -77,8 +78,7 @@ def write_run_config(config: ml_collections.ConfigDict, workdir: str, *,
   distributed.barrier("config.json checked")  # all have read it before process 0 rewrites it
   if distributed.is_writer():
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-      f.write(config.to_json(indent=2))
+    atomic_file.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
 
 
 def typed_configs(config: ml_collections.ConfigDict):
@@ -175,6 +175,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "train/loss": final[-1]["train/loss"] if final else None,
              "num_params": state_lib.count_params(state.params), **results}
   if distributed.is_writer():
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    atomic_file.write_json(os.path.join(workdir, "results.json"), results)
   return results

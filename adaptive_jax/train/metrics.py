@@ -7,6 +7,7 @@ import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
+from adaptive_jax import atomic_file
 from adaptive_jax.train import distributed
 
 
@@ -27,10 +28,8 @@ class MetricWriter:
       return
     with open(self._jsonl_path) as f:
       rows = [json.loads(line) for line in f if line.strip()]
-    with open(self._jsonl_path, "w") as f:
-      for row in rows:
-        if row["step"] <= step:
-          f.write(json.dumps(row) + "\n")
+    atomic_file.write_text(self._jsonl_path,
+                           "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step))
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     if not self._writes:
