@@ -44,7 +44,7 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, value, *, default: Callable[[Any], Any] | None = None,
                sort_keys: bool = False) -> None:
-  """json.dumps(value, indent=2) written atomically; the whole text is built before the file opens."""
+  """json.dumps(value, indent=2), written atomically; the text is whole before a file opens."""
   write_text(path, json.dumps(value, indent=2, default=default, sort_keys=sort_keys))
 
 

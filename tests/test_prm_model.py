@@ -80,9 +80,9 @@ def test_left_padding_reads_the_end_but_sees_the_pads(model_and_params):
 
 def test_calibrated_outputs_start_at_the_base_probability():
   records = _records(0, 6, (0.5, 0.5))
-  base = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)
-  calibrated = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=4,
-                                 learning_rate=1e-3, seed=0)
+  base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)
+  calibrated, _ = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=4,
+                                    learning_rate=1e-3, seed=0)
   # The head reads [h_last; h_mean]; three quantiles, then the mean.
   assert calibrated["delta"]["kernel"].shape == (2 * CFG.d_model, 4)
   base_Nx1 = fit.predict(base, CFG, records, batch_size=4)
@@ -98,11 +98,11 @@ def _same(a, b):
 
 def test_adapters_train_what_they_name():
   records = _records(1, 16, (0.5, 0.5))
-  base = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
+  base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
   kwargs = dict(steps=2, batch_size=8, learning_rate=1e-2, seed=0)
-  head = fit.calibrate_prm(base, records, CFG, **kwargs)
-  low_rank = fit.calibrate_prm(base, records, CFG, adapter="lora", lora_rank=2, **kwargs)
-  full = fit.calibrate_prm(base, records, CFG, adapter="full", **kwargs)
+  head, _ = fit.calibrate_prm(base, records, CFG, **kwargs)
+  low_rank, _ = fit.calibrate_prm(base, records, CFG, adapter="lora", lora_rank=2, **kwargs)
+  full, _ = fit.calibrate_prm(base, records, CFG, adapter="full", **kwargs)
   for tuned in (head, low_rank):
     assert _same(tuned["backbone"]["embed"], base["backbone"]["embed"])
     assert _same(tuned["head"], base["head"])
@@ -131,10 +131,10 @@ def test_adapters_train_what_they_name():
 def test_head_adapter_on_cached_features_equals_training_through_the_model():
   """Reference: the same steps taken through the whole model, all but delta and base_gain frozen."""
   records = _records(3, 24, (0.5, 0.5))
-  base = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
+  base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=8, learning_rate=1e-3, seed=0)
   steps, batch_size, lr, seed = 4, 8, 1e-2, 5
-  tuned = fit.calibrate_prm(base, records, CFG, steps=steps, batch_size=batch_size,
-                            learning_rate=lr, seed=seed)
+  tuned, _ = fit.calibrate_prm(base, records, CFG, steps=steps, batch_size=batch_size,
+                               learning_rate=lr, seed=seed)
   model = PRM(CFG, 3)
   tokens_NxT = jnp.asarray(encode_records(records, CFG.max_len))
   targets_N = jnp.asarray([r["target"] for r in records], jnp.float32)
@@ -167,9 +167,9 @@ def test_head_adapter_on_cached_features_equals_training_through_the_model():
 def test_base_prm_adapters_train_what_they_name():
   records = _records(1, 16, (0.5, 0.5))
   kwargs = dict(records=records, model_cfg=CFG, batch_size=8, learning_rate=1e-2, seed=0)
-  init = fit.train_base_prm(steps=0, **kwargs)
-  head = fit.train_base_prm(steps=2, adapter="head", **kwargs)
-  full = fit.train_base_prm(steps=2, **kwargs)  # the default: public PRMs train everything
+  init, _ = fit.train_base_prm(steps=0, **kwargs)
+  head, _ = fit.train_base_prm(steps=2, adapter="head", **kwargs)
+  full, _ = fit.train_base_prm(steps=2, **kwargs)  # the default: public PRMs train everything
   assert not _same(head["head"], init["head"])
   assert _same(head["backbone"], init["backbone"])
   assert not _same(full["backbone"]["layers"], init["backbone"]["layers"])
@@ -187,9 +187,9 @@ def test_mean_output_fits_the_mean_where_the_median_differs():
   has_x_N = np.array(["x" in r["text"] for r in records])
   targets_N = np.array([r["target"] for r in records])
   # A base PRM that has learned to see 'x' (from its labels), then the head alone calibrates.
-  base = fit.train_base_prm(records, CFG, steps=200, batch_size=32, learning_rate=3e-3, seed=0)
-  calibrated = fit.calibrate_prm(base, records, CFG, steps=500, batch_size=128,
-                                 learning_rate=3e-3, seed=0)
+  base, _ = fit.train_base_prm(records, CFG, steps=200, batch_size=32, learning_rate=3e-3, seed=0)
+  calibrated, _ = fit.calibrate_prm(base, records, CFG, steps=500, batch_size=128,
+                                    learning_rate=3e-3, seed=0)
   out_NxK = fit.predict(calibrated, CFG, records)
   for group in (has_x_N, ~has_x_N):  # the mean output matches each group's success rate
     assert abs(out_NxK[group, MEAN].mean() - targets_N[group].mean()) < 0.05
@@ -208,15 +208,16 @@ def test_base_training_and_quantile_calibration_on_a_synthetic_feature(adapter):
   kwargs = dict(batch_size=32, learning_rate=3e-3, seed=0)
   bce = lambda p_N: -np.mean(labels_N * np.log(p_N) + (1 - labels_N) * np.log1p(-p_N))
 
-  init_N = fit.predict(fit.train_base_prm(records, CFG, steps=0, **kwargs), CFG, records)[:, 0]
-  base = fit.train_base_prm(records, CFG, steps=200, **kwargs)
+  init_N = fit.predict(fit.train_base_prm(records, CFG, steps=0, **kwargs)[0], CFG,
+                       records)[:, 0]
+  base, _ = fit.train_base_prm(records, CFG, steps=200, **kwargs)
   base_N = fit.predict(base, CFG, records)[:, 0]
   # The label entropy (H(0.99) + H(0.7)) / 2 = 0.33 is the best achievable in expectation.
   assert bce(base_N) < min(bce(init_N) - 0.1, 0.36)
   assert base_N[has_x_N].mean() > 0.9 and base_N[~has_x_N].mean() > 0.5  # skewed as its labels
 
-  calibrated = fit.calibrate_prm(base, records, CFG, steps=200, batch_size=32,
-                                 learning_rate=1e-2, seed=1, adapter=adapter, lora_rank=4)
+  calibrated, _ = fit.calibrate_prm(base, records, CFG, steps=200, batch_size=32,
+                                    learning_rate=1e-2, seed=1, adapter=adapter, lora_rank=4)
   out_NxK = fit.predict(calibrated, CFG, records)
   q_NxQ = out_NxK[:, :MEAN]
   base_brier = metrics.brier(base_N, targets_N)
@@ -243,9 +244,9 @@ def test_bad_inputs_raise_errors_naming_the_field():
     with pytest.raises(ValueError, match="levels"):
       fit.calibrate_prm({}, records, CFG, levels=levels, steps=1, batch_size=2,
                         learning_rate=1e-3, seed=0)
-  base = fit.train_base_prm(records, CFG, steps=0, batch_size=2, learning_rate=1e-3, seed=0)
-  calibrated = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=2, learning_rate=1e-3,
-                                 seed=0)
+  base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=2, learning_rate=1e-3, seed=0)
+  calibrated, _ = fit.calibrate_prm(base, records, CFG, steps=0, batch_size=2, learning_rate=1e-3,
+                                    seed=0)
   with pytest.raises(ValueError, match=r"calibration leaves \['delta', 'base_gain'\]"):
     fit.calibrate_prm(calibrated, records, CFG, steps=1, batch_size=2, learning_rate=1e-3, seed=0)
   with pytest.raises(ValueError, match=r"calibration leaves \['base_gain'\]"):

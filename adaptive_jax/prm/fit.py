@@ -14,7 +14,8 @@ get optax `set_to_zero` and `stop_gradient`: with "lora" the backward pass runs 
 layer to reach the adapters, but computes no gradient for the frozen kernels.
 
 Batches are drawn on device from the seed (step i uses `fold_in(key, i)`, with replacement),
-so a run is a pure function of (records, config, seed).
+so a run is a pure function of (records, config, seed). Each fit returns (params, losses_S),
+the loss of every step, and raises `DivergedError`, naming its `run`, when a loss is not finite.
 """
 
 import collections
@@ -34,6 +35,11 @@ from adaptive_jax.prm import lora, metrics
 from adaptive_jax.prm.model import TOKENIZER, PRM, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0
+_CHECK_EVERY = 100  # steps between finiteness checks: each one waits for the device
+
+
+class DivergedError(FloatingPointError):
+  """A fit's loss became NaN or infinite."""
 
 
 def _check_training(steps: int, batch_size: int, learning_rate: float):
@@ -51,8 +57,17 @@ def init_params(model_cfg: ModelConfig, num_quantiles: int, seq_len: int, seed: 
   return nn.meta.unbox(PRM(model_cfg, num_quantiles).init(jax.random.key(seed), tokens_1xT)["params"])
 
 
-def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, key):
-  """`steps` updates of loss_fn(params, batch); step i samples its batch with fold_in(key, i)."""
+def _check_finite(run: str, losses_S: np.ndarray, first_step: int, steps: int) -> None:
+  bad = np.flatnonzero(~np.isfinite(losses_S))
+  if bad.size:
+    step = first_step + int(bad[0])
+    raise DivergedError(f"{run}: the loss diverged to {losses_S[bad[0]]} at step {step} of "
+                        f"{steps}; lower the learning rate or check the records")
+
+
+def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, key, run: str):
+  """(params, losses_S) after `steps` updates of loss_fn(params, batch); step i samples its batch
+  with fold_in(key, i). Raises DivergedError naming `run` once a loss is not finite."""
   num = len(jax.tree.leaves(data)[0])
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -67,9 +82,14 @@ def _fit(params, loss_fn, tx, data, *, steps: int, batch_size: int, key):
   params = jax.tree.map(jnp.array, params)
   opt_state = tx.init(params)
   data = jax.tree.map(jnp.asarray, data)
+  losses, checked = [], 0
   for i in range(steps):
-    params, opt_state, _ = step(params, opt_state, data, jax.random.fold_in(key, i))
-  return params
+    params, opt_state, loss = step(params, opt_state, data, jax.random.fold_in(key, i))
+    losses.append(loss)
+    if i + 1 == steps or (i + 1) % _CHECK_EVERY == 0:
+      _check_finite(run, np.asarray(jnp.stack(losses[checked:])), checked, steps)
+      checked = i + 1
+  return params, np.asarray(jnp.stack(losses) if losses else jnp.zeros((0,)), np.float32)
 
 
 def _adamw(learning_rate: float | optax.Schedule, weight_decay: float):
@@ -140,9 +160,10 @@ def _readout(params, tokens_BxT, *, model_cfg: ModelConfig):
 def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter: str,
                  lora_rank: int, lora_alpha: float, learning_rate: float | optax.Schedule,
                  weight_decay: float,
-                 tokens_NxT: np.ndarray, labels: dict, steps: int, batch_size: int, seed: int):
+                 tokens_NxT: np.ndarray, labels: dict, steps: int, batch_size: int, seed: int,
+                 run: str):
   """Trains `adapter` to minimize loss_fn(model outputs, batch) over `labels` (field -> [N]);
-  returns the params with any LoRA adapters merged in.
+  returns (the params with any LoRA adapters merged in, losses_S).
 
   "head" trains only the `heads` leaves, on features computed once: the frozen backbone's
   `readout` of every record, so a step costs the output layer alone. "lora" and "full" also
@@ -178,24 +199,25 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
       lambda path, _: "train" if trains(path) else "freeze", trainable)
   tx = optax.multi_transform({"train": _adamw(learning_rate, weight_decay),
                               "freeze": optax.set_to_zero()}, labels_tree)
-  trained = _fit(trainable, lambda t, batch: loss_fn(apply(merged(t), batch["inputs"]), batch),
-                 tx, data, steps=steps, batch_size=batch_size, key=batch_key)
-  return jax.jit(merged)(trained)
+  trained, losses_S = _fit(
+      trainable, lambda t, batch: loss_fn(apply(merged(t), batch["inputs"]), batch), tx, data,
+      steps=steps, batch_size=batch_size, key=batch_key, run=run)
+  return jax.jit(merged)(trained), losses_S
 
 
 def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
                    batch_size: int, learning_rate: float, seed: int, weight_decay: float = 1e-4,
                    backbone_params=None, adapter: str = "full", lora_rank: int = 8,
                    lora_alpha: float = 16.0, tokenizer=TOKENIZER,
-                   label_field: str = "response_correct"):
-  """Base PRM params, trained with BCE of sigmoid(logit) on each record's `label_field` (in
-  [0, 1]): `response_correct` (final outcomes), or a step verifier's exact step labels
-  ("label" of step_verifier.step_examples).
+                   label_field: str = "response_correct", run: str = "base PRM"):
+  """(base PRM params, losses_S), trained with BCE of sigmoid(logit) on each record's
+  `label_field` (in [0, 1]): `response_correct` (final outcomes), or a step verifier's exact
+  step labels ("label" of step_verifier.step_examples).
 
   `backbone_params` (a Transformer's params, e.g. the policy's) replace the random backbone.
   `adapter`: what trains besides the head ("full": the whole backbone; "head": nothing, a value
   head on a frozen backbone; "lora": low-rank adapters and the final norm, merged in).
-  `tokenizer`: the policy's, which wrote the records' text.
+  `tokenizer`: the policy's, which wrote the records' text. `run` names the fit in errors.
   """
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
@@ -210,15 +232,16 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
   return _fit_adapter(params, PRM(model_cfg), loss_fn, ("head",), adapter=adapter,
                       lora_rank=lora_rank, lora_alpha=lora_alpha, learning_rate=learning_rate,
                       weight_decay=weight_decay, tokens_NxT=tokens_NxT,
-                      labels={"labels": labels_N}, steps=steps, batch_size=batch_size, seed=seed)
+                      labels={"labels": labels_N}, steps=steps, batch_size=batch_size, seed=seed,
+                      run=run)
 
 
 def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,
                   levels: Sequence[float] = (0.1, 0.5, 0.9), steps: int, batch_size: int,
                   learning_rate: float, seed: int, adapter: str = "head", lora_rank: int = 8,
-                  lora_alpha: float = 16.0, tokenizer=TOKENIZER):
-  """Calibrated PRM params: base params (LoRA merged in, or fine-tuned under "full") plus
-  `delta` [2D, Q + 1] and `base_gain` [] for the Q quantiles at `levels` and the mean
+                  lora_alpha: float = 16.0, tokenizer=TOKENIZER, run: str = "calibrated PRM"):
+  """(calibrated PRM params, losses_S): base params (LoRA merged in, or fine-tuned under
+  "full") plus `delta` [2D, Q + 1] and `base_gain` [] for the Q quantiles at `levels` and the mean
   (column `model.MEAN`).
 
   Loss: pinball loss of the quantiles plus squared error of the mean, against `target`, by AdamW
@@ -230,7 +253,7 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
   `adapter`: what trains besides `delta` and `base_gain`. "head": nothing else (on features
   computed once); "lora": low-rank adapters (rank `lora_rank`, scale `lora_alpha / lora_rank`)
   on every attention and FFN kernel, merged into the returned params, and the final norm;
-  "full": the whole backbone and the base head.
+  "full": the whole backbone and the base head. `run` names the fit in errors.
   """
   _check_training(steps, batch_size, learning_rate)
   _check_adapter(adapter)
@@ -261,7 +284,7 @@ def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, 
                       learning_rate=optax.cosine_decay_schedule(learning_rate, max(steps, 1)),
                       weight_decay=0.0, tokens_NxT=tokens_NxT,
                       labels={"targets": targets_N}, steps=steps, batch_size=batch_size,
-                      seed=seed)
+                      seed=seed, run=run)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))

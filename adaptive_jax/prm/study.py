@@ -13,6 +13,7 @@ import sklearn.metrics
 from absl import logging
 
 from adaptive_jax import atomic_file
+from adaptive_jax.choose import lowest
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
 from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved, step_verifier
@@ -166,6 +167,10 @@ def _mc_records(split, size, seed, policy, mc: McConfig, workdir, difficulties=N
                 "temperature": mc.temperature, "max_new_tokens": mc.max_new_tokens,
                 "seed": mc.seed})
   return mc_data.read_records(paths), source
+
+
+def _last(losses_S) -> float | None:
+  return float(losses_S[-1]) if len(losses_S) else None
 
 
 def policy_fingerprint(params) -> str:
@@ -327,11 +332,12 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   # are trained on other data than the policy's hard questions: miscalibrated on the rest.
   easy, _ = _mc_records("base", mc.base_questions, mc.base_seed, policy, mc, workdir,
                         difficulties=range(MIN_DIFFICULTY, prm.base_max_difficulty + 1))
-  base = fit.train_base_prm(easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
-                            learning_rate=prm.learning_rate, seed=prm.seed,
-                            backbone_params=backbone_params,
-                            adapter=prm.base_adapter, lora_rank=prm.lora_rank,
-                            lora_alpha=prm.lora_alpha, tokenizer=tokenizer)
+  base, base_losses = fit.train_base_prm(
+      easy, prm.model, steps=prm.base_steps, batch_size=prm.batch_size,
+      learning_rate=prm.learning_rate, seed=prm.seed, backbone_params=backbone_params,
+      adapter=prm.base_adapter, lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
+      tokenizer=tokenizer, run="base PRM")
+  logging.info("base PRM: final loss %s", _last(base_losses))
   # The step verifier: the base PRM's recipe, on exact step labels of the calibration split's
   # solutions instead of outcomes (step_verifier.py).
   verifier, verifier_examples = None, []
@@ -341,11 +347,12 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       raise ValueError("prm.step_verifier_steps > 0, but the calibration split's MC records "
                        "hold no solution lines to train a step verifier on; set "
                        "prm.step_verifier_steps=0")
-    verifier = fit.train_base_prm(
+    verifier, verifier_losses = fit.train_base_prm(
         verifier_examples, prm.model, steps=prm.step_verifier_steps, batch_size=prm.batch_size,
         learning_rate=prm.learning_rate, seed=prm.seed, backbone_params=backbone_params,
         adapter=prm.step_verifier_adapter, lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
-        tokenizer=tokenizer, label_field="label")
+        tokenizer=tokenizer, label_field="label", run="step verifier")
+    logging.info("step verifier: final loss %s", _last(verifier_losses))
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_val, y_test = target(cal), target(val), target(test)
   p_cal = fit.predict(base, prm.model, cal, tokenizer=tokenizer)[:, 0]
@@ -353,17 +360,18 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   # Every choice is made on the validation questions; the test questions are read once, last.
   candidates = []
   for settings in select.candidates(prm):
-    params = fit.calibrate_prm(base, cal, prm.model, levels=prm.levels,
-                               steps=prm.calibration_steps,
-                               batch_size=settings["calibration_batch_size"],
-                               learning_rate=settings["calibration_learning_rate"],
-                               seed=prm.calibration_seed, adapter=prm.adapter,
-                               lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
-                               tokenizer=tokenizer)
+    params, losses = fit.calibrate_prm(
+        base, cal, prm.model, levels=prm.levels, steps=prm.calibration_steps,
+        batch_size=settings["calibration_batch_size"],
+        learning_rate=settings["calibration_learning_rate"], seed=prm.calibration_seed,
+        adapter=prm.adapter, lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
+        tokenizer=tokenizer, run=f"calibration {settings}")
     p_val = fit.predict(params, prm.model, val, tokenizer=tokenizer)[:, MEAN]
     candidates.append((metrics.brier(p_val, y_val), settings, params))
-    logging.info("calibration %s: validation Brier %.4f", settings, candidates[-1][0])
-  _, chosen, calibrated = min(candidates, key=lambda c: c[0])
+    logging.info("calibration %s: final loss %s, validation Brier %.4f", settings,
+                 _last(losses), candidates[-1][0])
+  _, chosen, calibrated = lowest(candidates, lambda c: c[0],
+                                 what="calibration candidates (validation Brier)")
   saved.save_prm(workdir, "base", base, prm.model)
   saved.save_prm(workdir, "calibrated", calibrated, prm.model, prm.levels)
   if verifier is not None:
@@ -390,8 +398,9 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   validation = {name: _scores(p, y_val, val_difficulty, ev.num_bins)
                 for name, p in val_predictions.items()}
   # The point estimate a user should take: the method best on validation, base excluded.
-  estimate = min((name for name in validation if name != "base"),
-                 key=lambda name: validation[name]["brier"])
+  estimate = lowest((name for name in validation if name != "base"),
+                    lambda name: validation[name]["brier"],
+                    what="point estimates (validation Brier)")
 
   test_predictions, q_test = predictions(test)
   p_test = test_predictions["base"]
