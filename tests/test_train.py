@@ -5,11 +5,13 @@ import os
 import re
 import shutil
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from adaptive_jax.train import checkpoint as ckpt_lib
@@ -88,6 +90,38 @@ def test_nan_loss_stops_naming_the_step(data_dir, tmp_path):
   config = _config(data_dir, learning_rate=1e30, grad_clip=1e30)
   with pytest.raises(FloatingPointError, match=r"train/loss is (nan|inf) at step \d+"):
     train_and_evaluate(config, str(tmp_path / "nan"))
+
+
+def _saved_params(workdir):
+  """{step: params} of every checkpoint in `workdir`, read without a target structure."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  with ocp.StandardCheckpointer() as checkpointer:
+    return {step: checkpointer.restore(os.path.join(folder, str(step), "state"))["params"]
+            for step in steps}
+
+
+def test_no_checkpoint_is_saved_from_an_unchecked_state(data_dir, tmp_path):
+  # No log line before the end: only the saves' own check can stop the run in time.
+  config = _config(data_dir, learning_rate=1e30, grad_clip=1e30, log_every=100)
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(FloatingPointError, match=r"train/loss is (nan|inf) at step \d+|not saving"):
+    train_and_evaluate(config, workdir)
+  saved = _saved_params(workdir)
+  assert max(saved, default=0) < config.train.num_steps  # it stopped before the end
+  for step, params in saved.items():
+    for leaf in jax.tree.leaves(params):
+      assert np.all(np.isfinite(leaf)), f"checkpoint {step} holds NaN or inf"
+
+
+def test_save_refuses_non_finite_params_naming_the_leaf(tmp_path):
+  state = types.SimpleNamespace(params={"ok": jnp.ones(2), "w": jnp.array([1.0, jnp.nan])})
+  with ckpt_lib.make_manager(str(tmp_path), max_to_keep=2) as manager:
+    with pytest.raises(FloatingPointError, match=r"not saving checkpoint step 3: params \['w'\]"):
+      ckpt_lib.save(manager, 3, state, data_iterator=None)
+    assert manager.latest_step() is None
+  assert ckpt_lib.nonfinite_leaves({"a": jnp.ones(2), "b": {"c": jnp.array(jnp.inf)}}) == [
+      "['b']['c']"]
 
 
 def test_too_few_eval_batches_fails_before_training(data_dir, tmp_path):

@@ -3,6 +3,8 @@
 import os
 
 import grain
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
@@ -13,7 +15,21 @@ def make_manager(workdir: str, *, max_to_keep: int) -> ocp.CheckpointManager:
       item_names=("state", "data"))
 
 
+def nonfinite_leaves(params) -> list[str]:
+  """Paths of the leaves of `params` holding a NaN or an infinity."""
+  finite = jax.jit(lambda p: jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), p))(params)
+  return [jax.tree_util.keystr(path)
+          for path, ok in jax.tree_util.tree_flatten_with_path(finite)[0] if not bool(ok)]
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator) -> None:
+  """Saves `state` and the iterator as checkpoint `step`; raises, saving nothing, if the
+  state's params hold a NaN or an infinity (a resume would start from a diverged state)."""
+  bad = nonfinite_leaves(state.params)
+  if bad:
+    raise FloatingPointError(f"not saving checkpoint step {step}: params {', '.join(bad[:5])}"
+                             f"{' ...' if len(bad) > 5 else ''} hold NaN or inf. Lower "
+                             "train.learning_rate or check the data.")
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)))
 

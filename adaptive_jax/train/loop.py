@@ -142,6 +142,9 @@ def train(model_cfg, routing_cfg, train_cfg, mesh, workdir, train_iter, seq_len:
                   f"{rate:.2f} steps/s", flush=True)
           pending, tick = [], time.time()
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.num_steps:
+          # Every loss since the last log line, then the params (in save): no state is saved
+          # unchecked, whatever log_every and checkpoint_every are.
+          _check_finite(pending)
           ckpt_lib.save(manager, done, state, train_iter)
     writer.close()
   distributed.barrier("metrics written")  # so every process may read metrics.jsonl
