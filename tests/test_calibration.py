@@ -83,36 +83,65 @@ def test_histogram_binning_is_piecewise_constant_at_the_bin_means(equal_mass):
 
 
 def test_conformal_shift_by_hand():
-  q, y = [0.5] * 4, [0.1, 0.2, 0.3, 0.4]
-  # scores q - y sorted: .1 .2 .3 .4; n = 4
+  q, y, one_each = [0.5] * 4, [0.1, 0.2, 0.3, 0.4], range(4)
+  # One record per question: scores q - y sorted: .1 .2 .3 .4; m = 4
   # alpha = .5: k = ceil(5 * .5) = 3 -> shift .3; alpha = .2: k = ceil(5 * .8) = 4 -> .4
-  # alpha = .1: k = ceil(4.5) = 5 > n -> shift inf -> every bound clipped to 0
-  assert prm.ConformalLowerBound.fit(q, y, alpha=0.5).shift == pytest.approx(0.3)
-  fitted = prm.ConformalLowerBound.fit(q, y, alpha=0.2)
+  # alpha = .1: k = ceil(4.5) = 5 > m -> shift inf -> every bound clipped to 0
+  fit = prm.ConformalLowerBound.fit
+  assert fit(q, y, question=one_each, alpha=0.5).shift == pytest.approx(0.3)
+  fitted = fit(q, y, question=one_each, alpha=0.2)
   np.testing.assert_allclose(fitted(np.array([0.5, 0.3, 0.9])), [0.1, 0.0, 0.5])
-  assert np.all(prm.ConformalLowerBound.fit(q, y, alpha=0.1)(np.array([0.5, 1.0])) == 0)
+  assert np.all(fit(q, y, question=one_each, alpha=0.1)(np.array([0.5, 1.0])) == 0)
   # A bound that is too low moves up: nine scores .1 - .5 = -.4, k = ceil(10 * .9) = 9 ->
   # shift -.4, so .8 -> 1.2, clipped to 1.
-  assert prm.ConformalLowerBound.fit([0.1] * 9, [0.5] * 9, alpha=0.1)(np.array([0.8]))[0] == 1.0
+  assert fit([0.1] * 9, [0.5] * 9, question=range(9), alpha=0.1)(np.array([0.8]))[0] == 1.0
+  # The docstring's example: questions a: q - y = (.1, .4), b: (.2,), c: (.3, .0); a question
+  # scores its largest: .4 .2 .3; alpha = .5: k = ceil(4 * .5) = 2 -> shift .3.
+  q, y = [0.5, 0.5, 0.5, 0.5, 0.5], [0.4, 0.1, 0.3, 0.2, 0.5]
+  assert fit(q, y, question=["a", "a", "b", "c", "c"], alpha=0.5).shift == pytest.approx(0.3)
+  assert fit(q, y, question=range(5), alpha=0.5).shift == pytest.approx(0.2)  # records: .0-.4
+
+
+def test_question_coverage_by_hand():
+  covered = [True, False, True, True, True]
+  assert prm.calibration.question_coverage(covered, [0, 0, 1, 2, 2]) == pytest.approx(2 / 3)
+  assert prm.calibration.question_coverage(covered, range(5)) == pytest.approx(4 / 5)
+
+
+def _questions(rng, num_questions, targets):
+  """(q_lo_N, y_N, question_N): questions with 1-8 correlated records each (prefixes of one
+  response share most of their error), a question's records sharing its difficulty z."""
+  sizes = rng.integers(1, 9, num_questions)
+  question = np.repeat(np.arange(num_questions), sizes)
+  z = rng.normal(0.0, 1.5, num_questions)[question]
+  shared = rng.normal(size=num_questions)[question]  # the question's own error, in every record
+  noise = 0.9 * shared + 0.3 * rng.normal(size=z.size)
+  if targets == "continuous":
+    y = scipy.special.expit(z + noise)
+  else:
+    y = rng.binomial(8, scipy.special.expit(z + noise)) / 8
+  return scipy.special.expit(z), y, question  # the median, not a 10% quantile
 
 
 @pytest.mark.parametrize("targets", ["continuous", "monte_carlo"])
-def test_conformal_coverage_over_random_splits(targets):
+def test_conformal_covers_whole_questions_over_random_splits(targets):
   alpha, rng = 0.1, np.random.default_rng(4)
-  z = rng.normal(0.0, 1.5, 3000)
-  if targets == "continuous":
-    y = scipy.special.expit(z + 0.8 * rng.normal(size=z.size))
-  else:
-    y = rng.binomial(8, scipy.special.expit(z)) / 8
-  q_lo = scipy.special.expit(z)  # the median, not a 10% quantile: covers about half
+  q_lo, y, question = _questions(rng, 1200, targets)
   assert np.mean(y >= q_lo) < 0.6
-  coverage = []
+  by_question, by_record_fit = [], []
   for _ in range(200):
-    perm = rng.permutation(z.size)
-    cal, test = perm[:500], perm[500:]
-    fitted = prm.ConformalLowerBound.fit(q_lo[cal], y[cal], alpha=alpha)
-    coverage.append(np.mean(y[test] >= fitted(q_lo[test])))
-  assert 1 - alpha - 0.02 <= np.mean(coverage) <= 1 - alpha + 0.05
+    perm = rng.permutation(1200)
+    cal, test = np.isin(question, perm[:200]), np.isin(question, perm[200:])
+    fitted = prm.ConformalLowerBound.fit(q_lo[cal], y[cal], question=question[cal], alpha=alpha)
+    by_question.append(prm.calibration.question_coverage(y[test] >= fitted(q_lo[test]),
+                                                         question[test]))
+    # Treating records as exchangeable (one question each) covers records, not questions.
+    records = prm.ConformalLowerBound.fit(q_lo[cal], y[cal], question=np.arange(cal.sum()),
+                                          alpha=alpha)
+    by_record_fit.append(prm.calibration.question_coverage(y[test] >= records(q_lo[test]),
+                                                           question[test]))
+  assert 1 - alpha - 0.02 <= np.mean(by_question) <= 1 - alpha + 0.05
+  assert np.mean(by_record_fit) < 1 - alpha - 0.03
 
 
 @pytest.mark.parametrize("fit, args, kwargs, message", [
@@ -120,8 +149,11 @@ def test_conformal_coverage_over_random_splits(targets):
     (prm.IsotonicCalibration.fit, ([0.5, 0.5], [0, np.nan]), {}, "y must be probabilities"),
     (prm.HistogramBinning.fit, ([0.5], [0.0]), {"num_bins": 0}, "num_bins must be an integer"),
     (prm.HistogramBinning.fit, ([0.5], [0.0, 1.0]), {}, "p and y must have the same shape"),
-    (prm.ConformalLowerBound.fit, ([0.5], [0.0]), {"alpha": 1.0}, "alpha must be in \\(0, 1\\)"),
-    (prm.ConformalLowerBound.fit, ([], []), {}, "q_lo must be non-empty"),
+    (prm.ConformalLowerBound.fit, ([0.5], [0.0]), {"question": [0], "alpha": 1.0},
+     "alpha must be in \\(0, 1\\)"),
+    (prm.ConformalLowerBound.fit, ([], []), {"question": []}, "q_lo must be non-empty"),
+    (prm.ConformalLowerBound.fit, ([0.5, 0.5], [0.0, 0.1]), {"question": [0]},
+     "question must give one id per record: got 1 ids for 2 records"),
 ])
 def test_bad_inputs_raise_naming_the_argument(fit, args, kwargs, message):
   with pytest.raises(ValueError, match=message):

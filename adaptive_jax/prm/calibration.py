@@ -2,7 +2,8 @@
 
 Each is a frozen dataclass: `Method.fit(p_N, y_N, ...)` returns the fitted calibrator and
 `calibrator(p) -> p` maps new probabilities (numpy in, numpy out). Targets y may be
-fractions (Monte-Carlo success rates). `ConformalLowerBound` corrects a lower quantile instead.
+fractions (Monte-Carlo success rates). `ConformalLowerBound` corrects a lower quantile instead,
+with a guarantee per question.
 """
 
 import dataclasses
@@ -105,24 +106,50 @@ class HistogramBinning:
 
 @dataclasses.dataclass(frozen=True)
 class ConformalLowerBound:
-  """Split-conformal correction of a lower quantile: q -> clip(q - shift, 0, 1).
+  """Split-conformal correction of a lower quantile, at question level: q -> clip(q - shift, 0, 1).
 
-  With scores s_i = q_i - y_i on n calibration points, shift is the k-th smallest score,
-  k = ceil((n + 1)(1 - alpha)) (+inf when k > n, giving q = 0). On exchangeable data a new
-  point then has P(y >= corrected q) >= 1 - alpha. The shift is negative (q moves up) when the
+  A question's records (prefixes of its responses) are correlated, so they are not exchangeable
+  with each other; the questions are. So each of the m calibration questions gives one score,
+  the largest q_i - y_i over its records, and shift is the k-th smallest of the m scores,
+  k = ceil((m + 1)(1 - alpha)) (+inf when k > m, giving q = 0). The guarantee, for a new
+  question exchangeable with the calibration questions: P(every one of its records has
+  y >= corrected q) >= 1 - alpha; so each record is covered with probability >= 1 - alpha too.
+  Worked example: questions a: (q - y) = (.1, .4), b: (.2,), c: (.3, .0) -> scores .4 .2 .3;
+  alpha = .5, k = ceil(4 * .5) = 2 -> shift .3. The shift is negative (q moves up) when the
   input bound is more conservative than needed. Clipping to [0, 1] keeps the guarantee.
   """
   shift: float
   alpha: float
 
   @classmethod
-  def fit(cls, q_lo, y, *, alpha: float = 0.1) -> "ConformalLowerBound":
+  def fit(cls, q_lo, y, *, question, alpha: float = 0.1) -> "ConformalLowerBound":
+    """`question`: each record's question id (records with one id share a question)."""
     q_lo, y = check_pair(q_lo, y, "q_lo", "y")
+    question_N = np.asarray(question).ravel()
+    if question_N.shape != q_lo.ravel().shape:
+      raise ValueError(f"question must give one id per record: got {question_N.shape[0]} ids "
+                       f"for {q_lo.size} records")
     if not 0 < alpha < 1:
       raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    scores = np.sort((q_lo - y).ravel())
-    k = math.ceil((scores.size + 1) * (1 - alpha))
-    return cls(shift=float(scores[k - 1]) if k <= scores.size else math.inf, alpha=alpha)
+    _, group_N = np.unique(question_N, return_inverse=True)
+    question_scores = np.full(group_N.max() + 1, -np.inf)
+    np.maximum.at(question_scores, group_N, (q_lo - y).ravel())
+    question_scores = np.sort(question_scores)
+    k = math.ceil((question_scores.size + 1) * (1 - alpha))
+    return cls(shift=float(question_scores[k - 1]) if k <= question_scores.size else math.inf, alpha=alpha)
 
   def __call__(self, q_lo) -> np.ndarray:
     return np.clip(check_probs(q_lo, "q_lo") - self.shift, 0.0, 1.0)
+
+
+def question_coverage(covered_N, question_N) -> float:
+  """The fraction of questions all of whose records are covered (what the conformal bound
+  guarantees to be >= 1 - alpha)."""
+  covered_N, question_N = np.asarray(covered_N, bool).ravel(), np.asarray(question_N).ravel()
+  if covered_N.shape != question_N.shape or not covered_N.size:
+    raise ValueError(f"covered and question must be non-empty with one entry per record, got "
+                     f"{covered_N.shape} and {question_N.shape}")
+  _, group_N = np.unique(question_N, return_inverse=True)
+  all_covered = np.ones(group_N.max() + 1, bool)
+  np.logical_and.at(all_covered, group_N, covered_N)
+  return float(np.mean(all_covered))

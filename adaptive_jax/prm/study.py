@@ -380,8 +380,10 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
     shutil.rmtree(os.path.join(workdir, "prm", "step_verifier"), ignore_errors=True)
   lower, median = prm.levels.index(0.1), prm.levels.index(0.5)
   q_held = fit.predict(calibrated, prm.model, held, tokenizer=tokenizer)[:, :MEAN]
-  conformal = calibration.ConformalLowerBound.fit(q_held[:, lower], target(held),
-                                                  alpha=ev.conformal_alpha)
+  # Its guarantee is per question: the held questions' records are grouped by question_id.
+  conformal = calibration.ConformalLowerBound.fit(
+      q_held[:, lower], target(held), question=[r["question_id"] for r in held],
+      alpha=ev.conformal_alpha)
   baselines = {"temperature": calibration.TemperatureScaling.fit(p_cal, y_cal),
                "isotonic": calibration.IsotonicCalibration.fit(p_cal, y_cal),
                "histogram": calibration.HistogramBinning.fit(p_cal, y_cal,
@@ -442,6 +444,9 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
              for i, level in enumerate(prm.levels)},
           "lower_q0.1_raw": float(np.mean(y_test >= q_test[:, lower])),
           "lower_q0.1_conformal": float(np.mean(y_test >= lower_conformal)),
+          # What split conformal guarantees: test questions all of whose records are covered.
+          "lower_q0.1_conformal_questions": calibration.question_coverage(
+              y_test >= lower_conformal, question),
           "conformal_nominal": 1 - ev.conformal_alpha},
       # Reference predictors (not PRMs): what knowing only the difficulty (and step) scores,
       # what an exact step verifier would add (an oracle: it reads the gold solution), and the
