@@ -116,13 +116,23 @@ def test_tpu_vm_slice_asks_the_metadata_server(calls, monkeypatch, hosts):
   assert distributed.initialize() == (hosts > 1)
 
 
-def test_unreadable_tpu_metadata_means_one_host(calls, monkeypatch):
+def test_unreadable_tpu_metadata_raises_naming_the_ways_out(calls, monkeypatch):
+  # Not one host by default: on a pod slice that would run N jobs into one workdir.
   monkeypatch.setattr(distributed.cloud_tpu_init, "running_in_cloud_tpu_vm", True)
 
   def unreachable(cls):
     raise ConnectionError("metadata.google.internal")
   monkeypatch.setattr(distributed.cloud_tpu_cluster.GceTpuCluster, "is_env_present",
                       classmethod(unreachable))
+  with pytest.raises(RuntimeError, match=r"TPU VM metadata unreadable \(ConnectionError: "
+                     r"metadata.google.internal\).*TPU_SKIP_MDS_QUERY=1.*JAX_NUM_PROCESSES"):
+    distributed.initialize()
+  assert not calls
+  # Saying how many hosts there are needs no metadata.
+  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")
+  assert not distributed.initialize()
+  monkeypatch.delenv("TPU_SKIP_MDS_QUERY")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
   assert not distributed.initialize()
 
 

@@ -57,15 +57,21 @@ def _explicit() -> dict | None:
 
 
 def _gce_tpu_hosts() -> int:
-  """Hosts of this Cloud TPU VM's slice, from its metadata server (as jax finds them)."""
+  """Hosts of this Cloud TPU VM's slice, from its metadata server (as jax finds them).
+
+  Unreadable metadata raises: guessing one host would, on a pod slice, run each host as an
+  independent job writing into the same workdir.
+  """
   try:
     if not cloud_tpu_cluster.GceTpuCluster.is_env_present():
       return 1
     return cloud_tpu_cluster.GceTpuCluster.get_process_count()
-  except Exception as e:  # no metadata server (a TPU host outside GCE): one host
-    logging.warning("TPU VM metadata unreadable (%s: %s); running as one process",
-                    type(e).__name__, e)
-    return 1
+  except Exception as e:
+    raise RuntimeError(
+        f"TPU VM metadata unreadable ({type(e).__name__}: {e}), so the number of hosts in "
+        "this slice is unknown. On one host set TPU_SKIP_MDS_QUERY=1 (or JAX_NUM_PROCESSES=1); "
+        "on a pod slice set TPU_WORKER_HOSTNAMES, or JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID") from e
 
 
 def _cluster() -> str | None:
