@@ -1,14 +1,19 @@
 """The IAS study end to end on a tiny policy and PRM: every method, compute, matched ratios."""
 
+import itertools
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
 from adaptive_jax.prm import ias_models, ias_study, ias_sweep
-from adaptive_jax.sampler import pool_store
+from adaptive_jax.sampler import decode, draws, pool_store
+from adaptive_jax.scaling import pass_at_k
 from adaptive_jax.tasks import step_checker
+from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
 from adaptive_jax.prm.study import run_calibration_study
 from configs import calibrate_small, ias_small, policy_small
@@ -60,14 +65,76 @@ def _config(policy_dir, calibrate_dir):
   return config
 
 
+# The fake policy's chance that a sample is the gold solution, by difficulty (the 3-step
+# policy never answers right: every method would score 0 and every check below hold trivially).
+P_GOLD = {1: 0.8, 2: 0.3}
+GOLD_CONFIDENCE, WRONG_CONFIDENCE = 0.9, 0.6
+
+
+def _fake_policy_sample(problems_by_prompt: dict):
+  """A LiveDraw.sample stand-in: sample (q, n) is problem q's gold solution when a uniform
+  drawn from the sample's own key is below P_GOLD[difficulty], else a wrong line and one of
+  three wrong answers; then EOS. Every token has confidence GOLD_ or WRONG_CONFIDENCE."""
+  tokenizer = ias_models.TOKENIZER
+
+  def host(prompt_BxP, prompt_len_B, u_B, num_tokens):
+    rows = len(u_B)
+    tokens_BxM = np.full((rows, num_tokens), tokenizer.pad_id, np.int32)
+    lengths_B = np.zeros(rows, np.int32)
+    confidence_BxM = np.zeros((rows, num_tokens), np.float32)
+    for b in range(rows):
+      prompt = tokenizer.decode(prompt_BxP[b, prompt_BxP.shape[1] - prompt_len_B[b]:])
+      problem = problems_by_prompt[prompt]
+      gold = u_B[b] < P_GOLD[problem.difficulty]
+      wrong = problem.answer + 1 + int(u_B[b] * 1e6) % 3
+      ids = tokenizer.encode(format_completion(problem) if gold
+                             else f"z = 1 + 1 = 2\nanswer: {wrong}\n") + [tokenizer.eos_id]
+      assert len(ids) <= num_tokens, (prompt, len(ids))
+      tokens_BxM[b, :len(ids)], lengths_B[b] = ids, len(ids)
+      confidence_BxM[b, :len(ids)] = GOLD_CONFIDENCE if gold else WRONG_CONFIDENCE
+    return tokens_BxM, lengths_B, confidence_BxM
+
+  def sample(self, data, question_B, slot_B, min_confidence_B):
+    del min_confidence_B
+    prompts = data["prompts"]
+    key_B = jax.vmap(lambda q, n: jax.random.fold_in(jax.random.fold_in(data["key"], q), n))(
+        question_B, slot_B)
+    rows, num_tokens = question_B.shape[0], self.dec.max_new_tokens
+    tokens_BxM, lengths_B, confidence_BxM = jax.pure_callback(
+        lambda *a: host(*map(np.asarray, a), num_tokens),
+        (jax.ShapeDtypeStruct((rows, num_tokens), jnp.int32),
+         jax.ShapeDtypeStruct((rows,), jnp.int32),
+         jax.ShapeDtypeStruct((rows, num_tokens), jnp.float32)),
+        prompts.prompt_QxP[question_B], prompts.prompt_len_Q[question_B],
+        jax.vmap(jax.random.uniform)(key_B))
+    return decode.SampleOutput(tokens_BxM, lengths_B, jnp.log(jnp.maximum(confidence_BxM, 1e-9)),
+                               confidence_BxM, jnp.zeros(rows, bool))
+  return sample
+
+
 @pytest.fixture(scope="module")
 def study(workdirs, tmp_path_factory):
+  """The study with the fake policy drawing every pool (the beam search keeps the real one)."""
   tmp_path = tmp_path_factory.mktemp("ias")
-  return ias_study.run_ias_study(_config(*workdirs), str(tmp_path)), tmp_path
+  problems_by_prompt = {}
+  problems = ias_study._problems
+
+  def registered(size, seed, difficulties):
+    out = problems(size, seed, difficulties)
+    problems_by_prompt.update({format_prompt(p): p for p in out})
+    return out
+  config = _config(*workdirs)
+  config.ias.max_new_tokens = 56  # a whole difficulty-2 gold solution and its EOS
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(ias_study, "_problems", registered)
+    patch.setattr(draws.LiveDraw, "sample", _fake_policy_sample(problems_by_prompt))
+    results = ias_study.run_ias_study(config, str(tmp_path))
+  return results, tmp_path
 
 
 def test_study_chooses_a_regime_and_runs_every_method(study):
   results, tmp_path = study
+  ias = _config("", "").ias
   assert json.loads((tmp_path / "results.json").read_text()) == results
   chosen = results["regime"]
   assert (chosen["lo"], chosen["hi"]) == (1, 2) and chosen["n_max"] in (2, 4)
@@ -79,15 +146,36 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
       "ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
       "probe_confidence", "probe_combined"}
   assert len(test["sweeps"]["ias"]) == 3 * 2 * 2  # estimates x qs x caps
+  # By brute force on the test pool: the fake policy's success rates differ by difficulty.
+  compact = ias_study.load_split(str(tmp_path / "pools" / "test.npz"))
+  correct_QxN, difficulty_Q = compact.correct_QxN.astype(bool), compact.difficulty_Q
+  success = {str(d): correct_QxN[difficulty_Q == d].mean() for d in (1, 2)}
+  assert results["success_rate_by_difficulty"] == pytest.approx(success)
+  assert success["1"] > success["2"] + 0.4, success  # measured 0.81 and 0.06 (P_GOLD 0.8, 0.3)
+  # Fixed N over `orders` random pool orders; coverage is pass@k over every k of the 4 samples.
+  # An aggregation's accuracy is at most the coverage of its own orders (a selector picks one
+  # of the k samples it drew), equal to it at N = 1 (nothing to select), and below it where
+  # the selectors miss.
+  orders_QxN = list(pass_at_k.random_orders(*correct_QxN.shape, orders=3, seed=ias.seed))
   for n, by_aggregation in test["fixed"].items():
-    for m in by_aggregation.values():
-      assert m["samples"] == int(n) and m["accuracy"] <= m["coverage"] + 1e-9
+    k = int(n)
+    every_subset = np.mean([[correct_QxN[q, list(s)].any()
+                             for s in itertools.combinations(range(4), k)]
+                            for q in range(len(correct_QxN))])
+    drawn = np.mean([np.take_along_axis(correct_QxN, o, 1)[:, :k].any(1) for o in orders_QxN])
+    for name, m in by_aggregation.items():
+      assert m["samples"] == k and m["coverage"] == pytest.approx(every_subset)
+      if name != "coverage":
+        assert m["accuracy"] <= drawn + 1e-9, (n, name)
+        assert k > 1 or m["accuracy"] == pytest.approx(drawn), name
   coverage = [test["fixed"][n]["coverage"]["accuracy"] for n in ("1", "2", "4")]
-  assert coverage == sorted(coverage)
+  assert coverage[0] < coverage[1] < coverage[2], coverage
+  assert min(m["accuracy"] for m in test["fixed"]["4"].values()) < coverage[2] - 0.1
   for m in test["methods"].values():
-    assert m["accuracy"] <= m["coverage"] and 1 <= m["samples"] <= 4
+    assert 0 < m["accuracy"] <= m["coverage"] and 1 <= m["samples"] <= 4
     lo, hi = m["matched"]["interval"]
     assert 0 < lo <= hi and m["flops"] > 0
+  assert any(m["accuracy"] < m["coverage"] for m in test["methods"].values())
   assert set(results["headline"]) == {"ias", "budget", "ias_control"}
   assert set(results["tiers"]["auc_within_difficulty"]) == set(results["channels"])
   assert results["channels"][-1] == "rule" and "verifier_last" in results["channels"]
@@ -101,7 +189,8 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
 
 def test_rule_verifier_scores_the_pool_texts(workdirs, study):
   """The rule channel is step_checker.score of each sample's decoded text: 1.0 only where
-  every line is right (the answer included), so a wrong answer scores below 1."""
+  every line is right (the answer included), so a wrong answer scores below 1 and the fake
+  policy's gold solutions score 1."""
   results, tmp_path = study
   config = _config(*workdirs)
   full, _ = pool_store.load_pool(str(tmp_path / "pools" / "full" / "test.npz"))
@@ -113,7 +202,9 @@ def test_rule_verifier_scores_the_pool_texts(workdirs, study):
     for s in range(4):
       text = ias_models.TOKENIZER.decode(full.tokens_QxNxM[q, s, :full.lengths_QxN[q, s]])
       assert rule_QxN[q, s] == np.float32(step_checker.score(p.question, text))
-  assert (rule_QxN[compact.correct_QxN == 0] < 1).all()
+  correct_QxN = compact.correct_QxN.astype(bool)
+  assert correct_QxN.any() and not correct_QxN.all()
+  assert (rule_QxN[~correct_QxN] < 1).all() and (rule_QxN[correct_QxN] == 1).all()
 
 
 def test_missing_calibration_names_the_command(workdirs, tmp_path):
