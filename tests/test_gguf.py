@@ -5,6 +5,10 @@ attn_k rows permuted for its adjacent-pair rope, one quantization type per tenso
 the logits of a NumPy Llama in Hugging Face's layout and rotate-half rope.
 """
 
+import pathlib
+import re
+import sys
+
 import numpy as np
 import gguf as gguf_lib
 import jax.numpy as jnp
@@ -12,6 +16,9 @@ import pytest
 
 from adaptive_jax.models import gguf, gguf_tokenizer
 from adaptive_jax.nn.transformer import Transformer
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import tiny_llama_gguf  # noqa: E402
 
 V, D, N, K, H, F, L = 64, 64, 4, 2, 16, 96, 2  # row widths D, N*H, F: multiples of 32 (blocks)
 THETA, EPS = 500.0, 1e-5
@@ -133,6 +140,40 @@ def test_unknown_architecture_is_named(tmp_path):
   with pytest.raises(gguf.GGUFError, match=r"unknown architecture 'gpt2' \(general.architecture"
                                            r"\); this loader reads 'llama' only"):
     gguf.load(path)
+
+
+def test_rope_base_and_kv_heads_are_read_from_the_file(tmp_path):
+  path = tiny_llama_gguf.write(tmp_path / "tiny.gguf", num_heads=4, num_kv_heads=1,
+                               rope_freq_base=123_456.0)
+  cfg = gguf.model_config(gguf.read(path))
+  assert (cfg.rope_theta, cfg.num_heads, cfg.num_kv_heads) == (123_456.0, 4, 1)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(rope_freq_base=None), "llama.rope.freq_base"),
+    (dict(write_head_count_kv=False), "llama.attention.head_count_kv"),
+])
+def test_missing_rope_base_or_kv_heads_raise_naming_the_key(tmp_path, kwargs, key):
+  path = tiny_llama_gguf.write(tmp_path / "tiny.gguf", **kwargs)
+  with pytest.raises(gguf.GGUFError, match=f"metadata key '{re.escape(key)}' is missing"):
+    gguf.model_config(gguf.read(path))
+
+
+@pytest.mark.parametrize("scaling, message", [
+    ({"type": "linear", "factor": 4.0}, r"llama.rope.scaling.type = 'linear'; .* only 'none'"),
+    ({"type": "yarn"}, r"llama.rope.scaling.type = 'yarn'"),
+    ({"factor": 2.0}, r"llama.rope.scaling.factor = 2.0; .*no scaling"),  # llama.cpp scales
+])
+def test_rope_scaling_raises_naming_the_key(tmp_path, scaling, message):
+  path = tiny_llama_gguf.write(tmp_path / "tiny.gguf", rope_scaling=scaling)
+  with pytest.raises(gguf.GGUFError, match=message):
+    gguf.load(path)
+
+
+@pytest.mark.parametrize("scaling", [{"type": "none"}, {"type": "none", "factor": 1.0}])
+def test_no_rope_scaling_loads(tmp_path, scaling):
+  path = tiny_llama_gguf.write(tmp_path / "tiny.gguf", rope_scaling=scaling)
+  assert gguf.model_config(gguf.read(path)).rope_theta == 10_000.0
 
 
 def test_missing_truncated_and_foreign_files_are_named(tmp_path):

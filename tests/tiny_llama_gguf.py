@@ -15,9 +15,14 @@ def byte_alphabet() -> list[str]:
   return [chr(b if b in printable else next(extra)) for b in range(256)]
 
 
-def write(path, *, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, num_layers=2, seed=0):
+def write(path, *, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, num_layers=2, seed=0,
+          rope_freq_base=10_000.0, write_head_count_kv=True, rope_scaling=None):
   """Writes a random float32 Llama with tied embeddings; its vocabulary is the three special
-  tokens, the 256 bytes and two merges ("Ġ=" and "Ġ+")."""
+  tokens, the 256 bytes and two merges ("Ġ=" and "Ġ+").
+
+  `rope_freq_base=None` or `write_head_count_kv=False` leave those keys out; `rope_scaling`
+  ({"type": str, "factor": float}, either or both) writes the rope-scaling keys.
+  """
   tokens = [*SPECIAL, *byte_alphabet(), "Ġ=", "Ġ+"]
   rng = np.random.default_rng(seed)
   normal = lambda *shape: rng.normal(0, 0.2, shape).astype(np.float32)
@@ -28,8 +33,14 @@ def write(path, *, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64, num_layers=
   writer.add_embedding_length(d_model)
   writer.add_feed_forward_length(d_ff)
   writer.add_head_count(num_heads)
-  writer.add_head_count_kv(num_kv_heads)
-  writer.add_rope_freq_base(10_000.0)
+  if write_head_count_kv:
+    writer.add_head_count_kv(num_kv_heads)
+  if rope_freq_base is not None:
+    writer.add_rope_freq_base(rope_freq_base)
+  if rope_scaling and "type" in rope_scaling:
+    writer.add_rope_scaling_type(gguf_lib.RopeScalingType(rope_scaling["type"]))
+  if rope_scaling and "factor" in rope_scaling:
+    writer.add_rope_scaling_factor(rope_scaling["factor"])
   writer.add_layer_norm_rms_eps(1e-5)
   writer.add_tokenizer_model("gpt2")
   writer.add_tokenizer_pre("smollm")

@@ -83,9 +83,32 @@ def read(path: str | os.PathLike) -> GGUFFile:
   return GGUFFile(path, metadata, {t.name: t for t in reader.tensors})
 
 
+def _check_no_rope_scaling(file: GGUFFile) -> None:
+  """Raises naming the key when the file asks for rope scaling, which our rope does not do.
+
+  llama.cpp scales positions when `rope.scaling.type` is set to anything but "none", and by
+  1 / factor whenever `rope.scaling.factor` (or the older `rope.scale_linear`) is not 0 or 1,
+  even with no type.
+  """
+  key = f"{ARCHITECTURE}.rope.scaling.type"
+  kind = file.get(key, "none")
+  if kind != "none":
+    raise GGUFError(f"{file.path}: metadata {key} = {kind!r}; our rope implements no scaling, "
+                    "only 'none'")
+  for key in (f"{ARCHITECTURE}.rope.scaling.factor", f"{ARCHITECTURE}.rope.scale_linear"):
+    factor = file.get(key)
+    if factor is not None and float(factor) not in (0.0, 1.0):
+      raise GGUFError(f"{file.path}: metadata {key} = {factor}; our rope implements no "
+                      "scaling (only 0 or 1)")
+
+
 def model_config(file: GGUFFile, *, dtype: str = "float32", max_len: int | None = None
                  ) -> ModelConfig:
-  """Our dense ModelConfig from the file's `llama.*` metadata."""
+  """Our dense ModelConfig from the file's `llama.*` metadata.
+
+  Every key the model depends on is read or required (a missing one raises naming it): no
+  silent default for the rope base or the number of KV heads, and rope scaling raises.
+  """
   arch = file.get("general.architecture")
   if arch != ARCHITECTURE:
     raise GGUFError(f"{file.path}: unknown architecture {arch!r} (general.architecture); "
@@ -97,6 +120,7 @@ def model_config(file: GGUFFile, *, dtype: str = "float32", max_len: int | None 
   if rope_dims != head_dim:
     raise GGUFError(f"{file.path}: rotary positions on {rope_dims} of {head_dim} head features; "
                     f"our rope rotates them all")
+  _check_no_rope_scaling(file)
   embed = file.tensors.get("token_embd.weight")
   if embed is None:
     raise GGUFError(f"{file.path}: tensor 'token_embd.weight' is missing")
@@ -106,9 +130,9 @@ def model_config(file: GGUFFile, *, dtype: str = "float32", max_len: int | None 
       num_heads=num_heads, head_dim=head_dim, d_ff_big=int(hp("feed_forward_length")),
       d_ff_small=0, duo=False,
       max_len=int(max_len or hp("context_length")),
-      num_kv_heads=int(file.get(f"{ARCHITECTURE}.attention.head_count_kv", num_heads)),
+      num_kv_heads=int(hp("attention.head_count_kv")),
       scale_embeddings=False,
-      rope_theta=float(file.get(f"{ARCHITECTURE}.rope.freq_base", 10_000.0)),
+      rope_theta=float(hp("rope.freq_base")),
       norm_eps=float(hp("attention.layer_norm_rms_epsilon")),
       tie_embeddings="output.weight" not in file.tensors,
       dtype=dtype, param_dtype="float32")
