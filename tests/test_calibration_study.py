@@ -1,5 +1,6 @@
 """The calibration study end to end on a tiny policy: MC shards, methods, results, figures."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -162,13 +163,27 @@ def test_missing_policy_names_the_command(tmp_path):
     run_calibration_study(_config(str(tmp_path / "none")), str(tmp_path / "out"))
 
 
-def test_calibrate_config_builds():
+def test_calibrate_config_builds_into_the_studys_typed_configs():
   config = calibrate_small.get_config()
-  from adaptive_jax.prm.study import EvalConfig, McConfig, PrmConfig
+  from adaptive_jax.prm.study import EvalConfig, McConfig, PrmConfig, SelectConfig
   from adaptive_jax.nn.config import ModelConfig
-  McConfig(**config.mc)
-  EvalConfig(**config.eval)
-  PrmConfig(**{**dict(config.prm), "model": ModelConfig.from_dict(config.prm.model)})
+  from adaptive_jax.typed_config import from_mapping
+  typed = {"mc": from_mapping(McConfig, config.mc, "mc"),
+           "eval": from_mapping(EvalConfig, config.eval, "eval"),
+           "select": from_mapping(SelectConfig, config.select, "select"),
+           "prm": from_mapping(PrmConfig, {**dict(config.prm), "model": ModelConfig.from_dict(
+               config.prm.model)}, "prm")}
+  for section, cfg in typed.items():  # every field as the config gives it, none left default
+    values = config[section].to_dict()
+    assert set(values) == {f.name for f in dataclasses.fields(cfg)}, section
+    for name, value in values.items():
+      if name != "model":
+        assert getattr(cfg, name) == (tuple(value) if isinstance(value, list) else value), name
+  # backbone "policy" starts the PRMs from the policy's weights, which needs its very model
+  # (the study raises on any field that differs), and the base PRM sees only easier questions.
+  assert typed["prm"].backbone == "policy"
+  assert typed["prm"].model == ModelConfig.from_dict(policy_small.get_config().model)
+  assert typed["prm"].base_max_difficulty < max(typed["mc"].difficulties)
 
 
 @pytest.mark.parametrize("section, field, value, message", [

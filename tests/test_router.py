@@ -192,9 +192,24 @@ def test_imitation_router_beats_the_marginal_rate_on_held_out_tokens():
 
 
 def test_router_small_config_fits_duo_small():
-  cfg = router_train.RouterConfig.from_dict(router_small.get_config().router)
+  config = router_small.get_config()
+  assert config.stage1_config == "configs/duo_small.py"  # the model its routers are trained on
+  cfg = router_train.RouterConfig.from_dict(config.router)
   model = duo_small.get_config().model
   cfg.validate_for(model.num_layers, model.max_len)
+  # What validate_for accepts, by hand: every budget a number of big layers the model has,
+  # every schedule's segments of equal length with its mean one of the trained budgets, and
+  # sequences that fit the model's context.
+  for k in cfg.budgets + sum(cfg.schedules, ()):
+    assert 0 <= k <= model.num_layers, k
+  for schedule in cfg.schedules:
+    assert cfg.seq_len % len(schedule) == 0 and np.mean(schedule) in cfg.budgets, schedule
+  assert cfg.seq_len <= model.max_len
+  # The fit is the model's: one layer fewer than the largest budget, or a shorter context, fails.
+  with pytest.raises(ValueError, match="router.budgets entry"):
+    cfg.validate_for(max(cfg.budgets) - 1, model.max_len)
+  with pytest.raises(ValueError, match=r"router.seq_len \(128\) must be <= model.max_len"):
+    cfg.validate_for(model.num_layers, cfg.seq_len - 1)
 
 
 @pytest.mark.parametrize("field, value, message", [
