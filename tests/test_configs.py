@@ -3,6 +3,7 @@
 import importlib
 import pathlib
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.train.loop import typed_configs
 from adaptive_jax.train.state import count_params
@@ -34,12 +36,76 @@ def _abstract_params(config):
       tokens, routes)["params"]
 
 
+def _expected_shapes(cfg: ModelConfig) -> dict:
+  """Every parameter's shape, from the config alone (layers stacked on a leading L axis)."""
+  L, D, V = cfg.num_layers, cfg.d_model, cfg.vocab_size
+  N, K, H = cfg.num_heads, cfg.num_kv_heads or cfg.num_heads, cfg.head_dim
+  ffn = lambda F: {"gate": (L, D, F), "up": (L, D, F), "down": (L, F, D)}
+  layers = {"attention": {"query": (L, D, N, H), "key": (L, D, K, H), "value": (L, D, K, H),
+                          "out": (L, N, H, D)},
+            "attention_norm": {"scale": (L, D)}, "ffn_norm": {"scale": (L, D)}}
+  if cfg.duo:
+    layers["duo_ffn"] = {"big": ffn(cfg.d_ff_big), "small": ffn(cfg.d_ff_small)}
+  else:
+    layers["ffn"] = ffn(cfg.d_ff_big)
+  shapes = {"embed": {"embedding": (V, D)}, "final_norm": {"scale": (D,)}, "layers": layers}
+  if not cfg.tie_embeddings:
+    shapes["unembed"] = (D, V)
+  return shapes
+
+
+def _shapes(params) -> dict:
+  params = flax.core.unfreeze(nn.meta.unbox(params))
+  return jax.tree.map(lambda x: tuple(x.shape), params,
+                      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+
+
+def _model_sections(config, prefix=""):
+  """Dotted paths of the `model` sections (ModelConfigs) anywhere in a config."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      if key == "model":
+        yield prefix + key
+      yield from _model_sections(value, f"{prefix}{key}.")
+
+
+_CONFIG_ARGS = {"duo_pbig_ablation": ("0", "0.25", "0.5", "0.75", "1"),
+                "quick": (None, "small", "paper")}
+MODEL_SECTIONS = [
+    pytest.param(path, arg, dotted, id=f"{path.stem}{':' + arg if arg else ''}:{dotted}")
+    for path in sorted(CONFIG_DIR.glob("*.py")) if path.stem != "__init__"
+    for arg in _CONFIG_ARGS.get(path.stem, (None,))
+    for dotted in _model_sections(_load_module(path, arg))]
+
+
+def test_model_sections_are_found_in_every_config_that_has_one():
+  found = {param.values[0].stem for param in MODEL_SECTIONS}
+  assert found >= {"duo_paper", "duo_pbig_ablation", "duo_small", "duo_tiny", "policy_small",
+                   "calibrate_small", "calibrate_small_matched", "quick"}, found
+  assert len(MODEL_SECTIONS) >= 17
+
+
+@pytest.mark.parametrize("path, arg, dotted", MODEL_SECTIONS)
+def test_every_model_section_builds_the_shapes_it_names(path, arg, dotted):
+  section = _load_module(path, arg)
+  for key in dotted.split("."):
+    section = section[key]
+  cfg = ModelConfig.from_dict(section)
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  routes = jax.ShapeDtypeStruct((1, 8, cfg.num_layers), jnp.int32) if cfg.duo else None
+  params = jax.eval_shape(
+      lambda t, r: Transformer(cfg).init(jax.random.key(0), t, route_BxTxL=r), tokens,
+      routes)["params"]
+  assert _shapes(params) == _expected_shapes(cfg)
+  assert {x.dtype for x in jax.tree.leaves(nn.meta.unbox(params))} == {cfg.weight_dtype}
+
+
 @pytest.mark.parametrize("path", DUO_CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_under_eval_shape(path):
+  """Through the training loop's typed configs, which also check the data against the model."""
   config = _load_module(path, None)
-  params = _abstract_params(config)
-  layers = nn.meta.unbox(params)["layers"]
-  assert layers["attention"]["query"].shape[0] == config.model.num_layers
+  model_cfg, *_ = typed_configs(config)
+  assert _shapes(_abstract_params(config)) == _expected_shapes(model_cfg)
 
 
 def test_paper_config_has_about_1_4b_parameters():
