@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import fit, scoring
@@ -44,3 +45,10 @@ def test_every_position_equals_the_prefix_alone():
 
 def test_columns_name_the_outputs():
   assert scoring.columns(LEVELS) == {"q0.1": 0, "q0.5": 1, "q0.9": 2, "mean": 3, "base": 4}
+
+
+def test_sequences_longer_than_the_prm_are_rejected():
+  tokens_BxT = np.zeros((2, CFG.max_len + 1), np.int32)
+  with pytest.raises(ValueError, match="max_len=32"):
+    scoring.position_probabilities(_calibrated_params(), tokens_BxT, model_cfg=CFG,
+                                   num_quantiles=len(LEVELS))

@@ -133,6 +133,16 @@ def test_shared_prefix_as_long_as_the_prompt_is_rejected(params):
                   prefix_cache=prefix_cache, cfg=CFG, dec=NUCLEUS)
 
 
+@pytest.mark.parametrize("prompts", [[[1, 5, 9, 4], [1, 5, 8, 4]],  # row 1 differs inside it
+                                     [[1, 5, 9, 4, 4], [1, 5, 9]]])  # row 1 is the prefix alone
+def test_rows_that_do_not_extend_the_shared_prefix_are_rejected(params, prompts):
+  prompt_BxP, prompt_len_B = decode.left_pad(prompts)
+  prefix_cache = decode.prefill_prefix(CFG, NUCLEUS, params, np.array([1, 5, 9]))
+  with pytest.raises(ValueError, match="prompt row 1 does not start with the 3-token"):
+    decode.sample(params, prompt_BxP, prompt_len_B, jax.random.split(jax.random.key(1), 2),
+                  prefix_cache=prefix_cache, cfg=CFG, dec=NUCLEUS)
+
+
 def test_duo_model_with_constant_route_equals_naive():
   cfg = dataclasses.replace(CFG, duo=True)
   dec = dataclasses.replace(GREEDY, max_new_tokens=4, route=int(routing.Route.SMALL))

@@ -12,6 +12,7 @@ import pytest
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
+from adaptive_jax.nn.kv_cache import KVCache, causal_access
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
 from tests import reference_transformer
 
@@ -122,3 +123,45 @@ def test_layer_by_layer_application_equals_full_call(tokens_and_params):
   np.testing.assert_allclose(np.asarray(logits),
                              np.asarray(model.apply({"params": params}, tokens, route_BxTxL=route)),
                              atol=1e-5)
+
+
+def test_cached_calls_equal_the_full_forward(tokens_and_params):
+  """Prefill a prefix into a KV cache, then feed the rest one token at a time: every
+  position's logits equal the full forward's, under per-token routes."""
+  tokens, params = tokens_and_params
+  route = routing.random_routes(jax.random.key(4), (2, 7, CFG.num_layers), p_big=0.4, p_skip=0.3)
+  model = Transformer(CFG)
+  full_BxTxV = model.apply({"params": params}, tokens, route_BxTxL=route)
+  cache = KVCache.zeros(CFG, batch=2, num_slots=9)  # room to spare: unused slots stay unread
+  prefill_Bx3xV, cache = model.apply({"params": params}, tokens[:, :3], route_BxTxL=route[:, :3],
+                                     cache=cache)
+  np.testing.assert_allclose(prefill_Bx3xV, full_BxTxV[:, :3], atol=1e-5)
+  for t in range(3, 7):
+    access = causal_access(t, 2, 1, cache.num_slots)
+    logits_BxV, cache = model.apply({"params": params}, tokens[:, t:t + 1],
+                                    route_BxTxL=route[:, t:t + 1], cache=cache,
+                                    cache_access=access, output="last_logits")
+    np.testing.assert_allclose(logits_BxV, full_BxTxV[:, t], atol=1e-5)
+
+
+def test_hidden_output_is_what_the_logits_read(tokens_and_params):
+  tokens, params = tokens_and_params
+  route = jnp.full((2, 7, CFG.num_layers), routing.Route.BIG, jnp.int32)
+  model = Transformer(CFG)
+  h_BxTxD = model.apply({"params": params}, tokens, route_BxTxL=route, output="hidden")
+  embed_VxD = params["embed"]["embedding"]
+  np.testing.assert_allclose(jnp.einsum("btd,vd->btv", h_BxTxD, embed_VxD),
+                             model.apply({"params": params}, tokens, route_BxTxL=route),
+                             atol=1e-5)
+
+
+def test_call_arguments_are_checked(tokens_and_params):
+  tokens, params = tokens_and_params
+  route = jnp.zeros((2, 7, CFG.num_layers), jnp.int32)
+  apply = lambda **kw: Transformer(CFG).apply({"params": params}, tokens, route_BxTxL=route, **kw)
+  with pytest.raises(ValueError, match="output must be one of"):
+    apply(output="probs")
+  with pytest.raises(ValueError, match="cache_access needs a cache"):
+    apply(cache_access=causal_access(0, 2, 7, 7))
+  with pytest.raises(ValueError, match="segment_ids_BxT"):
+    apply(cache=KVCache.zeros(CFG, 2, 7), segment_ids_BxT=jnp.zeros((2, 7), jnp.int32))

@@ -4,9 +4,11 @@ N query heads share K = cfg.kv_heads key/value heads: query head n reads kv head
 (K = N: multi-head attention; K = 1: multi-query). N = 9, K = 3: heads 0-2 read kv head 0,
 3-5 kv head 1, 6-8 kv head 2, the grouping of `jax.nn.dot_product_attention` and of Llama.
 
-Besides the full causal call, `qkv` and `project_out` expose the two halves so that callers
-with their own key/value caches (decoding, the sequential oracle) reuse the same weights, and
-`cached_attention` is the one attention over such a cache.
+`__call__` attends over the call's own tokens (causal, optionally inside segments); `cached`
+writes the tokens' keys and values into a `KVCache` and attends over it (prefill, decode,
+incremental scoring). `qkv` and `project_out` expose the two halves for the sequential
+oracle, which attends over a cache plus tree nodes outside it, and `cached_attention` is the
+one attention over a cache.
 
 Letters here: N query heads, K key/value heads, G = N / K query heads per kv head, H head
 width, S cache slots.
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
 from adaptive_jax.nn.rope import apply_rope
 
 # Fan-in initialization of [D, N, H] (in: D) and [N, H, D] (in: N*H) projection kernels.
@@ -63,6 +66,15 @@ class Attention(nn.Module):
     o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask_Bx1xTxT,
                                              is_causal=True)
     return self.project_out(o_BxTxNxH)
+
+  def cached(self, x_BxTxD, positions_BxT, cache: KVCache, layer, access: CacheAccess):
+    """Writes this layer's keys and values at `access.slot` .., then attends over the cache:
+    (out_BxTxD, cache)."""
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.qkv(x_BxTxD, positions_BxT)
+    cache = cache.write(layer, access.slot, k_BxTxKxH, v_BxTxKxH)
+    k_cache_BxKxSxH, v_cache_BxKxSxH = cache.layer(layer)
+    o_BxTxNxH = cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, access.mask_BxTxS)
+    return self.project_out(o_BxTxNxH), cache
 
 
 def cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS,

@@ -1,9 +1,21 @@
 """Llama-style decoder whose FFN layers are Duo-FFNs (or plain SwiGLU for a dense baseline).
 
-Layers are stacked with `nn.scan` (params carry a leading 'layers' axis), so compile time does
-not grow with depth; routes enter per layer as the scanned input. The pieces (`embed_tokens`,
-`DecoderLayer.attention_block` / `ffn_block`, `logits`) can be applied on their own, with one
-layer's slice of the params, by code that walks the layers itself (the oracles).
+One call serves every path: `Transformer.__call__(tokens, routes, positions, segment ids,
+cache)` runs the scanned layer stack (params carry a leading 'layers' axis, so compile time
+does not grow with depth; routes enter per layer as the scanned input) and returns logits,
+the last position's logits or the final-normed hidden states, and with a `KVCache` the
+updated cache:
+
+  training, evaluation   model.apply(p, tokens, route_BxTxL=...)            -> logits_BxTxV
+  packed rows            ... segment_ids_BxT=..., positions_BxT=...
+  PRM readout            ... output="hidden"                                 -> h_BxTxD
+  prefill, decode        ... cache=KVCache, cache_access=..., output="last_logits"
+                                                                             -> (logits_BxV, cache)
+
+Paths that must branch per layer (the pattern-tree and sequential oracles, the routers, which
+choose layer l's route from its FFN input) call one layer's `DecoderLayer.attention_block`,
+`ffn_input` and `ffn_block` with that layer's slice of the params (`layer_params`), between
+`embed_tokens` and `logits`.
 """
 
 import flax.linen as nn
@@ -15,6 +27,9 @@ from adaptive_jax.nn.attention import Attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.ffn import SwiGLU
+from adaptive_jax.nn.kv_cache import CacheAccess, KVCache, causal_access
+
+OUTPUTS = ("logits", "last_logits", "hidden")
 
 
 def rms_norm(cfg: ModelConfig, name: str | None = None) -> nn.RMSNorm:
@@ -41,9 +56,13 @@ class DecoderLayer(nn.Module):
     return x_BxTxD + self.attention(self.attention_norm(x_BxTxD), positions_BxT,
                                     segment_ids_BxT)
 
+  def ffn_input(self, x_BxTxD):
+    """The normed state the FFN reads (and a router reads to choose it)."""
+    return self.ffn_norm(x_BxTxD)
+
   def ffn_block(self, x_BxTxD, route_in):
     """route_in: {'route': route_BxT} or {'weights': weights_BxTxR} (Duo), {} (dense)."""
-    h_BxTxD = self.ffn_norm(x_BxTxD)
+    h_BxTxD = self.ffn_input(x_BxTxD)
     if self.cfg.duo:
       ffn_BxTxD = self.duo_ffn(h_BxTxD, route_BxT=route_in.get("route"),
                                weights_BxTxR=route_in.get("weights"))
@@ -52,8 +71,16 @@ class DecoderLayer(nn.Module):
     return nn.with_logical_constraint(x_BxTxD + ffn_BxTxD, ("batch", "length", "embed"))
 
   def __call__(self, x_BxTxD, route_in, positions_BxT, segment_ids_BxT=None):
+    """One layer of the scanned stack (carry x_BxTxD, scanned route_in)."""
     x_BxTxD = self.attention_block(x_BxTxD, positions_BxT, segment_ids_BxT)
     return self.ffn_block(x_BxTxD, route_in), None
+
+  def cached(self, x_BxTxD, route_in, positions_BxT, cache: KVCache, layer: int,
+             access: CacheAccess):
+    """The layer over a KV cache it writes to: (x_BxTxD, cache)."""
+    out_BxTxD, cache = self.attention.cached(self.attention_norm(x_BxTxD), positions_BxT, cache,
+                                             layer, access)
+    return self.ffn_block(x_BxTxD + out_BxTxD, route_in), cache
 
 
 class Transformer(nn.Module):
@@ -97,20 +124,59 @@ class Transformer(nn.Module):
     return logits_BxTxV.astype(jnp.float32)
 
   def __call__(self, tokens_BxT, route_BxTxL=None, weights_BxTxLxR=None, positions_BxT=None,
-               segment_ids_BxT=None):
-    """Returns float32 logits_BxTxV.
+               segment_ids_BxT=None, cache: KVCache | None = None,
+               cache_access: CacheAccess | None = None, output: str = "logits"):
+    """The model on tokens_BxT: `output` "logits" (float32 logits_BxTxV), "last_logits"
+    (float32 logits_BxV of the last position) or "hidden" (final-normed h_BxTxD); with a
+    `cache`, the pair (that, updated cache).
 
     A Duo model takes exactly one of `route_BxTxL` (int ids SKIP/SMALL/BIG) or
     `weights_BxTxLxR` (soft mixture over the three routes); a dense model takes neither.
     Packed rows pass `segment_ids_BxT` (attention stays inside a segment) and
-    `positions_BxT` (restarting at 0 in each segment).
+    `positions_BxT` (restarting at 0 in each segment). With a cache, the tokens go to slots
+    `cache_access.slot` .. and attend to the slots its mask allows (default: the tokens
+    follow slots 0 .. slot - 1 of every row, `kv_cache.causal_access` at slot 0).
     """
+    if output not in OUTPUTS:
+      raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if cache is None and cache_access is not None:
+      raise ValueError("cache_access needs a cache")
+    if cache is not None and segment_ids_BxT is not None:
+      raise ValueError("segment_ids_BxT (packed rows) cannot be used with a cache")
     route_in = self._route_inputs(route_BxTxL, weights_BxTxLxR)
+    batch, num_tokens = tokens_BxT.shape
+    if cache is not None and cache_access is None:
+      cache_access = causal_access(0, batch, num_tokens, cache.num_slots)
     if positions_BxT is None:
-      positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-    x_BxTxD, _ = self.layers(self.embed_tokens(tokens_BxT), route_in, positions_BxT,
-                             segment_ids_BxT)
-    return self.logits(x_BxTxD)
+      first = 0 if cache_access is None else cache_access.slot
+      positions_BxT = jnp.broadcast_to(first + jnp.arange(num_tokens), tokens_BxT.shape)
+    x_BxTxD = self.embed_tokens(tokens_BxT)
+    if cache is None:
+      x_BxTxD, _ = self.layers(x_BxTxD, route_in, positions_BxT, segment_ids_BxT)
+    else:
+      x_BxTxD, cache = self._cached_layers(x_BxTxD, route_in, positions_BxT, cache, cache_access)
+    if output == "hidden":
+      out = self.final_norm(x_BxTxD)
+    elif output == "last_logits":
+      out = self.logits(x_BxTxD[:, -1:])[:, 0]
+    else:
+      out = self.logits(x_BxTxD)
+    return out if cache is None else (out, cache)
+
+  def _cached_layers(self, x_BxTxD, route_in, positions_BxT, cache: KVCache,
+                     access: CacheAccess):
+    """The same layers walked one by one, each over its own cache array (kv_cache.py says why
+    not the scan); each layer's params are its slice of the scanned stack."""
+    if self.is_initializing():
+      raise ValueError("initialize the model without a cache")
+    layer = DecoderLayer(self.cfg, parent=None)  # applied functionally, not a submodule
+    stacked = nn.meta.unbox(self.variables["params"]["layers"])
+    for l in range(self.cfg.num_layers):
+      x_BxTxD, cache = layer.apply(
+          {"params": jax.tree.map(lambda p: p[l], stacked)}, x_BxTxD,
+          jax.tree.map(lambda r: r[l], route_in), positions_BxT, cache, l, access,
+          method=DecoderLayer.cached)
+    return x_BxTxD, cache
 
   def _route_inputs(self, route_BxTxL, weights_BxTxLxR):
     """Per-layer scanned route inputs, layer axis first: {'route': LxBxT} or {'weights': LxBxTxR}."""

@@ -14,11 +14,9 @@ the whole question says about its difficulty: on the arithmetic task a ridge pro
 policy's states predicts the MC target with Brier 0.054 from [h_last; h_mean], 0.064 from
 h_last alone (docs/calibrated_prm.md).
 
-Padding: `encode_texts` pads on the right, the supported layout. Attention is causal, so the
-last real token never sees the pads after it and the output is exactly that of the unpadded
-sequence. Left padding is located correctly (the last real token is then position T - 1),
-but the backbone has no pad mask: real tokens attend to the leading pads and their rotary
-positions shift, so left-padded outputs differ from right-padded ones.
+Padding: `encode_texts` pads on the right, the one layout it offers. Attention is causal, so
+the last real token never sees the pads after it and the output is exactly that of the
+unpadded sequence.
 """
 
 from collections.abc import Sequence
@@ -68,15 +66,13 @@ class PRM(nn.Module):
   def readout(self, tokens_BxT, last_B=None):
     """h_Bx2D = [h_last; h_mean], what the output layers read (float32)."""
     positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-    x_BxTxD, _ = self.backbone.layers(self.backbone.embed_tokens(tokens_BxT), {}, positions_BxT,
-                                      None)
+    normed_BxTxD = self.backbone(tokens_BxT, output="hidden").astype(jnp.float32)
     last_B = last_real_index(tokens_BxT) if last_B is None else last_B
-    normed_BxTxD = self.backbone.final_norm(x_BxTxD).astype(jnp.float32)
     # Positions after the last real token (pads, or anything else) are outside the prefix.
     inside_BxT = positions_BxT <= last_B[:, None]
     h_mean_BxD = (jnp.sum(jnp.where(inside_BxT[..., None], normed_BxTxD, 0.0), axis=1)
                   / (last_B[:, None] + 1).astype(jnp.float32))
-    return jnp.concatenate([normed_BxTxD[jnp.arange(x_BxTxD.shape[0]), last_B], h_mean_BxD],
+    return jnp.concatenate([normed_BxTxD[jnp.arange(tokens_BxT.shape[0]), last_B], h_mean_BxD],
                            axis=-1)
 
   def outputs(self, h_Bx2D):
@@ -99,7 +95,7 @@ def probabilities(outputs):
                           jnp.clip(mean_B, 0.0, 1.0)[:, None]], axis=-1)
 
 
-def encode_texts(texts: Sequence[str], max_len: int, *, left_pad: bool = False,
+def encode_texts(texts: Sequence[str], max_len: int, *,
                  tokenizer: ByteTokenizer = TOKENIZER) -> np.ndarray:
   """int32 tokens_NxT of `[eos] + encode(text)`, padded to the longest (T <= max_len).
 
@@ -119,10 +115,7 @@ def encode_texts(texts: Sequence[str], max_len: int, *, left_pad: bool = False,
                        f"than max_len={max_len}: {texts[i][:40]!r}...")
   tokens_NxT = np.full((len(ids), max(map(len, ids))), tokenizer.pad_id, np.int32)
   for i, row in enumerate(ids):
-    if left_pad:
-      tokens_NxT[i, tokens_NxT.shape[1] - len(row):] = row
-    else:
-      tokens_NxT[i, :len(row)] = row
+    tokens_NxT[i, :len(row)] = row
   return tokens_NxT
 
 
@@ -146,8 +139,6 @@ def record_field(records: Sequence[dict], field: str) -> np.ndarray:
   return values
 
 
-def encode_records(records: Sequence[dict], max_len: int, *, left_pad: bool = False,
-                   tokenizer=TOKENIZER) -> np.ndarray:
+def encode_records(records: Sequence[dict], max_len: int, *, tokenizer=TOKENIZER) -> np.ndarray:
   """tokens_NxT of the records' `text` fields (see `encode_texts`)."""
-  return encode_texts(list(record_field(records, "text")), max_len, left_pad=left_pad,
-                      tokenizer=tokenizer)
+  return encode_texts(list(record_field(records, "text")), max_len, tokenizer=tokenizer)

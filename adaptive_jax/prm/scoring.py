@@ -21,21 +21,27 @@ BASE = "base"
 
 
 def _per_position_outputs(module: PRM, tokens_BxT):
-  positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-  backbone = module.backbone
-  x_BxTxD, _ = backbone.layers(backbone.embed_tokens(tokens_BxT), {}, positions_BxT, None)
-  normed_BxTxD = backbone.final_norm(x_BxTxD).astype(jnp.float32)
-  mean_BxTxD = jnp.cumsum(normed_BxTxD, axis=1) / (positions_BxT[..., None] + 1.0)
+  normed_BxTxD = module.backbone(tokens_BxT, output="hidden").astype(jnp.float32)
+  count_1xTx1 = jnp.arange(1, tokens_BxT.shape[1] + 1, dtype=jnp.float32)[None, :, None]
+  mean_BxTxD = jnp.cumsum(normed_BxTxD, axis=1) / count_1xTx1
   h_NxF = jnp.concatenate([normed_BxTxD, mean_BxTxD], -1).reshape(-1, 2 * normed_BxTxD.shape[-1])
   outputs = module.outputs(h_NxF)
   base_logit_N = module.head(h_NxF)[:, 0]
   return outputs, base_logit_N
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
 def position_probabilities(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
   """probs_BxTxK at every position of right-padded tokens_BxT: for a calibrated PRM the Q
   quantiles, the mean, then the base probability (K = Q + 2); for a base PRM K = 1."""
+  if tokens_BxT.ndim != 2 or tokens_BxT.shape[1] > model_cfg.max_len:
+    raise ValueError(f"tokens_BxT must have shape [batch, T] with T <= the PRM's "
+                     f"model.max_len={model_cfg.max_len}, got shape {tokens_BxT.shape}")
+  return _position_probabilities(params, tokens_BxT, model_cfg=model_cfg,
+                                 num_quantiles=num_quantiles)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "num_quantiles"))
+def _position_probabilities(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
   batch, length = tokens_BxT.shape
   module = PRM(model_cfg, num_quantiles)
   outputs, base_logit_N = module.apply({"params": params}, tokens_BxT,

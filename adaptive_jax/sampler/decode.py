@@ -14,9 +14,13 @@ key per row (jax.random.split(key, Q * N)). The token at position p of sequence 
 `fold_in(key_b, p)`, so continuing from a prefix the sampler produced, with the same keys, gives
 the same tokens as sampling from scratch.
 
+Every step is one call of the model (`Transformer.__call__` with a `KVCache` and the rows'
+pad-aware mask, output "last_logits").
+
 A prompt prefix every row shares (few-shot examples) can be run once: `prefill_prefix` gives
-its keys and values at batch 1, and `start` / `sample` with `prefix_cache` place them at each
-row's slots and run only slots L.. (L the prefix length). Rotary positions count from a row's
+its tokens and their keys and values at batch 1, and `start` / `sample` with `prefix_cache`
+place them at each row's slots and run only slots L.. (L the prefix length); `sample` checks
+that every row starts with the prefix. Rotary positions count from a row's
 first real token, so the prefix's keys are the same in every row; only their slots move with
 the row's padding. Row b = [pad_b pads][prefix][own tokens], L = 3, P = 6:
 
@@ -38,9 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax import routing
-from adaptive_jax.nn.attention import Attention, cached_attention
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, rms_norm
+from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
+from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler.confidence import token_confidence
 
 
@@ -125,7 +129,13 @@ class DecodeState(NamedTuple):
   min_confidence_B: jax.Array  # the early-stop threshold of each row (-inf: none)
   prompt_len_B: jax.Array
   key_B: jax.Array
-  cache: tuple  # per layer (k_cache_BxKxSxH, v_cache_BxKxSxH), K kv heads, S = P + M - 1
+  cache: KVCache  # every layer's keys and values, S = P + M - 1 slots
+
+
+class PrefixCache(NamedTuple):
+  """A prefix every prompt starts with: its tokens and their keys and values at batch 1."""
+  tokens_L: jax.Array
+  cache: KVCache
 
 
 class SampleOutput(NamedTuple):
@@ -147,40 +157,24 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0):
   return prompt_BxP, np.array([len(s) for s in sequences], np.int32)
 
 
-def _forward(cfg: ModelConfig, dec: DecodeConfig, params, tokens_BxT, first_slot, pad_B, cache):
+def _forward(cfg: ModelConfig, dec: DecodeConfig, params, tokens_BxT, first_slot, pad_B,
+             cache: KVCache):
   """Runs tokens_BxT at slots first_slot.. through the cached model: (last logits_BxV, cache)."""
   batch, num_tokens = tokens_BxT.shape
-  num_slots = cache[0][0].shape[2]
   slots_T = first_slot + jnp.arange(num_tokens)
   positions_BxT = slots_T[None, :] - pad_B[:, None]
-  key_slots_1x1xS = jnp.arange(num_slots)[None, None, :]
+  key_slots_1x1xS = jnp.arange(cache.num_slots)[None, None, :]
   query_slots_1xTx1 = slots_T[None, :, None]
   # Causal, and never a pad slot; a pad query sees itself only (no all-masked softmax rows).
   mask_BxTxS = (key_slots_1x1xS <= query_slots_1xTx1) & (
       (key_slots_1x1xS >= pad_B[:, None, None]) | (key_slots_1x1xS == query_slots_1xTx1))
-  route_in = {}
+  route_BxTxL = None
   if cfg.duo:
-    route_in = {"route": jnp.full((batch, num_tokens), dec.route, jnp.int32)}
-  x_BxTxD = Transformer(cfg).apply({"params": params}, tokens_BxT, method=Transformer.embed_tokens)
-  new_cache = []
-  for layer, (k_cache_BxKxSxH, v_cache_BxKxSxH) in enumerate(cache):
-    lp = layer_params(params, layer)
-    xn_BxTxD = rms_norm(cfg).apply({"params": lp["attention_norm"]}, x_BxTxD)
-    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = Attention(cfg).apply(
-        {"params": lp["attention"]}, xn_BxTxD, positions_BxT, method=Attention.qkv)
-    write = lambda cache, new: jax.lax.dynamic_update_slice(
-        cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), (0, 0, first_slot, 0))
-    k_cache_BxKxSxH = write(k_cache_BxKxSxH, k_BxTxKxH)
-    v_cache_BxKxSxH = write(v_cache_BxKxSxH, v_BxTxKxH)
-    o_BxTxNxH = cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS)
-    x_BxTxD = x_BxTxD + Attention(cfg).apply({"params": lp["attention"]}, o_BxTxNxH,
-                                             method=Attention.project_out)
-    x_BxTxD = DecoderLayer(cfg).apply({"params": lp}, x_BxTxD, route_in,
-                                      method=DecoderLayer.ffn_block)
-    new_cache.append((k_cache_BxKxSxH, v_cache_BxKxSxH))
-  logits_BxV = Transformer(cfg).apply({"params": params}, x_BxTxD[:, -1:],
-                                      method=Transformer.logits)[:, 0]
-  return logits_BxV, tuple(new_cache)
+    route_BxTxL = jnp.full((batch, num_tokens, cfg.num_layers), dec.route, jnp.int32)
+  return Transformer(cfg).apply(
+      {"params": params}, tokens_BxT, route_BxTxL=route_BxTxL, positions_BxT=positions_BxT,
+      cache=cache, cache_access=CacheAccess(jnp.asarray(first_slot, jnp.int32), mask_BxTxS),
+      output="last_logits")
 
 
 def _write(dec: DecodeConfig, state: DecodeState, logits_BxV) -> DecodeState:
@@ -214,14 +208,13 @@ def _write(dec: DecodeConfig, state: DecodeState, logits_BxV) -> DecodeState:
       confidence_BxM=confidence_BxM, truncated_B=truncated_B)
 
 
-def prefill_prefix(cfg: ModelConfig, dec: DecodeConfig, params, prefix_L) -> tuple:
-  """Per layer (k_1xKxLxH, v_1xKxLxH) of a prefix that every prompt starts with (unpadded)."""
+def prefill_prefix(cfg: ModelConfig, dec: DecodeConfig, params, prefix_L) -> PrefixCache:
+  """The keys and values of a prefix that every prompt starts with (unpadded, batch 1)."""
   prefix_1xL = jnp.asarray(prefix_L, jnp.int32)[None]
-  shape = (1, cfg.kv_heads, prefix_1xL.shape[1], cfg.head_dim)
-  cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
-                for _ in range(cfg.num_layers))
-  return _forward(cfg, dec, nn.meta.unbox(params), prefix_1xL, 0, jnp.zeros(1, jnp.int32),
-                  cache)[1]
+  cache = KVCache.zeros(cfg, 1, prefix_1xL.shape[1])
+  _, cache = _forward(cfg, dec, nn.meta.unbox(params), prefix_1xL, 0, jnp.zeros(1, jnp.int32),
+                      cache)
+  return PrefixCache(prefix_1xL[0], cache)
 
 
 def _place_prefix(cache_BxKxSxH, prefix_1xKxLxH, pad_B):
@@ -235,13 +228,28 @@ def _place_prefix(cache_BxKxSxH, prefix_1xKxLxH, pad_B):
       (0, 0, 0, 0))
 
 
+def check_prefix(prompt_BxP, prompt_len_B, prefix_cache: PrefixCache) -> None:
+  """ValueError unless every left-padded prompt starts with the prefix and runs past it."""
+  prefix_L = np.asarray(prefix_cache.tokens_L)
+  prompt_BxP, prompt_len_B = np.asarray(prompt_BxP), np.asarray(prompt_len_B)
+  width, shared = prompt_BxP.shape[1], len(prefix_L)
+  if shared >= width:
+    raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
+                     f"got prompt length {width}")
+  for b, length in enumerate(prompt_len_B):
+    row = prompt_BxP[b, width - length:]
+    if length <= shared or not np.array_equal(row[:shared], prefix_L):
+      raise ValueError(f"prompt row {b} does not start with the {shared}-token shared prefix "
+                       f"and continue past it (prefix_cache needs every row to)")
+
+
 def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B, key_B,
           min_confidence_B=None, prefix_cache=None):
   """Prefills the cache with the left-padded prompts and draws the first new token.
 
   min_confidence_B: each row's early-stop threshold when dec.confidence_window > 0.
   prefix_cache: `prefill_prefix` of the L tokens every row's prompt starts with; then only
-  slots L.. are run. Each row needs at least one token after the prefix (not checked here).
+  slots L.. are run. Each row needs at least one token after the prefix (`sample` checks).
   """
   if cfg.duo and dec.route is None:
     raise ValueError("a Duo model needs DecodeConfig.route (a constant routing.Route)")
@@ -254,19 +262,17 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
   if prompt_len + m - 1 > cfg.max_len:
     raise ValueError(f"prompt length {prompt_len} + max_new_tokens {m} - 1 exceeds "
                      f"model.max_len={cfg.max_len}")
-  shape = (batch, cfg.kv_heads, prompt_len + m - 1, cfg.head_dim)
-  cache = tuple((jnp.zeros(shape, cfg.activation_dtype), jnp.zeros(shape, cfg.activation_dtype))
-                for _ in range(cfg.num_layers))
+  cache = KVCache.zeros(cfg, batch, prompt_len + m - 1)
   prompt_len_B = jnp.asarray(prompt_len_B, jnp.int32)
   pad_B = prompt_len - prompt_len_B
   shared = 0
   if prefix_cache is not None:
-    shared = prefix_cache[0][0].shape[2]
+    shared = prefix_cache.tokens_L.shape[0]
     if shared >= prompt_len:
       raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
                        f"got prompt length {prompt_len}")
-    cache = tuple((_place_prefix(k, k_pre, pad_B), _place_prefix(v, v_pre, pad_B))
-                  for (k, v), (k_pre, v_pre) in zip(cache, prefix_cache))
+    cache = KVCache(*(tuple(_place_prefix(c, pre, pad_B) for c, pre in zip(caches, prefix))
+                      for caches, prefix in zip(cache, prefix_cache.cache)))
   logits_BxV, cache = _forward(cfg, dec, params, prompt_BxP[:, shared:], shared, pad_B, cache)
   state = DecodeState(
       t=jnp.int32(0), token_B=jnp.zeros(batch, jnp.int32), done_B=jnp.zeros(batch, bool),
@@ -281,7 +287,7 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
 
 def advance(cfg: ModelConfig, dec: DecodeConfig, params, state: DecodeState) -> DecodeState:
   """Feeds the last token and draws the next one (stopped sequences write pad_id)."""
-  num_slots = state.cache[0][0].shape[2]
+  num_slots = state.cache.num_slots
   prompt_len = num_slots - dec.max_new_tokens + 1
   logits_BxV, cache = _forward(cfg, dec, params, state.token_B[:, None],
                                prompt_len + state.t - 1, prompt_len - state.prompt_len_B,
@@ -293,15 +299,25 @@ def running(dec: DecodeConfig, state: DecodeState):
   return (state.t < dec.max_new_tokens) & ~jnp.all(state.done_B)
 
 
-@jax.jit(static_argnames=("cfg", "dec"))
-def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None, prefix_cache=None, *,
-           cfg: ModelConfig, dec: DecodeConfig) -> SampleOutput:
+def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None,
+           prefix_cache: PrefixCache | None = None, *, cfg: ModelConfig,
+           dec: DecodeConfig) -> SampleOutput:
   """Samples up to dec.max_new_tokens per left-padded prompt; a stopped sequence stops growing.
 
   params: the Transformer's (unboxed) params; key_B: one key per sequence; min_confidence_B:
   per-row early-stop thresholds (used when dec.confidence_window > 0; default none);
-  prefix_cache: `prefill_prefix` of a prefix every prompt starts with (default none).
+  prefix_cache: `prefill_prefix` of a prefix every prompt starts with (default none; checked
+  against the prompts when they are concrete).
   """
+  if prefix_cache is not None and not isinstance(prompt_BxP, jax.core.Tracer):
+    check_prefix(prompt_BxP, prompt_len_B, prefix_cache)
+  return _sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B, prefix_cache,
+                 cfg=cfg, dec=dec)
+
+
+@jax.jit(static_argnames=("cfg", "dec"))
+def _sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B, prefix_cache, *,
+            cfg: ModelConfig, dec: DecodeConfig) -> SampleOutput:
   params = nn.meta.unbox(params)
   state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B, min_confidence_B,
                 prefix_cache)
