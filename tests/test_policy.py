@@ -157,6 +157,46 @@ def test_resume_may_change_the_evaluation_but_not_the_training_batches(tmp_path)
     train_policy(config, str(tmp_path))
 
 
+_DECODE_CFG = ModelConfig(vocab_size=259, num_layers=1, d_model=32, num_heads=2, head_dim=16,
+                          d_ff_big=64, d_ff_small=0, max_len=64, duo=False)
+
+
+def _complete(prompts, max_new_tokens, params=None):
+  return evaluate.complete(params, _DECODE_CFG, prompts, ByteTokenizer(), key=jax.random.key(0),
+                           max_new_tokens=max_new_tokens,
+                           policy=evaluate.SamplingPolicy(temperature=1.0))
+
+
+def test_every_row_gets_the_whole_max_new_tokens(monkeypatch):
+  calls = []
+
+  def fake_sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg, dec):
+    calls.append((prompt_BxP.shape, dec.max_new_tokens))
+    return np.zeros((len(key_B), dec.max_new_tokens), np.int32), np.zeros(len(key_B), np.int32)
+  monkeypatch.setattr(evaluate, "sample", fake_sample)
+  # A 10-token prompt (EOS + 9 bytes) and 50 new tokens: 10 + 50 - 1 <= 64. The 64-token
+  # bucket alone would have left room for 1; before, the whole batch was cut to that.
+  _complete(["a" * 9, "b"], max_new_tokens=50)
+  # Rows to a power of two (2); the width capped at 64 - 50 + 1 = 15 >= 10.
+  assert calls == [((2, 15), 50)]
+  _complete(["a" * 9], max_new_tokens=4)  # the bucket of 64, capped at 64 - 4 + 1
+  assert calls[-1] == ((1, 61), 4)
+
+
+def test_a_prompt_leaving_too_little_room_raises_naming_the_lengths():
+  # EOS + 40 bytes = 41 tokens; 41 + 30 - 1 = 70 > 64. Short rows beside it change nothing.
+  with pytest.raises(ValueError, match=r"max_new_tokens=30 does not fit after a prompt of 41 "
+                                       r"tokens .*41 \+ 30 - 1 > model.max_len=64"):
+    _complete(["x", "y" * 40], max_new_tokens=30)
+
+
+def test_short_prompts_decode_the_whole_budget_on_the_real_sampler():
+  params = Transformer(_DECODE_CFG).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  texts = _complete(["a" * 9, "b"], max_new_tokens=50, params=params["params"])
+  # A random byte model stops only at EOS (1 in 259 a step): most rows run past the old cut.
+  assert max(len(t) for t in texts) > 1
+
+
 def test_accuracy_by_difficulty_scores_known_completions(monkeypatch):
   """A fake policy writes the gold solution for difficulties 1-3 and for even answers, a wrong
   one otherwise: the accuracies are known per problem, across chunks of 5."""

@@ -23,20 +23,24 @@ def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: Byte
                                  max_new_tokens=max_new_tokens, policy=policy)]
   # EOS first: in training every document follows the previous one's EOS.
   ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts]
+  # Every row gets the whole max_new_tokens: a prompt that leaves less room raises, rather
+  # than the whole batch being cut to the room the longest prompt leaves.
+  longest = max(len(row) for row in ids)
+  if longest + max_new_tokens - 1 > model_cfg.max_len:
+    raise ValueError(f"max_new_tokens={max_new_tokens} does not fit after a prompt of {longest} "
+                     f"tokens (EOS included): {longest} + {max_new_tokens} - 1 > "
+                     f"model.max_len={model_cfg.max_len}; lower max_new_tokens or shorten the "
+                     "prompt")
   # Shapes rounded up to buckets (rows to a power of two, prompt length to a multiple of
-  # 64), so calls with varied prompts reuse a few compiled decodes instead of one each.
+  # 64, capped where the bucket would leave less than max_new_tokens), so calls with varied
+  # prompts reuse a few compiled decodes instead of one each.
   num = len(ids)
   ids += [[tokenizer.eos_id]] * (2 ** int(np.ceil(np.log2(num))) - num)
   prompt_BxP, prompt_len_B = left_pad(ids, tokenizer.pad_id)
-  width = -(-prompt_BxP.shape[1] // 64) * 64
-  prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - prompt_BxP.shape[1], 0)),
+  width = min(-(-longest // 64) * 64, model_cfg.max_len - max_new_tokens + 1)
+  prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - longest, 0)),
                       constant_values=tokenizer.pad_id)
-  # A long prefix leaves less room: continuations stop at the model's context.
-  room = model_cfg.max_len - prompt_BxP.shape[1] + 1
-  if room < 1:
-    raise ValueError(f"a prompt of {prompt_BxP.shape[1]} tokens (bucketed) leaves no room in "
-                     f"model.max_len={model_cfg.max_len}")
-  dec = DecodeConfig(max_new_tokens=min(max_new_tokens, room), policy=policy,
+  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
                      stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
   out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
                cfg=model_cfg, dec=dec)
