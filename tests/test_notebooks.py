@@ -129,8 +129,42 @@ def notebook(request):
     return json.load(f)
 
 
-def test_notebooks_exist():
-  assert {p.name for p in NOTEBOOKS} >= {"duo_llm_tpu.ipynb", "calibrated_prm_tpu.ipynb"}
+def test_every_notebook_is_executed_here_and_linked_from_the_docs():
+  assert {p.name for p in NOTEBOOKS} == set(_TINY_FLAGS)  # each one runs in the tests below
+  docs = "".join(path.read_text() for path in [REPO / "README.md", *(REPO / "docs").glob("*.md")])
+  for path in NOTEBOOKS:
+    assert f"notebooks/{path.name}" in docs, f"no doc links {path.name}"
+
+
+# Each notebook's entry points, in the order its cells run them: its paper's pipeline.
+_PIPELINES = {
+    "duo_llm_tpu.ipynb": ["experiments.train_duo", "experiments.oracle",
+                          "experiments.duo_figures", "experiments.oracle_figures"],
+    "calibrated_prm_tpu.ipynb": ["experiments.train_policy", "experiments.calibrate",
+                                 "experiments.calibrate_figures", "experiments.ias",
+                                 "experiments.ias_figures"],
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_its_pipeline_with_configs_made_for_each_command(path):
+  nb = json.loads(path.read_text())
+  code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+  commands = [command for cell in code for snippet in _shell_snippets(cell)
+              for command in _commands(snippet)]
+  # Every `python -m` of a `!` line is a command the flag checks above read (none escapes them).
+  shell = [line for cell in code for line in _logical_lines(_source(cell))
+           if line.strip().startswith("!")]
+  assert len(commands) == sum(len(re.findall(r"python3? -m ", line)) for line in shell)
+  assert [module for module, *_ in commands] == _PIPELINES[path.name]
+  for module, *args in commands:
+    configs = [arg.partition("=")[2].partition(":")[0] for arg in args
+               if arg.startswith("--config=")]
+    for config in configs:  # the config's docstring gives the command that runs it
+      assert f"python -m {module} --config={config}" in (REPO / config).read_text(), (
+          module, config)
+      assert not _has_field(_load_config(config), "no_such_section.field")  # not vacuous
+    assert configs or not _defined_flags(_module_path(module))[1], f"{module} needs --config"
 
 
 def test_valid_v4_structure_without_outputs(notebook):
@@ -206,22 +240,6 @@ def test_every_python_m_and_config_path_in_any_cell_exists(notebook):
     for path in re.findall(r"--config=([^\s`\"'\\]+)", text):
       path = path.partition(":")[0]
       assert (REPO / path).is_file(), f"cell {i}: --config={path}: no such file"
-
-
-def test_command_parser_finds_flags():
-  """The helpers see through continuations, chains and quoting (else the checks above pass
-  vacuously)."""
-  cell = {"cell_type": "code", "source": (
-      '!cd x && python -m experiments.oracle --config=configs/oracle_small.py \\\n'
-      '    --config.oracle.seed="{SEED}"; python3 -m experiments.duo_figures --workdir=a\n')}
-  (snippet,) = _shell_snippets(cell)
-  assert _commands(snippet) == [
-      ["experiments.oracle", "--config=configs/oracle_small.py", "--config.oracle.seed={SEED}"],
-      ["experiments.duo_figures", "--workdir=a"]]
-  assert _defined_flags(REPO / "experiments/duo_figures.py") == ({"workdir", "out", "label"}, set())
-  assert _defined_flags(REPO / "experiments/oracle.py") == ({"workdir", "config"}, {"config"})
-  assert _has_field(_load_config("configs/duo_pbig_ablation.py:0.5"), "routing.p_big")
-  assert not _has_field(_load_config("configs/duo_paper.py"), "train.mesh")
 
 
 # Execution. `!python -m ...` lines run as subprocesses that find `python` on PATH: the kernel
