@@ -35,10 +35,10 @@ class KVCache(NamedTuple):
     return self.k_BxKxSxH[0].shape[2]
 
   def write(self, layer: int, slot, k_BxTxKxH, v_BxTxKxH) -> "KVCache":
-    """Layer `layer`'s keys and values of T tokens at slots slot .. slot + T - 1."""
-    put = lambda caches, new: caches[:layer] + (jax.lax.dynamic_update_slice(
-        caches[layer], jnp.swapaxes(new, 1, 2).astype(caches[layer].dtype),
-        (0, 0, slot, 0)),) + caches[layer + 1:]
+    """Layer `layer`'s keys and values of T tokens at slots slot .. slot + T - 1 (`slot` one
+    integer, or one per row)."""
+    put = lambda caches, new: caches[:layer] + (_put(caches[layer], new, slot),) + \
+        caches[layer + 1:]
     return KVCache(put(self.k_BxKxSxH, k_BxTxKxH), put(self.v_BxKxSxH, v_BxTxKxH))
 
   def layer(self, layer: int):
@@ -46,16 +46,26 @@ class KVCache(NamedTuple):
     return self.k_BxKxSxH[layer], self.v_BxKxSxH[layer]
 
 
+def _put(cache_BxKxSxH, new_BxTxKxH, slot):
+  new_BxKxTxH = jnp.swapaxes(new_BxTxKxH, 1, 2).astype(cache_BxKxSxH.dtype)
+  if jnp.ndim(slot) == 0:
+    return jax.lax.dynamic_update_slice(cache_BxKxSxH, new_BxKxTxH, (0, 0, slot, 0))
+  return jax.vmap(lambda c_KxSxH, n_KxTxH, s: jax.lax.dynamic_update_slice(
+      c_KxSxH, n_KxTxH, (0, s, 0)))(cache_BxKxSxH, new_BxKxTxH, slot)
+
+
 class CacheAccess(NamedTuple):
-  """What one call does with the cache: its T tokens go to slots `slot` ..; query t reads the
-  slots where mask_BxTxS[:, t] is True."""
+  """What one call does with the cache: its T tokens go to slots `slot` .. (one slot for every
+  row, or slot_B, one per row); query t reads the slots where mask_BxTxS[:, t] is True."""
   slot: jax.Array
   mask_BxTxS: jax.Array
 
 
 def causal_access(slot, batch: int, num_tokens: int, num_slots: int) -> CacheAccess:
-  """Rows that all start at slot 0: query t (at slot `slot + t`) reads slots 0 .. slot + t."""
-  query_slots_T = slot + jnp.arange(num_tokens)
-  mask_TxS = jnp.arange(num_slots)[None, :] <= query_slots_T[:, None]
-  return CacheAccess(jnp.asarray(slot, jnp.int32),
-                     jnp.broadcast_to(mask_TxS, (batch, num_tokens, num_slots)))
+  """Rows that all start at slot 0: query t (at slot `slot + t`) reads slots 0 .. slot + t.
+  `slot`: one integer, or one per row (rows of different lengths, each extended in place)."""
+  slot = jnp.asarray(slot, jnp.int32)
+  query_slots_BxT = jnp.broadcast_to(slot[..., None] + jnp.arange(num_tokens),
+                                     (batch, num_tokens))
+  mask_BxTxS = jnp.arange(num_slots)[None, None, :] <= query_slots_BxT[..., None]
+  return CacheAccess(slot, mask_BxTxS)

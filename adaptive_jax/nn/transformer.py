@@ -147,9 +147,10 @@ class Transformer(nn.Module):
     batch, num_tokens = tokens_BxT.shape
     if cache is not None and cache_access is None:
       cache_access = causal_access(0, batch, num_tokens, cache.num_slots)
-    if positions_BxT is None:
+    if positions_BxT is None:  # with a cache: the slots the tokens go to
       first = 0 if cache_access is None else cache_access.slot
-      positions_BxT = jnp.broadcast_to(first + jnp.arange(num_tokens), tokens_BxT.shape)
+      positions_BxT = jnp.broadcast_to(jnp.asarray(first)[..., None] + jnp.arange(num_tokens),
+                                       tokens_BxT.shape)
     x_BxTxD = self.embed_tokens(tokens_BxT)
     if cache is None:
       x_BxTxD, _ = self.layers(x_BxTxD, route_in, positions_BxT, segment_ids_BxT)

@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from adaptive_jax.prm import ias, scoring
+from adaptive_jax.prm import cached_scoring, ias, scoring
 from adaptive_jax.sampler import beam
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.problem import extract_answer
@@ -39,20 +39,9 @@ class BeamStudyConfig:
 
 
 def _score_fn(models):
-  """score_fn(sequences) -> [q0.1, q0.5, q0.9, mean, base] of each whole sequence."""
-  num_quantiles = len(models.levels)
-
-  def score(sequences):
-    width = -(-max(map(len, sequences)) // 64) * 64
-    rows = 2 ** int(np.ceil(np.log2(len(sequences))))
-    tokens_NxT = np.full((rows, width), models.tokenizer.pad_id, np.int32)
-    for i, s in enumerate(sequences):
-      tokens_NxT[i, :len(s)] = s
-    probs = scoring.position_probabilities(models.calibrated, tokens_NxT,
-                                           model_cfg=models.prm_cfg, num_quantiles=num_quantiles)
-    last_N = np.array([len(s) - 1 for s in sequences])
-    return np.asarray(probs)[np.arange(len(sequences)), last_N]
-  return score
+  """score_fn(sequences) -> [q0.1, q0.5, q0.9, mean, base] of each whole sequence; each new
+  candidate extends its beam's cached PRM state (cached_scoring.py)."""
+  return cached_scoring.PrefixScorer(models.calibrated, models.prm_cfg, len(models.levels))
 
 
 def run_beams(models, problems, prompts: list[list[int]], cfg: BeamStudyConfig, *,
