@@ -13,10 +13,11 @@ import pytest
 
 from adaptive_jax.models import smollm2
 from adaptive_jax.models.gguf_tokenizer import TaskTokenizer
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy import lora_fine_tune, pretrained_policy
-from adaptive_jax.prm import fit, lora, study
+from adaptive_jax.prm import fit, study
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_completion, format_prompt

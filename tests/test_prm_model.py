@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.prm import fit, lora, metrics
+from adaptive_jax.prm import fit, metrics
 from adaptive_jax.prm.model import MEAN, PRM, encode_records, encode_texts, last_real_index
 
 CFG = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=2, head_dim=16,

@@ -4,7 +4,7 @@ Each example is EOS, the question's prompt, then its gold completion and EOS, as
 reads and writes them (`policy.evaluate.complete`):
 `[eos] + encode(format_prompt(p)) + encode(format_completion(p)) + [eos]`, the prompt encoded
 alone, as the sampler encodes it. The loss is the next-token cross
-entropy on the completion and the EOS only. Low-rank adapters (prm/lora.py) on every attention
+entropy on the completion and the EOS only. Low-rank adapters (nn/lora.py) on every attention
 and FFN kernel train; the pretrained weights are frozen (symbolic-zero gradients). The
 adapters (a few MB) are what is saved; `merge` adds them to the weights, a plain params tree for
 the sampler and the PRM.
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import lora
 from adaptive_jax.tasks.problem import Problem, format_completion, format_prompt
 from adaptive_jax.typed_config import check_int, check_open_interval
 

@@ -9,7 +9,7 @@ against the MC `target`, as the reference code's "wql" and "mse" losses (model.p
 mean is corrected in probability space). What trains is the `adapter`: "head" (the output
 layer alone, `head` for the base PRM, `delta` and `base_gain` when calibrating, fit on the frozen
 backbone's features computed once), "lora" (that, the final norm and low-rank adapters on the
-attention and FFN kernels, as the paper; see lora.py), or "full" (everything). Frozen leaves
+attention and FFN kernels, as the paper; see nn/lora.py), or "full" (everything). Frozen leaves
 get optax `set_to_zero` and `stop_gradient`: with "lora" the backward pass runs through every
 layer to reach the adapters, but computes no gradient for the frozen kernels.
 
@@ -30,8 +30,9 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.prm import lora, metrics
+from adaptive_jax.prm import metrics
 from adaptive_jax.prm.model import TOKENIZER, PRM, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0

@@ -12,7 +12,8 @@ import numpy as np
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import combined, mc_data, saved, scoring, study
+from adaptive_jax.policy.load import load_policy
+from adaptive_jax.prm import combined, mc_data, saved, scoring
 from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import decode, draws, selection
 from adaptive_jax.tasks.answer_tokens import step_end_ids
@@ -129,10 +130,10 @@ def fit_combined(models: Models, calibrate_workdir: str) -> combined.CombinedEst
                                        np.array([r["target"] for r in records]))
 
 def load_models(config) -> Models:
-  """The policy (`study.load_policy`: a train_policy run, or SmolLM2 with the adapters the
+  """The policy (`policy.load.load_policy`: a train_policy run, or SmolLM2 with the adapters the
   calibration study fine-tuned in calibrate_workdir), the calibration study's two PRMs and its
   learned step verifier when it trained one."""
-  policy, policy_cfg, tokenizer, _ = study.load_policy(config, config.calibrate_workdir)
+  policy, policy_cfg, tokenizer, _ = load_policy(config, config.calibrate_workdir)
   command = (f"python -m experiments.calibrate --config={config.calibrate_config} "
              f"--workdir={config.calibrate_workdir}")
   base, prm_cfg, _ = saved.load_prm(config.calibrate_workdir, "base", command=command)

@@ -16,12 +16,12 @@ from adaptive_jax import atomic_file
 from adaptive_jax.choose import lowest
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.evaluate import complete
+from adaptive_jax.policy.load import load_policy
 from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved, step_verifier
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
                                            check_difficulties)
-from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import follows_gold_steps, format_prompt
 from adaptive_jax.train.trained import load_trained
 from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping
@@ -235,30 +235,6 @@ def _backbone_params(prm: PrmConfig, policy_cfg: ModelConfig, policy_params):
     raise ValueError(f"prm.backbone={prm.backbone!r}: prm.model must be the model of "
                      f"{source}, but " + "; ".join(differ))
   return params
-
-
-POLICY_SOURCES = ("trained", "smollm2")
-
-
-def load_policy(config: ml_collections.ConfigDict, workdir: str):
-  """(params, model config, tokenizer, fine-tune results or None) of the policy that writes the
-  MC labels: `config.policy_source` "trained" (default), a finished train_policy run in
-  `config.policy_workdir`, with the byte tokenizer; "smollm2", SmolLM2-135M-Instruct with LoRA
-  adapters fine-tuned on gold solutions (`config.pretrained_policy`, `config.fine_tune`;
-  policy/pretrained_policy.py), kept in `workdir`."""
-  source = config.get("policy_source", "trained")
-  check_choice("config", "policy_source", source, POLICY_SOURCES)
-  if source == "smollm2":
-    # Imported here: the pretrained extra (gguf, tokenizers, jinja2) is only needed on this path.
-    from adaptive_jax.policy import lora_fine_tune, pretrained_policy
-    return pretrained_policy.fine_tuned_policy(
-        from_mapping(pretrained_policy.PretrainedPolicyConfig, config.pretrained_policy,
-                     "pretrained_policy"),
-        from_mapping(lora_fine_tune.FineTuneConfig, config.fine_tune, "fine_tune"), workdir)
-  train_command = (f"python -m experiments.train_policy --config={config.policy_config} "
-                   f"--workdir={config.policy_workdir}")
-  _, cfg, params = load_trained(config.policy_workdir, train_command=train_command)
-  return params, cfg, ByteTokenizer(), None
 
 
 def gold_prefix_auc(predictions, records, source) -> dict:

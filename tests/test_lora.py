@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import lora
 
 CFG = ModelConfig(vocab_size=40, num_layers=2, d_model=16, num_heads=2, head_dim=4,
                   d_ff_big=24, d_ff_small=0, max_len=16, duo=False)
