@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from adaptive_jax.typed_config import from_mapping
 
 DTYPES = ("float32", "bfloat16", "float16")
+FFN_IMPLS = ("masked", "dispatch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ModelConfig:
   dtype: str = "float32"  # activations; bfloat16 on TPU/GPU
   param_dtype: str = "float32"
   remat: bool = False  # rematerialize each layer in the backward pass
+  # A Duo FFN under hard routes: "masked" (each FFN on the whole batch if any token uses it,
+  # then a per-token select) or "dispatch" (each FFN on its own tokens, nn/dispatch.py), with
+  # buffers of capacity(tokens, fraction) rows per route and layer; tokens past a buffer drop
+  # to SKIP and are counted (`dispatch.overflow`). A fraction of 1 runs that FFN densely.
+  ffn_impl: str = "masked"
+  dispatch_small_fraction: float = 1.0
+  dispatch_big_fraction: float = 1.0
+  dispatch_groups: int = 1  # blocks dispatched on their own: the number of 'data' shards
 
   def __post_init__(self):
     for name in ("vocab_size", "num_layers", "d_model", "num_heads", "head_dim", "d_ff_big",
@@ -51,6 +60,16 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim must be even (rotary positions rotate pairs), "
                        f"got {self.head_dim}")
+    if self.ffn_impl not in FFN_IMPLS:
+      raise ValueError(f"model.ffn_impl must be one of {FFN_IMPLS}, got {self.ffn_impl!r}")
+    for name in ("dispatch_small_fraction", "dispatch_big_fraction"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"model.{name} must be a number in [0, 1], got {value!r}")
+    if (isinstance(self.dispatch_groups, bool) or not isinstance(self.dispatch_groups, int)
+        or self.dispatch_groups <= 0):
+      raise ValueError(f"model.dispatch_groups must be a positive integer, "
+                       f"got {self.dispatch_groups!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"model.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

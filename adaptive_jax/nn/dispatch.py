@@ -34,6 +34,15 @@ so every shard groups and computes its own tokens with no communication but sums
 and swiglu's logical constraint ('batch' -> 'data') would be an error there.
 
 SKIP matches the masked path exactly: its output is exact zeros of the FFN output dtype.
+
+A route whose capacity covers every token (fraction 1, or all-small / all-big routing) is run
+densely, the FFN on all tokens in place and a select, as the masked path does: a buffer of
+every token would only permute them, and the gather and scatter are the fixed cost that keeps
+sparse dispatch above its FLOP share. So at budget 0 (all SMALL, capacity_big 0) nothing is
+gathered and the big FFN never runs.
+
+In the model: `model.ffn_impl = "dispatch"` makes every Duo-FFN under hard routes take this
+path (router evaluation, oracle-route evaluation, decoding with routes).
 """
 
 import functools
@@ -49,6 +58,20 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.ffn import SwiGLU, swiglu
 from adaptive_jax.routing import Route
 from adaptive_jax.typed_config import is_integer, is_number
+
+
+OVERFLOW = "dispatch_overflow_R"  # the name DuoFFN sows each layer's overflow under
+
+
+def overflow(intermediates) -> jax.Array:
+  """Tokens dropped to SKIP per requested route (SKIP, SMALL, BIG), summed over every layer and
+  call, from the "intermediates" a model call returned with mutable=["intermediates"]."""
+  found = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(intermediates)
+           if OVERFLOW in jax.tree_util.keystr(path)]
+  total = jnp.zeros(routing.NUM_ROUTES, jnp.int32)
+  for leaf in found:
+    total = total + jnp.reshape(leaf, (-1, routing.NUM_ROUTES)).sum(0)
+  return total
 
 
 def capacity(num_tokens: int, fraction: float, capacity_factor: float = 1.0, *,
@@ -86,18 +109,26 @@ class DispatchPlan(NamedTuple):
 
 
 def plan_dispatch(route_N, *, capacity_small: int, capacity_big: int) -> DispatchPlan:
-  """Groups flat tokens by route into static-capacity slots, first come first served."""
+  """Groups flat tokens by route into static-capacity slots, first come first served.
+
+  A route whose capacity is at least N (every token could take it) is run densely instead
+  (`dense_routes`): its tokens keep it, get no buffer row and point at the zero row."""
   cs = _validate_capacity(capacity_small, "capacity_small")
   cb = _validate_capacity(capacity_big, "capacity_big")
   n = route_N.shape[0]
+  dense_small, dense_big = dense_routes(n, cs, cb)
+  cs, cb = (0 if dense_small else cs), (0 if dense_big else cb)
   is_small_N, is_big_N = route_N == Route.SMALL, route_N == Route.BIG
   # Position of each token among the earlier tokens of its route: a cumsum, no sort or loop.
   pos_small_N = jnp.cumsum(is_small_N, dtype=jnp.int32) - 1
   pos_big_N = jnp.cumsum(is_big_N, dtype=jnp.int32) - 1
-  kept_small_N = is_small_N & (pos_small_N < cs)
-  kept_big_N = is_big_N & (pos_big_N < cb)
-  row_N = jnp.where(kept_small_N, pos_small_N, jnp.where(kept_big_N, cs + pos_big_N, cs + cb))
-  # Kept tokens have distinct rows < C; the rest point at row C, which mode="drop" discards.
+  kept_small_N = is_small_N & (dense_small | (pos_small_N < cs))
+  kept_big_N = is_big_N & (dense_big | (pos_big_N < cb))
+  buffered_small_N = kept_small_N & (not dense_small)
+  buffered_big_N = kept_big_N & (not dense_big)
+  row_N = jnp.where(buffered_small_N, pos_small_N,
+                    jnp.where(buffered_big_N, cs + pos_big_N, cs + cb))
+  # Buffered tokens have distinct rows < C; the rest point at row C, which mode="drop" discards.
   token_of_row_C = jnp.full((cs + cb,), n, jnp.int32).at[row_N].set(
       jnp.arange(n, dtype=jnp.int32), mode="drop")
   realized_N = jnp.where(kept_small_N | kept_big_N, route_N, Route.SKIP).astype(route_N.dtype)
@@ -105,6 +136,12 @@ def plan_dispatch(route_N, *, capacity_small: int, capacity_big: int) -> Dispatc
                           jnp.sum(is_small_N & ~kept_small_N, dtype=jnp.int32),
                           jnp.sum(is_big_N & ~kept_big_N, dtype=jnp.int32)])
   return DispatchPlan(row_N, token_of_row_C, realized_N, overflow_R)
+
+
+def dense_routes(num_tokens: int, capacity_small: int, capacity_big: int) -> tuple[bool, bool]:
+  """Whether SMALL and BIG run densely: a buffer of every token would only permute them, so
+  the FFN runs on all tokens in place and the select keeps its own (no gather, no scatter)."""
+  return capacity_small >= num_tokens, capacity_big >= num_tokens
 
 
 def dispatch_ffn(params, x_BxTxD, route_BxT, *, cfg: ModelConfig, capacity_small: int,
@@ -136,25 +173,49 @@ def dispatch_ffn(params, x_BxTxD, route_BxT, *, cfg: ModelConfig, capacity_small
   # Checks the dtype, and the values when they are concrete (not under jit).
   routing.validate_routes(jnp.reshape(route_BxT, (1, -1, 1)), num_layers=1, name="route_BxT")
   params = nn.meta.unbox(params)
-  cs, d = capacity_small, cfg.d_model
+  small_w = SwiGLU(cfg, cfg.d_ff_small).apply({"params": params["small"]}, method="weights")
+  big_w = SwiGLU(cfg, cfg.d_ff_big).apply({"params": params["big"]}, method="weights")
+  return dispatch_with_weights(x_BxTxD, route_BxT, small_w, big_w,
+                               capacity_small=capacity_small, capacity_big=capacity_big,
+                               groups=groups)
+
+
+def dispatch_with_weights(x_BxTxD, route_BxT, small_w, big_w, *, capacity_small: int,
+                          capacity_big: int, groups: int = 1):
+  """`dispatch_ffn` on the two FFNs' (gate, up, down) weights; inputs checked by the caller."""
+  d = x_BxTxD.shape[-1]
   # G groups of N tokens each; "length" for N and C keeps them whole within a shard.
   x_GxNxD = nn.with_logical_constraint(x_BxTxD.reshape(groups, -1, d),
                                        ("batch", "length", "embed"))
   route_GxN = nn.with_logical_constraint(route_BxT.reshape(groups, -1), ("batch", "length"))
+  n = x_GxNxD.shape[1]
+  dense_small, dense_big = dense_routes(n, capacity_small, capacity_big)
+  cs = 0 if dense_small else capacity_small
+  cb = 0 if dense_big else capacity_big
   plan = jax.vmap(functools.partial(plan_dispatch, capacity_small=capacity_small,
                                     capacity_big=capacity_big))(route_GxN)
-  # Empty rows hold token id N, which gathers zeros; their outputs are never gathered back.
-  x_GxCxD = jax.vmap(lambda x_NxD, token_C: x_NxD.at[token_C].get(mode="fill", fill_value=0))(
-      x_GxNxD, plan.token_of_row_C)
-  small_w = SwiGLU(cfg, cfg.d_ff_small).apply({"params": params["small"]}, method="weights")
-  big_w = SwiGLU(cfg, cfg.d_ff_big).apply({"params": params["big"]}, method="weights")
-  small_GxCsxD = swiglu(x_GxCxD[:, :cs], *small_w)
-  big_GxCbxD = swiglu(x_GxCxD[:, cs:], *big_w)
-  y_dtype = jnp.result_type(small_GxCsxD, big_GxCbxD)
-  # SKIP and dropped tokens read the appended zero row: exact zeros, as the masked path gives.
-  y_GxCxD = jnp.concatenate([small_GxCsxD.astype(y_dtype), big_GxCbxD.astype(y_dtype),
-                             jnp.zeros((groups, 1, d), y_dtype)], axis=1)
-  y_GxNxD = jax.vmap(lambda y_CxD, row_N: y_CxD[row_N])(y_GxCxD, plan.row_N)
+  y_dtype = x_GxNxD.dtype
+  y_GxNxD = jnp.zeros_like(x_GxNxD)
+  if cs + cb:
+    # Empty rows hold token id N, which gathers zeros; their outputs are never gathered back.
+    x_GxCxD = jax.vmap(lambda x_NxD, token_C: x_NxD.at[token_C].get(mode="fill", fill_value=0))(
+        x_GxNxD, plan.token_of_row_C)
+    parts = []
+    if cs:
+      parts.append(swiglu(x_GxCxD[:, :cs], *small_w))
+    if cb:
+      parts.append(swiglu(x_GxCxD[:, cs:], *big_w))
+    y_dtype = jnp.result_type(*parts)
+    # SKIP, dropped and dense tokens read the appended zero row: exact zeros.
+    y_GxCxD = jnp.concatenate([p.astype(y_dtype) for p in parts]
+                              + [jnp.zeros((groups, 1, d), y_dtype)], axis=1)
+    y_GxNxD = jax.vmap(lambda y_CxD, row_N: y_CxD[row_N])(y_GxCxD, plan.row_N)
+  for dense, route, weights in ((dense_small, Route.SMALL, small_w), (dense_big, Route.BIG, big_w)):
+    if dense:
+      out_GxNxD = swiglu(x_GxNxD, *weights)
+      y_dtype = jnp.result_type(y_dtype, out_GxNxD)
+      y_GxNxD = jnp.where((plan.realized_route_N == route)[..., None], out_GxNxD.astype(y_dtype),
+                          y_GxNxD.astype(y_dtype))
   y_GxNxD = nn.with_logical_constraint(y_GxNxD, ("batch", "length", "embed"))
   return (y_GxNxD.reshape(x_BxTxD.shape[:-1] + (d,)),
           plan.realized_route_N.reshape(route_BxT.shape), plan.overflow_R.sum(0))

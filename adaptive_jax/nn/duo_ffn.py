@@ -9,7 +9,9 @@ token. Worked example, B=1, T=3, route = [BIG, SKIP, SMALL]:
 
 An FFN that no token of the batch uses is skipped with lax.cond, so all-big routing costs what
 a dense model costs. Soft routing (router training) mixes the outputs with weights over
-(SKIP, SMALL, BIG); SKIP contributes zero.
+(SKIP, SMALL, BIG); SKIP contributes zero. With `model.ffn_impl = "dispatch"`, hard routes go
+through sparse dispatch instead (nn/dispatch.py: each FFN on its own tokens), the overflow of
+each layer sown into the "intermediates" collection (`dispatch.overflow` reads it).
 """
 
 import flax.linen as nn
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.ffn import SwiGLU, swiglu
 from adaptive_jax.routing import Route
@@ -42,8 +45,24 @@ class DuoFFN(nn.Module):
       w_BxTxR = weights_BxTxR.astype(x_BxTxD.dtype)
       return (w_BxTxR[..., Route.SMALL, None] * swiglu(x_BxTxD, *small_w)
               + w_BxTxR[..., Route.BIG, None] * swiglu(x_BxTxD, *big_w))
+    if self.cfg.ffn_impl == "dispatch":
+      return self._dispatch(x_BxTxD, route_BxT, small_w, big_w)
     big_BxTxD = _swiglu_if_used(jnp.any(route_BxT == Route.BIG), x_BxTxD, big_w)
     small_BxTxD = _swiglu_if_used(jnp.any(route_BxT == Route.SMALL), x_BxTxD, small_w)
     # select_n picks case `route` per token: 0 -> SKIP (zeros), 1 -> SMALL, 2 -> BIG.
     select_BxT = jax.vmap(jax.vmap(lax.select_n))
     return select_BxT(route_BxT, jnp.zeros_like(x_BxTxD), small_BxTxD, big_BxTxD)
+
+  def _dispatch(self, x_BxTxD, route_BxT, small_w, big_w):
+    cfg = self.cfg
+    if route_BxT.size % cfg.dispatch_groups:
+      raise ValueError(f"model.dispatch_groups={cfg.dispatch_groups} must divide the "
+                       f"{route_BxT.size} tokens of the batch")
+    tokens = route_BxT.size // cfg.dispatch_groups
+    y_BxTxD, _, overflow_R = dispatch.dispatch_with_weights(
+        x_BxTxD, route_BxT, small_w, big_w,
+        capacity_small=dispatch.capacity(tokens, cfg.dispatch_small_fraction),
+        capacity_big=dispatch.capacity(tokens, cfg.dispatch_big_fraction),
+        groups=cfg.dispatch_groups)
+    self.sow("intermediates", dispatch.OVERFLOW, overflow_R)
+    return y_BxTxD

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_jax import routing
+from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.attention import Attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
@@ -94,7 +95,8 @@ class Transformer(nn.Module):
             nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
             ("vocab", "embed")))
     layer = nn.remat(DecoderLayer, prevent_cse=False) if cfg.remat else DecoderLayer
-    self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+    self.layers = nn.scan(layer, variable_axes={"params": 0, "intermediates": 0},
+                          split_rngs={"params": True},
                           in_axes=(0, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     self.final_norm = rms_norm(cfg)
@@ -173,10 +175,12 @@ class Transformer(nn.Module):
     layer = DecoderLayer(self.cfg, parent=None)  # applied functionally, not a submodule
     stacked = nn.meta.unbox(self.variables["params"]["layers"])
     for l in range(self.cfg.num_layers):
-      x_BxTxD, cache = layer.apply(
+      (x_BxTxD, cache), sown = layer.apply(
           {"params": jax.tree.map(lambda p: p[l], stacked)}, x_BxTxD,
           jax.tree.map(lambda r: r[l], route_in), positions_BxT, cache, l, access,
-          method=DecoderLayer.cached)
+          method=DecoderLayer.cached, mutable=["intermediates"])
+      if sown:  # sparse dispatch's overflow, passed on to the caller's collection
+        self.sow("intermediates", dispatch.OVERFLOW, dispatch.overflow(sown))
     return x_BxTxD, cache
 
   def _route_inputs(self, route_BxTxL, weights_BxTxLxR):
