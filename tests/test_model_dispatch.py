@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adaptive_jax import routing
-from adaptive_jax.nn import dispatch
+from adaptive_jax.nn import dispatch, router
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import decode
@@ -144,3 +144,20 @@ def test_eight_devices_equal_one(inputs, tmp_path, big):
     np.testing.assert_allclose(logits, _run(MASKED, params, tokens_8xT, route_8xTxL)[0], atol=1e-5)
   else:
     assert overflow_R.sum() > 0
+
+
+def test_router_evaluation_takes_the_dispatch_path(inputs):
+  """Hard-routed routers (router evaluation) through sparse dispatch: the masked model's
+  logits and routes with ample buffers; the overflow reported with short ones."""
+  tokens_BxT, _, params = inputs
+  router_params = router.init_router(jax.random.key(5), MASKED.d_model, MASKED.num_layers,
+                                     with_skip=True)
+  masked = router.hard_routed(params, router_params, MASKED, tokens_BxT)
+  ample = router.hard_routed(params, router_params, _dispatch(0.75, 0.75), tokens_BxT)
+  assert dispatch.capacity(B * T, 0.75) == 48 < B * T  # buffered, not the dense path
+  np.testing.assert_array_equal(masked.overflow_R, 0)
+  np.testing.assert_array_equal(ample.overflow_R, 0)
+  np.testing.assert_array_equal(ample.route_BxTxL, masked.route_BxTxL)
+  np.testing.assert_allclose(ample.logits_BxTxV, masked.logits_BxTxV, atol=1e-5)
+  short = router.hard_routed(params, router_params, _dispatch(0.0, 0.0), tokens_BxT)
+  assert short.overflow_R[1:].sum() > 0

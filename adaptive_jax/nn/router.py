@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_jax import routing
+from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import DecoderLayer, Transformer, rms_norm
 from adaptive_jax.routing import Route, route_options
@@ -41,6 +42,9 @@ class RouterOutput(NamedTuple):
   weights_BxTxLxR: jax.Array  # the mixture applied: softmax (soft) or one-hot of the route
   route_BxTxL: jax.Array  # int32 route ids taken (soft: each router's top option)
   ffn_inputs_BxTxLxD: jax.Array  # what each router read (the normed FFN inputs)
+  # Tokens sparse dispatch dropped to SKIP per requested route (SKIP, SMALL, BIG), summed over
+  # layers: nonzero only with model.ffn_impl = "dispatch" and buffers short of the routes.
+  overflow_R: jax.Array
 
 
 def init_router(key: jax.Array, d_model: int, num_layers: int, *, with_skip: bool = False) -> dict:
@@ -108,17 +112,20 @@ def _walk(params, router_params, cfg: ModelConfig, tokens_BxT, choose, carry, pe
     h_BxTxD = norm.apply({"params": lp["ffn_norm"]}, x_BxTxD)
     logits_BxTxR = layer_logits(kernel_DxR, bias_R, h_BxTxD)
     route_in, weights_BxTxR, route_BxT, carry = choose(logits_BxTxR, carry, extra)
-    x_BxTxD = layer.apply({"params": lp}, x_BxTxD, route_in, method=DecoderLayer.ffn_block)
-    return (x_BxTxD, carry), (logits_BxTxR, weights_BxTxR, route_BxT, h_BxTxD)
+    x_BxTxD, sown = layer.apply({"params": lp}, x_BxTxD, route_in,
+                                method=DecoderLayer.ffn_block, mutable=["intermediates"])
+    overflow_R = dispatch.overflow(sown)
+    return (x_BxTxD, carry), (logits_BxTxR, weights_BxTxR, route_BxT, h_BxTxD, overflow_R)
 
   xs = (params["layers"], router_params["kernel"], router_params["bias"], per_layer)
-  (x_BxTxD, _), (logits, weights, route, h) = jax.lax.scan(body, (x_BxTxD, carry), xs)
+  (x_BxTxD, _), (logits, weights, route, h, overflow) = jax.lax.scan(body, (x_BxTxD, carry), xs)
   layers_last = lambda a_LxBxT: jnp.moveaxis(a_LxBxT, 0, 2)
   return RouterOutput(
       logits_BxTxV=Transformer(cfg).apply({"params": params}, x_BxTxD,
                                           method=Transformer.logits),
       router_logits_BxTxLxR=layers_last(logits), weights_BxTxLxR=layers_last(weights),
-      route_BxTxL=layers_last(route).astype(jnp.int32), ffn_inputs_BxTxLxD=layers_last(h))
+      route_BxTxL=layers_last(route).astype(jnp.int32), ffn_inputs_BxTxLxD=layers_last(h),
+      overflow_R=overflow.sum(0))
 
 
 def _all_routes(weights_BxTxR, options_R):
