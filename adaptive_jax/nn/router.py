@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from adaptive_jax import routing
 from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.transformer import DecoderLayer, Transformer, rms_norm
+from adaptive_jax.nn.transformer import DecoderLayer, Transformer
 from adaptive_jax.routing import Route, route_options
 
 
@@ -98,7 +98,7 @@ def _walk(params, router_params, cfg: ModelConfig, tokens_BxT, choose, carry, pe
   """Runs the layers in a scan; `choose(logits_BxTxR, carry, per_layer[l])` returns
   (route_in for `ffn_block`, weights_BxTxR, route_BxT, carry)."""
   _check(cfg, router_params, tokens_BxT)
-  layer, norm = DecoderLayer(cfg), rms_norm(cfg)
+  layer = DecoderLayer(cfg)
   positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
   x_BxTxD = Transformer(cfg).apply({"params": params}, tokens_BxT,
                                    method=Transformer.embed_tokens)
@@ -108,8 +108,8 @@ def _walk(params, router_params, cfg: ModelConfig, tokens_BxT, choose, carry, pe
     lp, kernel_DxR, bias_R, extra = xs
     x_BxTxD = layer.apply({"params": lp}, x_BxTxD, positions_BxT,
                           method=DecoderLayer.attention_block)
-    # The norm ffn_block applies first: the router reads exactly the FFN's input.
-    h_BxTxD = norm.apply({"params": lp["ffn_norm"]}, x_BxTxD)
+    # The router reads exactly the FFN's input.
+    h_BxTxD = layer.apply({"params": lp}, x_BxTxD, method=DecoderLayer.ffn_input)
     logits_BxTxR = layer_logits(kernel_DxR, bias_R, h_BxTxD)
     route_in, weights_BxTxR, route_BxT, carry = choose(logits_BxTxR, carry, extra)
     x_BxTxD, sown = layer.apply({"params": lp}, x_BxTxD, route_in,

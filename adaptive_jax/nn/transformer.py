@@ -13,9 +13,9 @@ updated cache:
                                                                              -> (logits_BxV, cache)
 
 Paths that must branch per layer (the pattern-tree and sequential oracles, the routers, which
-choose layer l's route from its FFN input) call one layer's `DecoderLayer.attention_block`,
-`ffn_input` and `ffn_block` with that layer's slice of the params (`layer_params`), between
-`embed_tokens` and `logits`.
+choose layer l's route from its FFN input) call one layer's `DecoderLayer.attention_block`
+(or `attention_over` a cache), `ffn_input` and `ffn_block` with that layer's slice of the
+params (`layer_params`), between `embed_tokens` and `logits`.
 """
 
 import flax.linen as nn
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from adaptive_jax import routing
 from adaptive_jax.nn import dispatch
-from adaptive_jax.nn.attention import Attention
+from adaptive_jax.nn.attention import Attention, cached_attention
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.ffn import SwiGLU
@@ -56,6 +56,17 @@ class DecoderLayer(nn.Module):
   def attention_block(self, x_BxTxD, positions_BxT, segment_ids_BxT=None):
     return x_BxTxD + self.attention(self.attention_norm(x_BxTxD), positions_BxT,
                                     segment_ids_BxT)
+
+  def attention_over(self, x_BxTxD, positions_BxT, k_cache_BxKxSxH, v_cache_BxKxSxH,
+                     mask_BxTxS):
+    """x + attention of T tokens over given keys and values, each token also seeing its own
+    key and value beside them (tree nodes that are not in the cache, the sequential oracle's);
+    also returns the tokens' keys and values."""
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.attention.qkv(self.attention_norm(x_BxTxD),
+                                                         positions_BxT)
+    o_BxTxNxH = cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS,
+                                 k_BxTxKxH, v_BxTxKxH)
+    return x_BxTxD + self.attention.project_out(o_BxTxNxH), k_BxTxKxH, v_BxTxKxH
 
   def ffn_input(self, x_BxTxD):
     """The normed state the FFN reads (and a router reads to choose it)."""

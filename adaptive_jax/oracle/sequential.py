@@ -41,9 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptive_jax.nn.attention import Attention, cached_attention
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, rms_norm
+from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
 from adaptive_jax.routing import Route, validate_budget
 from adaptive_jax.train.step import cross_entropy
 
@@ -112,14 +111,9 @@ def _plan(num_layers: int, budgets: tuple[int, ...], share: bool) -> _Plan:
 def _attend(cfg: ModelConfig, lp, h_MxPxD, k_MxKxTxH, v_MxKxTxH, t):
   """Layer's attention for P single-token nodes at position t over the cache of tokens < t."""
   m, p, _ = h_MxPxD.shape
-  attn = Attention(cfg)
-  xn_MxPxD = rms_norm(cfg).apply({"params": lp["attention_norm"]}, h_MxPxD)
-  q_MxPxNxH, k_MxPxKxH, v_MxPxKxH = attn.apply(
-      {"params": lp["attention"]}, xn_MxPxD, jnp.full((m, p), t), method=Attention.qkv)
   mask_MxPxT = jnp.broadcast_to(jnp.arange(k_MxKxTxH.shape[2]) < t, (m, p, k_MxKxTxH.shape[2]))
-  o_MxPxNxH = cached_attention(q_MxPxNxH, k_MxKxTxH, v_MxKxTxH, mask_MxPxT, k_MxPxKxH, v_MxPxKxH)
-  out_MxPxD = attn.apply({"params": lp["attention"]}, o_MxPxNxH, method=Attention.project_out)
-  return h_MxPxD + out_MxPxD, k_MxPxKxH, v_MxPxKxH
+  return DecoderLayer(cfg).apply({"params": lp}, h_MxPxD, jnp.full((m, p), t), k_MxKxTxH,
+                                 v_MxKxTxH, mask_MxPxT, method=DecoderLayer.attention_over)
 
 
 def _children(cfg: ModelConfig, lp, h_MxPxD, parent_MxC, route: Route):
