@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_jax.perplexity import perplexity
+
 
 @dataclasses.dataclass(frozen=True)
 class TextScore:
@@ -34,7 +36,7 @@ class TextScore:
 
   @property
   def perplexity(self) -> float:
-    return math.exp(self.nll_nats / self.num_tokens)
+    return perplexity(self.nll_nats, self.num_tokens)
 
   @property
   def bits_per_byte(self) -> float:

@@ -1,7 +1,6 @@
 """Stage-2 study: oracle, context-consistent oracle and baselines per budget on a trained Duo model."""
 
 import dataclasses
-import math
 import os
 
 import ml_collections
@@ -11,6 +10,7 @@ from absl import logging
 from adaptive_jax import atomic_file
 from adaptive_jax import data as data_lib
 from adaptive_jax import routing
+from adaptive_jax.perplexity import perplexity
 from adaptive_jax.oracle import budget as budget_lib
 from adaptive_jax.oracle import pattern_tree, sequential
 from adaptive_jax.train.trained import load_trained
@@ -61,10 +61,6 @@ class OracleConfig:
       raise ValueError(f"oracle.seq_len ({self.seq_len}) must be <= model.max_len ({max_len})")
 
 
-def _ppl(losses) -> float:
-  return math.exp(float(np.mean(losses)))
-
-
 def _pattern_string(routes_L) -> str:
   """Routes as letters, first layer first: '-' skip, 's' small, 'b' big."""
   return "".join("-sb"[int(r)] for r in routes_L)
@@ -82,7 +78,7 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
   all_small = int(np.flatnonzero((routes_PxL == routing.Route.SMALL).all(1))[0])
   all_big = int(np.flatnonzero((routes_PxL == routing.Route.BIG).all(1))[0])
   result = {"num_tokens": int(tokens_BxT.size), "num_patterns": int(routes_PxL.shape[0]),
-            "all_small_ppl": _ppl(loss_PxBxT[all_small]), "all_big_ppl": _ppl(loss_PxBxT[all_big]),
+            "all_small_ppl": perplexity(loss_PxBxT[all_small]), "all_big_ppl": perplexity(loss_PxBxT[all_big]),
             "budgets": budget_lib.budget_table(loss_PxBxT, routes_PxL, cfg.budgets, seed=cfg.seed,
                                                num_random=cfg.random_patterns)}
   for row in result["budgets"].values():
@@ -97,7 +93,7 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
   seq_rows = {}
   for i, k in enumerate(cfg.sequential_budgets):
     paper_BxT, _ = budget_lib.oracle(loss_PxBxT[:, :s, :t], routes_PxL, k)
-    seq_rows[k] = {"sequential_ppl": _ppl(loss_KxBxT[i]), "oracle_ppl_same_tokens": _ppl(paper_BxT),
+    seq_rows[k] = {"sequential_ppl": perplexity(loss_KxBxT[i]), "oracle_ppl_same_tokens": perplexity(paper_BxT),
                    "big_by_layer": (route_KxBxTxL[i] == routing.Route.BIG).mean((0, 1)).tolist()}
   result["sequential"] = {"num_tokens": s * t, "budgets": seq_rows}
 
@@ -111,7 +107,7 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
     skip_rows = {}
     for k in (k for k in cfg.budgets if k in budgets):
       oracle_BxT, index_BxT = budget_lib.oracle(skip_loss, skip_routes_PxL, k)
-      skip_rows[k] = {"oracle_ppl": _ppl(oracle_BxT),
+      skip_rows[k] = {"oracle_ppl": perplexity(oracle_BxT),
                       "big_by_layer": budget_lib.layer_usage(skip_routes_PxL, index_BxT, routing.Route.BIG),
                       "skip_by_layer": budget_lib.layer_usage(skip_routes_PxL, index_BxT, routing.Route.SKIP)}
     result["skip"] = {"num_patterns": cfg.skip_patterns, "num_tokens": n * tokens_BxT.shape[1],

@@ -17,7 +17,6 @@ mean, and the per-token oracle under both.
 import dataclasses
 import functools
 import json
-import math
 import os
 
 import jax
@@ -33,6 +32,7 @@ from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.nn import router as router_lib
 from adaptive_jax.oracle import budget as budget_lib
 from adaptive_jax.oracle import sequential
+from adaptive_jax.perplexity import perplexity
 from adaptive_jax.router import dense_baseline
 from adaptive_jax.router import train as router_train
 from adaptive_jax.router.train import RouterConfig
@@ -49,13 +49,9 @@ def _token_loss(params, tokens_BxT, targets_BxT, *, cfg, route=None):
   return cross_entropy(logits_BxTxV, targets_BxT)
 
 
-def _ppl(loss) -> float:
-  return math.exp(float(np.mean(np.asarray(loss), dtype=np.float64)))
-
-
 def _segment_ppl(loss_BxT, num_segments: int) -> list[float]:
   """Perplexity of each of `num_segments` equal segments along the sequence."""
-  return [_ppl(part) for part in np.split(np.asarray(loss_BxT), num_segments, axis=1)]
+  return [perplexity(part) for part in np.split(np.asarray(loss_BxT), num_segments, axis=1)]
 
 
 def _ffn_width(model_cfg, route_BxTxL) -> float:
@@ -144,13 +140,13 @@ def _oracle_rows(k, oracle, losses, routers, train_routes_BxTxL, params, model_c
   i = seq_budgets.index(k)
   route_BxTxL = oracle["sequential_route_KxBxTxL"][i].astype(np.int32)
   s, t = route_BxTxL.shape[:2]
-  row["context_consistent_ppl"] = _ppl(oracle["sequential_loss_KxBxT"][i])
+  row["context_consistent_ppl"] = perplexity(oracle["sequential_loss_KxBxT"][i])
   row["context_consistent_tokens"] = s * t
-  row["oracle_ppl_same_tokens"] = _ppl(budget_lib.oracle(
+  row["oracle_ppl_same_tokens"] = perplexity(budget_lib.oracle(
       oracle["loss_PxBxT"][:, :s, :t], oracle["routes_PxL"], k)[0])
   for name, by_mode in losses.items():
     for mode, (loss_BxT, _) in by_mode.items():
-      row[f"{name}_{mode}_ppl_same_tokens"] = _ppl(loss_BxT[:s, :t])
+      row[f"{name}_{mode}_ppl_same_tokens"] = perplexity(loss_BxT[:s, :t])
   majority_L = (train_routes_BxTxL == routing.Route.BIG).mean((0, 1)) > 0.5
   guess_L = np.where(majority_L, int(routing.Route.BIG), int(routing.Route.SMALL))
   row["agreement"] = {"num_decisions": int(route_BxTxL.size),
@@ -176,7 +172,7 @@ def _dense_rows(dense_workdir, budgets, held_out, model_cfg) -> dict:
                        f"{dense_baseline.equal_compute_width(model_cfg, k)} of equal compute at "
                        f"budget {k}")
     rows[str(k)] = {"d_ff": dense_cfg.d_ff_big, **{
-        domain: {"ppl": _ppl(_token_loss(dense_params, *map(jnp.asarray, xy), cfg=dense_cfg))}
+        domain: {"ppl": perplexity(_token_loss(dense_params, *map(jnp.asarray, xy), cfg=dense_cfg))}
         for domain, xy in held_out.items()}}
   return rows
 
@@ -201,7 +197,7 @@ def _schedule_rows(schedule, paper, constant, params, model_cfg, held_out, oracl
       loss_PxBxT, routes_PxL = oracle[domain]["loss_PxBxT"], oracle[domain]["routes_PxL"]
       for name, b_T in (("schedule", budget_T), ("constant", np.full(T, mean))):
         loss_BxT, _ = budget_lib.scheduled_oracle(loss_PxBxT, routes_PxL, b_T)
-        rows[domain][f"oracle_{name}"] = {"ppl": _ppl(loss_BxT),
+        rows[domain][f"oracle_{name}"] = {"ppl": perplexity(loss_BxT),
                                           "ppl_by_segment": _segment_ppl(loss_BxT, S)}
   return {"schedule": list(schedule), "mean": mean, "domains": rows}
 
@@ -236,7 +232,7 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
     x, y = jnp.asarray(x), jnp.asarray(y)
     results["domains"][domain] = {
         "num_tokens": int(x.size),
-        **{f"all_{r.name.lower()}_ppl": _ppl(_token_loss(params, x, y, cfg=model_cfg, route=r))
+        **{f"all_{r.name.lower()}_ppl": perplexity(_token_loss(params, x, y, cfg=model_cfg, route=r))
            for r in (routing.Route.SMALL, routing.Route.BIG)}}
 
   oracle_route_KxBxTxL, oracle_loss_KxBxT = map(np.asarray, sequential.sequential_oracle(
@@ -253,7 +249,7 @@ def run_router_study(config: ml_collections.ConfigDict, workdir: str) -> dict:
         key=jax.random.fold_in(key, 1))
     paper_routers[k] = paper
     routers = {"paper": paper, "imitation": imitation}
-    row = {"oracle_train_ppl": _ppl(oracle_loss_KxBxT[i])}
+    row = {"oracle_train_ppl": perplexity(oracle_loss_KxBxT[i])}
     losses = {}
     for name, router_params, history in (("paper", paper, paper_history),
                                          ("imitation", imitation, imitation_history)):

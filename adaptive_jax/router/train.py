@@ -26,6 +26,7 @@ import optax
 from adaptive_jax import routing
 from adaptive_jax.nn import router as router_lib
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.perplexity import perplexity
 from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping
 
@@ -271,7 +272,7 @@ def summarize(loss_BxT, route_BxTxL) -> dict:
   """Perplexity and the budget realized: mean BIG layers per token, overall, per layer and
   per position, and mean SKIP layers per token."""
   big_BxTxL = np.asarray(route_BxTxL) == routing.Route.BIG
-  return {"ppl": float(np.exp(np.mean(np.asarray(loss_BxT), dtype=np.float64))),
+  return {"ppl": perplexity(loss_BxT),
           "big_layers": float(big_BxTxL.sum(-1).mean()),
           "big_by_layer": big_BxTxL.mean((0, 1)).tolist(),
           "big_by_position": big_BxTxL.sum(-1).mean(0).tolist(),

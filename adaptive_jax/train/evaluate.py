@@ -1,12 +1,11 @@
 """Held-out perplexity of a Duo model under fixed routing policies."""
 
-import math
-
 import jax
 import numpy as np
 
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.perplexity import perplexity
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.config import EvalConfig
 from adaptive_jax.train.step import eval_loss_sum
@@ -39,5 +38,5 @@ def evaluate(params, apply_fn, batches, model_cfg: ModelConfig, eval_cfg: EvalCo
       total += float(np.asarray(loss_sum))
       count += int(n)
     results[f"eval/loss@{name}"] = total / count
-    results[f"eval/ppl@{name}"] = math.exp(total / count)
+    results[f"eval/ppl@{name}"] = perplexity(total, count)
   return results
