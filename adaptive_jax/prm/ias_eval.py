@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_jax import bootstrap
 from adaptive_jax.allocation import budget, online
 from adaptive_jax.prm import ias
 from adaptive_jax.sampler import adaptive, draws, selection
@@ -184,9 +185,8 @@ def offline_targets(p_Q, *, per_question: float, n_max: int) -> np.ndarray:
 def accuracy_interval(correct_Q, resamples: int, seed: int) -> list:
   """90% percentile bootstrap interval of the mean accuracy over questions."""
   correct_Q = np.asarray(correct_Q, np.float64)
-  rng = np.random.default_rng(seed)
-  means = correct_Q[rng.integers(0, len(correct_Q), (resamples, len(correct_Q)))].mean(1)
-  return [float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))]
+  counts_RxQ = bootstrap.resample_counts(len(correct_Q), resamples=resamples, seed=seed)
+  return bootstrap.percentile_interval(counts_RxQ @ correct_Q / len(correct_Q), 0.9)
 
 
 def match(curve: dict, run: MethodRun, *, resamples: int, seed: int) -> dict:

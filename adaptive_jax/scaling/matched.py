@@ -11,7 +11,8 @@ Letters: K curve points, Q questions, R bootstrap resamples.
 
 import numpy as np
 
-from adaptive_jax.typed_config import check_integer, check_number
+from adaptive_jax import bootstrap
+from adaptive_jax.typed_config import check_number
 
 
 def _match(flops_RxK, accuracy_RxK, target_R):
@@ -137,25 +138,20 @@ def paired_bootstrap(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_
                      resamples: int, seed: int, level: float = 0.9) -> dict:
   """`matched_ratio` plus a percentile interval of the ratio over question resamples.
 
-  Resample r takes the questions np.random.default_rng(seed).integers(0, Q, (resamples, Q))[r]
-  for the fixed curve and the method alike (paired). Adds `interval` [lo, hi] (the ratio's
+  The resamples are `bootstrap.resample_counts(Q, resamples, seed)`, the same questions for
+  the fixed curve and the method (paired). Adds `interval` [lo, hi] (the ratio's
   (1 -+ level) / 2 quantiles, taken on the log ratio), `log_ratio_halfwidth`
   ((log hi - log lo) / 2) and `above_curve_fraction` (the share of resamples above the curve).
   """
   point = matched_ratio(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_correct_Q)
-  resamples = check_integer("resamples", resamples)
-  seed = check_integer("seed", seed, minimum=0)
-  level = check_number("level", level, 0, 1)
   values_VxQ, k = _check_inputs(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q,
                                 method_correct_Q)
   q = values_VxQ.shape[1]
-  index_RxQ = np.random.default_rng(seed).integers(0, q, (resamples, q))
-  # Resample r as counts: how often it drew each question. Integer counts keep the means of
-  # 0/1 correctness exact, as in matched_ratio, so ties with the curve break the same way.
-  flat = (np.arange(resamples)[:, None] * q + index_RxQ).ravel()
-  counts_RxQ = np.bincount(flat, minlength=resamples * q).reshape(resamples, q).astype(float)
+  # Integer counts keep the means of 0/1 correctness exact, as in matched_ratio, so ties with
+  # the curve break the same way.
+  counts_RxQ = bootstrap.resample_counts(q, resamples=resamples, seed=seed)
   fields = _ratios(counts_RxQ @ values_VxQ.T / q, k)
-  log_lo, log_hi = np.quantile(np.log(fields["ratio"]), [(1 - level) / 2, (1 + level) / 2])
+  log_lo, log_hi = bootstrap.percentile_interval(np.log(fields["ratio"]), level)
   return {**point, "interval": [float(np.exp(log_lo)), float(np.exp(log_hi))],
           "log_ratio_halfwidth": float((log_hi - log_lo) / 2),
           "above_curve_fraction": float(fields["above_curve"].mean())}
