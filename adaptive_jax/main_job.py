@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Callable
 
+import jax
 import ml_collections
 from absl import logging as absl_logging
 
@@ -234,6 +235,9 @@ def run_main(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
       print(f"{head}: failed after {_duration(time.time() - tick)}"
             + ("" if verbose else f"; its output: {log}"), flush=True)
       raise
+    # The next stage reuses none of this stage's compiled programs, and each one keeps its
+    # memory maps: one process running every stage would otherwise near vm.max_map_count.
+    jax.clear_caches()
     atomic_file.write_json(os.path.join(folder, RECORD), record)
     status[stage.name] = "ran"
     print(f"{head}: done in {_duration(time.time() - tick)}", flush=True)

@@ -1,5 +1,6 @@
-"""Shared test set-up: a persistent XLA compile cache beside the virtual environment, and a
-finished tiny stage-1 run for the studies built on it."""
+"""Shared test set-up: a persistent XLA compile cache beside the virtual environment, compiled
+programs released after each test module, and a finished tiny stage-1 run for the studies
+built on it."""
 
 import os
 import sys
@@ -16,6 +17,18 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)  # for subprocesses
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+  """Drops the jit caches after each test module; the disk cache above makes recompiles cheap.
+
+  Every compiled executable keeps its own memory mappings until it is released, and the kernel
+  stops a process at vm.max_map_count (65,530 by default): the whole suite in one process
+  (pytest without -n) compiles hundreds of programs and used to die after 400-500 tests.
+  """
+  yield
+  jax.clear_caches()
 
 
 @pytest.fixture(scope="module")
