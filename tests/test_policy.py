@@ -9,6 +9,7 @@ import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.sampler import decode
 from adaptive_jax.policy import evaluate
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.train import train_policy
@@ -172,8 +173,10 @@ def test_every_row_gets_the_whole_max_new_tokens(monkeypatch):
 
   def fake_sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg, dec):
     calls.append((prompt_BxP.shape, dec.max_new_tokens))
-    return np.zeros((len(key_B), dec.max_new_tokens), np.int32), np.zeros(len(key_B), np.int32)
-  monkeypatch.setattr(evaluate, "sample", fake_sample)
+    zeros_BxM = np.zeros((len(key_B), dec.max_new_tokens))
+    return decode.SampleOutput(zeros_BxM.astype(np.int32), np.zeros(len(key_B), np.int32),
+                               zeros_BxM, zeros_BxM, np.zeros(len(key_B), bool))
+  monkeypatch.setattr(decode, "sample", fake_sample)
   # A 10-token prompt (EOS + 9 bytes) and 50 new tokens: 10 + 50 - 1 <= 64. The 64-token
   # bucket alone would have left room for 1; before, the whole batch was cut to that.
   _complete(["a" * 9, "b"], max_new_tokens=50)

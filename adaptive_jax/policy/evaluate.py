@@ -5,7 +5,7 @@ import numpy as np
 
 from adaptive_jax.scaling.pass_at_k import unbiased_pass_at_k
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, left_pad, sample
+from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, sample_rows
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
 
@@ -21,31 +21,13 @@ def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: Byte
             for text in complete(params, model_cfg, prompts[start:start + MAX_ROWS], tokenizer,
                                  key=jax.random.fold_in(key, start),
                                  max_new_tokens=max_new_tokens, policy=policy)]
-  # EOS first: in training every document follows the previous one's EOS.
+  # EOS first: in training every document follows the previous one's EOS. Every row gets the
+  # whole max_new_tokens: a prompt that leaves less room raises (sample_rows).
   ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts]
-  # Every row gets the whole max_new_tokens: a prompt that leaves less room raises, rather
-  # than the whole batch being cut to the room the longest prompt leaves.
-  longest = max(len(row) for row in ids)
-  if longest + max_new_tokens - 1 > model_cfg.max_len:
-    raise ValueError(f"max_new_tokens={max_new_tokens} does not fit after a prompt of {longest} "
-                     f"tokens (EOS included): {longest} + {max_new_tokens} - 1 > "
-                     f"model.max_len={model_cfg.max_len}; lower max_new_tokens or shorten the "
-                     "prompt")
-  # Shapes rounded up to buckets (rows to a power of two, prompt length to a multiple of
-  # 64, capped where the bucket would leave less than max_new_tokens), so calls with varied
-  # prompts reuse a few compiled decodes instead of one each.
-  num = len(ids)
-  ids += [[tokenizer.eos_id]] * (2 ** int(np.ceil(np.log2(num))) - num)
-  prompt_BxP, prompt_len_B = left_pad(ids, tokenizer.pad_id)
-  width = min(-(-longest // 64) * 64, model_cfg.max_len - max_new_tokens + 1)
-  prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - longest, 0)),
-                      constant_values=tokenizer.pad_id)
   dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
                      stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
-  out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
-               cfg=model_cfg, dec=dec)
-  tokens_BxM, lengths_B = np.asarray(out[0])[:num], np.asarray(out[1])[:num]
-  return [tokenizer.decode(row[:n]) for row, n in zip(tokens_BxM, lengths_B)]
+  new_tokens = sample_rows(params, ids, key, cfg=model_cfg, dec=dec, filler_id=tokenizer.eos_id)
+  return [tokenizer.decode(row) for row in new_tokens]
 
 
 def solve(params, model_cfg: ModelConfig, problems, tokenizer: ByteTokenizer, *, key,

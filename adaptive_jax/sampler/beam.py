@@ -36,7 +36,6 @@ fewer than K candidates. K here is the reference's `n_generations // beam_width`
 """
 
 import dataclasses
-import math
 import operator
 from collections.abc import Callable, Sequence
 
@@ -44,7 +43,7 @@ import jax
 import numpy as np
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, left_pad, sample
+from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, sample_rows
 
 ExpandFn = Callable[[list[list[int]], jax.Array], list[list[int]]]
 ScoreFn = Callable[[list[list[int]]], np.ndarray]
@@ -247,10 +246,8 @@ def step_expander(params, model_cfg: ModelConfig, *, max_step_tokens: int,
 
   One decode call for all prefixes with room for a whole step; a prefix within
   max_step_tokens of model.max_len has less room and is decoded in a call of its own length
-  (one per such length: rare, and exact). Shapes are bucketed as in `policy.evaluate.complete`
-  (rows to a power of two, prompt width to a multiple of 64, lowered to
-  max_len - max_step_tokens where the multiple leaves too little room), so a search compiles a
-  few decodes only. max_rows: rows per decode call (bounds the KV cache); None: no limit.
+  (one per such length: rare, and exact). Shapes are bucketed by `decode.sample_rows`, so a
+  search compiles a few decodes only. max_rows: rows per decode call (bounds the KV cache); None: no limit.
   """
   if not 1 <= max_step_tokens < model_cfg.max_len:
     raise ValueError(f"max_step_tokens must be in [1, model.max_len={model_cfg.max_len}), "
@@ -260,19 +257,11 @@ def step_expander(params, model_cfg: ModelConfig, *, max_step_tokens: int,
   max_len = model_cfg.max_len
 
   def decode_rows(ids: list[list[int]], key) -> list[list[int]]:
-    num = len(ids)
-    ids = ids + [[eos_id]] * (2 ** math.ceil(math.log2(num)) - num)
-    prompt_BxP, prompt_len_B = left_pad(ids, pad_id)
-    longest = prompt_BxP.shape[1]
-    width = max(longest, min(-(-longest // 64) * 64, max_len - max_step_tokens))
-    prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - longest, 0)), constant_values=pad_id)
-    # width + new tokens <= max_len: no sequence grows past the model's context.
-    dec = DecodeConfig(max_new_tokens=min(max_step_tokens, max_len - width), policy=policy,
+    # Every row has room for the call's new tokens: prompt + new tokens <= max_len.
+    room = min(max_step_tokens, max_len - max(map(len, ids)))
+    dec = DecodeConfig(max_new_tokens=room, policy=policy,
                        stop_tokens=(*np.atleast_1d(newline_id).tolist(), eos_id), pad_id=pad_id)
-    out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(ids)),
-                 cfg=model_cfg, dec=dec)
-    tokens_BxM, lengths_B = np.asarray(out.tokens_BxM), np.asarray(out.lengths_B)
-    return [row[:n].tolist() for row, n in zip(tokens_BxM[:num], lengths_B[:num])]
+    return sample_rows(params, ids, key, cfg=model_cfg, dec=dec, filler_id=eos_id)
 
   def expand(prefixes: list[list[int]], key) -> list[list[int]]:
     if any(len(p) == 0 for p in prefixes):

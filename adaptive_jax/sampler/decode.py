@@ -335,3 +335,31 @@ def _sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B, prefix_ca
 def output(state: DecodeState) -> SampleOutput:
   return SampleOutput(state.tokens_BxM, state.lengths_B, state.logprobs_BxM,
                       state.confidence_BxM, state.truncated_B)
+
+
+def sample_rows(params, ids: Sequence[Sequence[int]], key, *, cfg: ModelConfig,
+                dec: DecodeConfig, filler_id: int, width_multiple: int = 64) -> list[list[int]]:
+  """Samples a continuation of each token list: its new tokens, stop token included.
+
+  Shapes come from a few buckets, so calls with varied prompts reuse a few compiled decodes:
+  rows to a power of two (filled with [filler_id] rows), prompt width to a multiple of
+  `width_multiple`, lowered where the multiple would leave less than dec.max_new_tokens of
+  model.max_len. Row b draws with key b of jax.random.split(key, rows).
+  """
+  if not ids:
+    raise ValueError("ids must hold at least one token list")
+  longest = max(len(row) for row in ids)
+  if longest + dec.max_new_tokens - 1 > cfg.max_len:
+    raise ValueError(f"max_new_tokens={dec.max_new_tokens} does not fit after a prompt of "
+                     f"{longest} tokens (the longest row): {longest} + "
+                     f"{dec.max_new_tokens} - 1 > model.max_len={cfg.max_len}")
+  num = len(ids)
+  rows = [list(row) for row in ids] + [[filler_id]] * ((1 << (num - 1).bit_length()) - num)
+  prompt_BxP, prompt_len_B = left_pad(rows, dec.pad_id)
+  width = max(longest, min(-(-longest // width_multiple) * width_multiple,
+                           cfg.max_len - dec.max_new_tokens + 1))
+  prompt_BxP = np.pad(prompt_BxP, ((0, 0), (width - longest, 0)), constant_values=dec.pad_id)
+  out = sample(params, prompt_BxP, prompt_len_B, jax.random.split(key, len(rows)), cfg=cfg,
+               dec=dec)
+  tokens_BxM, lengths_B = np.asarray(out.tokens_BxM), np.asarray(out.lengths_B)
+  return [tokens_BxM[b, :lengths_B[b]].tolist() for b in range(num)]
