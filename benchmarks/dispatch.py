@@ -104,8 +104,9 @@ def main(argv):
           f"flop share {flop_share:.3f}  time/flop {time_share / flop_share:.2f}  overflow "
           f"(SKIP, SMALL, BIG) {overflow[k].tolist()}")
   masked_flops = flops.masked_dense_flops(num_layers) / num_layers
+  masked_share = masked_flops / budget_flops[num_layers]
   print(f"masked dense (budget {half}): {seconds['masked'] * 1e3:8.2f} ms  time share "
-        f"{seconds['masked'] / all_big:.3f}  flop share {masked_flops / budget_flops[num_layers]:.3f}")
+        f"{seconds['masked'] / all_big:.3f}  flop share {masked_share:.3f}")
   print(f"flop_ratio = {budget_flops[0] / budget_flops[num_layers]:.4f}")
   print(f"sparse_all_small/sparse_all_big = {seconds['sparse_0'] / all_big:.4f}")
 

@@ -256,13 +256,13 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
   if not cfg.duo and dec.route is not None:
     raise ValueError("a dense model (model.duo=False) takes no route")
   if dec.route is not None:
-    routing.Route(dec.route)  # validates
+    route = routing.Route(dec.route)  # validates
     fraction = {routing.Route.SMALL: cfg.dispatch_small_fraction,
-                routing.Route.BIG: cfg.dispatch_big_fraction}.get(routing.Route(dec.route), 1.0)
+                routing.Route.BIG: cfg.dispatch_big_fraction}.get(route, 1.0)
     if cfg.ffn_impl == "dispatch" and fraction < 1:
-      raise ValueError(f"every token takes route {routing.Route(dec.route).name}, so sparse "
-                       f"dispatch would drop tokens: model.dispatch_{routing.Route(dec.route).name.lower()}"
-                       f"_fraction must be 1 for decoding, got {fraction}")
+      raise ValueError(f"every token takes route {route.name}, so sparse dispatch would drop "
+                       f"tokens: model.dispatch_{route.name.lower()}_fraction must be 1 for "
+                       f"decoding, got {fraction}")
   batch, prompt_len = prompt_BxP.shape
   m = dec.max_new_tokens
   if prompt_len + m - 1 > cfg.max_len:
