@@ -114,22 +114,37 @@ def constant_routes(shape: tuple[int, int, int], route: Route) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class FlopModel:
-  """Forward FLOPs per token of one Duo layer, counting a multiply-add as 2 FLOPs.
+  """Forward FLOPs per token of one layer, counting a multiply-add as 2 FLOPs: the one FLOP
+  model (nn/flops.py counts dense models with it).
 
   SwiGLU of inner width F on width D: three D x F matmuls = 6 * D * F.
-  Attention: four D x D projections (8 * D^2) plus scores and values (4 * T_ctx * D).
+  Attention with query width Nq = N * H (N heads of width H) and key/value width Nk = K * H
+  (K kv heads; K < N is grouped-query): q and out projections 2 * 2 * D * Nq, k and v
+  2 * 2 * D * Nk, scores and values over T_ctx keys 2 * 2 * T_ctx * Nq. Multi-head attention
+  with N * H = D (the defaults) gives 8 * D^2 + 4 * T_ctx * D. Example: D = 32, N = 3, K = 1,
+  H = 8, T_ctx = 10: 4 * 32 * (24 + 8) + 4 * 10 * 24 = 4096 + 960.
   """
   d_model: int
   d_ff_small: int
   d_ff_big: int
-  context: int  # average number of keys each query attends to (about T / 2 for causal)
+  context: float  # average number of keys each query attends to (about T / 2 for causal)
+  q_width: int | None = None  # N * H; None: d_model
+  kv_width: int | None = None  # K * H; None: q_width (multi-head attention)
+
+  @classmethod
+  def from_config(cls, cfg, context: float) -> "FlopModel":
+    """The FLOP model of a model config (nn.config.ModelConfig) with `context` keys per query."""
+    return cls(cfg.d_model, cfg.d_ff_small, cfg.d_ff_big, context,
+               q_width=cfg.num_heads * cfg.head_dim, kv_width=cfg.kv_heads * cfg.head_dim)
 
   def ffn(self, route: Route) -> float:
     width = {Route.SKIP: 0, Route.SMALL: self.d_ff_small, Route.BIG: self.d_ff_big}[Route(route)]
     return 6.0 * self.d_model * width
 
   def attention(self) -> float:
-    return 8.0 * self.d_model**2 + 4.0 * self.context * self.d_model
+    q = self.d_model if self.q_width is None else self.q_width
+    kv = q if self.kv_width is None else self.kv_width
+    return 4.0 * self.d_model * (q + kv) + 4.0 * self.context * q
 
   def route_flops(self, route_BxTxL) -> np.ndarray:
     """Forward FLOPs of each token's path through the layers (attention + routed FFNs), [B, T]."""

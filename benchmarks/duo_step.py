@@ -44,8 +44,7 @@ def flop_ratio(model_cfg: ModelConfig, seq_len: int) -> float:
   Duo computes both FFNs on every token: L * (attention + small + big); dense: L * (attention +
   big). Both add the tied logits' 2 * D * V; the backward pass (2x forward) cancels.
   """
-  flops = routing.FlopModel(model_cfg.d_model, model_cfg.d_ff_small, model_cfg.d_ff_big,
-                            context=seq_len / 2)
+  flops = routing.FlopModel.from_config(model_cfg, context=seq_len / 2)
   logits = 2.0 * model_cfg.d_model * model_cfg.vocab_size
   duo = flops.masked_dense_flops(model_cfg.num_layers) + logits
   dense = model_cfg.num_layers * (flops.attention() + flops.ffn(routing.Route.BIG)) + logits

@@ -180,9 +180,9 @@ def main(argv):
 
   # Both implementations compute attention scores over all T keys (masked), so context = T.
   shared, naive = oracle.pattern_flops(
-      routing.FlopModel(cfg.d_model, cfg.d_ff_small, cfg.d_ff_big, context=seq_len), L,
+      routing.FlopModel.from_config(cfg, context=seq_len), L,
       cfg.vocab_size)
-  seq_flops = routing.FlopModel(cfg.d_model, cfg.d_ff_small, cfg.d_ff_big, context=seq_tokens)
+  seq_flops = routing.FlopModel.from_config(cfg, context=seq_tokens)
   ratio = lambda padded: (sequential_flops(seq_flops, cfg, budgets, share=True, padded=padded)
                           / sequential_flops(seq_flops, cfg, budgets, share=False, padded=padded))
   flop_pattern, flop_tree = shared / naive, ratio(True)
