@@ -18,6 +18,7 @@ import dataclasses
 import grain
 import numpy as np
 
+from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 
@@ -31,7 +32,7 @@ class _Encode(grain.transforms.Map):
 
   def map(self, problem):
     tok = self.tokenizer
-    prompt = [tok.eos_id] + tok.encode(format_prompt(problem))
+    prompt = encode_prompt(tok, format_prompt(problem))
     completion = tok.encode(format_completion(problem)) + [tok.eos_id]
     tokens = np.asarray(prompt + completion, np.int32)
     if len(tokens) > self.max_tokens:

@@ -5,6 +5,7 @@ import numpy as np
 
 from adaptive_jax.scaling.pass_at_k import unbiased_pass_at_k
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, sample_rows
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
@@ -21,9 +22,8 @@ def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: Byte
             for text in complete(params, model_cfg, prompts[start:start + MAX_ROWS], tokenizer,
                                  key=jax.random.fold_in(key, start),
                                  max_new_tokens=max_new_tokens, policy=policy)]
-  # EOS first: in training every document follows the previous one's EOS. Every row gets the
-  # whole max_new_tokens: a prompt that leaves less room raises (sample_rows).
-  ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in prompts]
+  # Every row gets the whole max_new_tokens: a prompt that leaves less room raises (sample_rows).
+  ids = [encode_prompt(tokenizer, text) for text in prompts]
   dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
                      stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
   new_tokens = sample_rows(params, ids, key, cfg=model_cfg, dec=dec, filler_id=tokenizer.eos_id)

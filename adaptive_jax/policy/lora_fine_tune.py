@@ -26,6 +26,7 @@ import optax
 from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.tasks.problem import Problem, format_completion, format_prompt
 from adaptive_jax.typed_config import check_int, check_open_interval
 
@@ -55,7 +56,7 @@ class FineTuneConfig:
 
 def encode_example(tokenizer, problem: Problem) -> tuple[list[int], int]:
   """(ids, prompt length): EOS and the prompt's ids, the gold completion's, then EOS."""
-  prompt = [tokenizer.eos_id] + tokenizer.encode(format_prompt(problem))
+  prompt = encode_prompt(tokenizer, format_prompt(problem))
   return prompt + tokenizer.encode(format_completion(problem)) + [tokenizer.eos_id], len(prompt)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy.load import load_policy
+from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.prm import combined, mc_data, saved, scoring
 from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import decode, draws, selection
@@ -84,7 +85,7 @@ def unscored(scorer, tokens_BxT, prompt_len_B, length_B):
 
 def prompt_ids(problems, tokenizer=TOKENIZER) -> list[list[int]]:
   """Each problem's prompt as the policy reads it: EOS, then the question."""
-  return [[tokenizer.eos_id] + tokenizer.encode(format_prompt(p)) for p in problems]
+  return [encode_prompt(tokenizer, format_prompt(p)) for p in problems]
 
 
 def encode_prompts(problems, tokenizer=TOKENIZER) -> draws.Prompts:

@@ -28,6 +28,7 @@ import numpy as np
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
@@ -97,16 +98,16 @@ def probabilities(outputs):
 
 def encode_texts(texts: Sequence[str], max_len: int, *,
                  tokenizer: ByteTokenizer = TOKENIZER) -> np.ndarray:
-  """int32 tokens_NxT of `[eos] + encode(text)`, padded to the longest (T <= max_len).
+  """int32 tokens_NxT of each text as the policy reads it (`policy.prompt.encode_prompt`:
+  EOS, then the text), padded to the longest (T <= max_len).
 
-  EOS first, as in the policy's training data, where every document follows an EOS.
   `tokenizer`: the policy's (byte, or a pretrained model's `TaskTokenizer`); its pad must be
   the PRM's (`last_real_index` finds a row's end by it).
   """
   if tokenizer.pad_id != TOKENIZER.pad_id:
     raise ValueError(f"tokenizer.pad_id must be {TOKENIZER.pad_id}, the PRM's pad id, got "
                      f"{tokenizer.pad_id}")
-  ids = [[tokenizer.eos_id] + tokenizer.encode(text) for text in texts]
+  ids = [encode_prompt(tokenizer, text) for text in texts]
   if not ids:
     raise ValueError("texts must be non-empty")
   for i, row in enumerate(ids):
