@@ -102,13 +102,22 @@ def test_bad_input_names_it():
   with pytest.raises(ValueError, match="target_Q"):
     adaptive.run(synthetic_draw, DATA, np.array([17] * NUM_Q), rule=StopRule(),
                  loop=LOOPS["roomy"])
-  with pytest.raises(ValueError, match="n_max"):
+  with pytest.raises(ValueError, match="LoopConfig.n_max must be an integer >= 1, got 0"):
     LoopConfig(n_max=0, per_round=1, rows=1)
+  with pytest.raises(ValueError, match="LoopConfig.num_channels must be an integer >= 1, got 1.5"):
+    LoopConfig(n_max=4, per_round=1, rows=1, num_channels=1.5)
+  with pytest.raises(ValueError, match="LoopConfig.token_budget must be an integer >= 0, got -1"):
+    LoopConfig(n_max=4, per_round=1, rows=1, token_budget=-1)
+  with pytest.raises(ValueError, match=r"LoopConfig.max_sample_tokens must be >= 1 with a "
+                                       r"token_budget \(8\), got 0"):
+    LoopConfig(n_max=4, per_round=1, rows=1, token_budget=8)
+  with pytest.raises(ValueError, match="Probe.samples must be an integer >= 1, got True"):
+    adaptive.Probe(True, lambda *args: None)
   with pytest.raises(ValueError, match="rows"):
     LoopConfig(n_max=4, per_round=4, rows=2)
   with pytest.raises(ValueError, match="kind"):
     StopRule("sometimes")
-  with pytest.raises(ValueError, match="warmup"):
+  with pytest.raises(ValueError, match="StopRule.warmup must be an integer >= 1, got 0"):
     StopRule("deepconf", warmup=0)
   with pytest.raises(ValueError, match="threshold"):
     StopRule("adaptive_consistency", threshold=1.0)

@@ -36,6 +36,7 @@ import numpy as np
 
 from adaptive_jax.allocation import online
 from adaptive_jax.sampler import confidence, consistency, selection
+from adaptive_jax.typed_config import check_int
 
 RULES = ("fixed", "adaptive_consistency", "deepconf")
 
@@ -76,10 +77,8 @@ class StopRule:
       raise ValueError(f"StopRule.kind must be one of {RULES}, got {self.kind!r}")
     if isinstance(self.threshold, bool) or not 0 < self.threshold < 1:
       raise ValueError(f"StopRule.threshold must be in (0, 1), got {self.threshold!r}")
-    if self.kind == "deepconf" and (isinstance(self.warmup, bool) or
-                                    not isinstance(self.warmup, int) or self.warmup < 1):
-      raise ValueError(f"StopRule.warmup must be an integer >= 1 for deepconf, got "
-                       f"{self.warmup!r}")
+    if self.kind == "deepconf":  # its first `warmup` samples set the early-stop threshold
+      check_int("StopRule", "warmup", self.warmup)
     if not 0 < self.keep_percent <= 100:
       raise ValueError(f"StopRule.keep_percent must be in (0, 100], got {self.keep_percent!r}")
 
@@ -96,15 +95,14 @@ class LoopConfig:
 
   def __post_init__(self):
     for name in ("n_max", "per_round", "rows", "num_channels"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"LoopConfig.{name} must be an integer >= 1, got {value!r}")
+      check_int("LoopConfig", name, getattr(self, name))
+    for name in ("token_budget", "max_sample_tokens"):
+      check_int("LoopConfig", name, getattr(self, name), minimum=0)
     if self.rows < self.per_round:
       raise ValueError(f"LoopConfig.rows ({self.rows}) must be >= per_round ({self.per_round})")
-    if self.token_budget < 0 or (self.token_budget and self.max_sample_tokens < 1):
-      raise ValueError("LoopConfig.token_budget must be >= 0, and with a budget "
-                       f"max_sample_tokens must be >= 1; got {self.token_budget}, "
-                       f"{self.max_sample_tokens}")
+    if self.token_budget and self.max_sample_tokens < 1:
+      raise ValueError(f"LoopConfig.max_sample_tokens must be >= 1 with a token_budget "
+                       f"({self.token_budget}), got {self.max_sample_tokens}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
@@ -119,8 +117,7 @@ class Probe:
   target_fn: Callable
 
   def __post_init__(self):
-    if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
-      raise ValueError(f"Probe.samples must be an integer >= 1, got {self.samples!r}")
+    check_int("Probe", "samples", self.samples)
 
 
 class LoopState(NamedTuple):
