@@ -62,7 +62,8 @@ class SelectConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class FewShotEvalConfig:
+  """The few-shot policy's accuracy: questions per difficulty, batching, sampling, interval."""
   difficulties: tuple[int, ...] = tuple(range(arithmetic.MIN_DIFFICULTY,
                                               arithmetic.MAX_DIFFICULTY + 1))
   problems_per_difficulty: int = 16
@@ -86,7 +87,7 @@ class EvalConfig:
 def typed_configs(config: ml_collections.ConfigDict):
   return (from_mapping(PromptConfig, config.prompt, "prompt"),
           from_mapping(SelectConfig, config.select, "select"),
-          from_mapping(EvalConfig, config.eval, "eval"))
+          from_mapping(FewShotEvalConfig, config.eval, "eval"))
 
 
 def wilson_interval(correct: int, total: int, confidence: float) -> tuple[float, float]:
@@ -113,7 +114,7 @@ def prompt_for(prompt_format: str, shots: int, shot_seed: int,
 
 
 def evaluate(model, prompt_format: str, shots: int, shot_seed: int, problems: dict,
-             cfg: EvalConfig, key) -> dict:
+             cfg: FewShotEvalConfig, key) -> dict:
   """Per difficulty: correct, total, answered (an answer line was read), one example."""
   policy = SamplingPolicy(temperature=cfg.temperature)
   rows = {}

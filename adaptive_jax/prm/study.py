@@ -116,7 +116,8 @@ class PrmConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class CalibrationEvalConfig:
+  """How the PRMs' calibration is measured: ECE bins, conformal miscoverage, histogram bins."""
   num_bins: int = 10
   conformal_alpha: float = 0.1
   histogram_bins: int = 10
@@ -279,7 +280,7 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
   calibration settings tried and chosen on validation, the step verifier's AUCs) and
   predictions.npz (test); saves the base, calibrated and step verifier PRMs (saved.py)."""
   mc = from_mapping(McConfig, config.mc, "mc")
-  ev = from_mapping(EvalConfig, config.eval, "eval")
+  ev = from_mapping(CalibrationEvalConfig, config.eval, "eval")
   select = from_mapping(SelectConfig, config.select, "select")
   # prm.model "policy": the policy's own model config, known once the policy is loaded.
   prm_values = dict(config.prm)

@@ -64,7 +64,8 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class PerplexityEvalConfig:
+  """Held-out perplexity during training, under each fixed routing policy (train/evaluate.py)."""
   num_batches: int = 8
   p_big: float = 0.5
   seed: int = 1234

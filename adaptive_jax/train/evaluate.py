@@ -7,11 +7,11 @@ from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.perplexity import perplexity
 from adaptive_jax.train import mesh as mesh_lib
-from adaptive_jax.train.config import EvalConfig
+from adaptive_jax.train.config import PerplexityEvalConfig
 from adaptive_jax.train.step import eval_loss_sum
 
 
-def routing_policies(model_cfg: ModelConfig, eval_cfg: EvalConfig):
+def routing_policies(model_cfg: ModelConfig, eval_cfg: PerplexityEvalConfig):
   """name -> fn(key, shape) giving route_BxTxL; a dense model has the single policy 'dense'."""
   if not model_cfg.duo:
     return {"dense": lambda key, shape: None}
@@ -23,7 +23,7 @@ def routing_policies(model_cfg: ModelConfig, eval_cfg: EvalConfig):
   }
 
 
-def evaluate(params, apply_fn, batches, model_cfg: ModelConfig, eval_cfg: EvalConfig,
+def evaluate(params, apply_fn, batches, model_cfg: ModelConfig, eval_cfg: PerplexityEvalConfig,
              mesh) -> dict[str, float]:
   """{'eval/loss@<policy>': mean token loss, 'eval/ppl@<policy>': exp of it} per policy."""
   results = {}

@@ -17,7 +17,7 @@ from adaptive_jax.train import checkpoint as ckpt_lib
 from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train import state as state_lib
-from adaptive_jax.train.config import EvalConfig, RoutingConfig, TrainConfig
+from adaptive_jax.train.config import PerplexityEvalConfig, RoutingConfig, TrainConfig
 from adaptive_jax.train.evaluate import evaluate
 from adaptive_jax.train.metrics import MetricWriter, read_metrics
 from adaptive_jax.train.step import make_train_step
@@ -91,7 +91,7 @@ def typed_configs(config: ml_collections.ConfigDict):
   if data.seq_len > model.max_len:
     raise ValueError(f"data.seq_len ({data.seq_len}) must be <= model.max_len ({model.max_len})")
   return (model, data, RoutingConfig.from_dict(config.routing),
-          TrainConfig.from_dict(config.train), EvalConfig.from_dict(config.eval))
+          TrainConfig.from_dict(config.train), PerplexityEvalConfig.from_dict(config.eval))
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
