@@ -7,8 +7,8 @@ Arrays are named by their shapes (`x_BxTxD`). The letters, library-wide:
 Letters that mean one thing per module, each stated in that module's docstring:
   N  query heads (nn/attention.py, sampler/decode.py); samples per question (sampler/, prm/ias*)
   K  key/value heads (nn/attention.py, sampler/decode.py); budgets (oracle/); beams or probe
-     samples (sampler/beam.py, sampler/adaptive.py, prm/ias.py)
-  Q  quantile levels (prm/fit.py, prm/model.py); questions (sampler/, prm/ias_study.py)
+     samples (sampler/beam.py, sampler/adaptive.py, allocation/ias.py)
+  Q  quantile levels (prm/fit.py, prm/model.py); questions (sampler/, studies/ias_study.py)
   S  cache slots (sampler/decode.py, nn/attention.py); solution steps (prm/)
   M  new tokens (sampler/decode.py); oracle rows, budgets x batch (oracle/sequential.py)
   P  prompt length (sampler/decode.py); tree nodes (oracle/sequential.py)

@@ -1,8 +1,8 @@
 """The papers' headline claims beside our numbers, read from the stages' results.json files.
 
 `results` maps a stage name to its results.json as a dict (None where the stage has none):
-'duo' (train.loop.train_and_evaluate), 'oracle' (oracle.study), 'router' (router.study),
-'calibrate' (prm.study) and 'ias' (prm.ias_study). JSON turns the oracle's integer budgets
+'duo' (train.loop.train_and_evaluate), 'oracle' (studies.oracle_study), 'router' (studies.router_study),
+'calibrate' (studies.calibration_study) and 'ias' (studies.ias_study). JSON turns the oracle's integer budgets
 into strings; both are read.
 """
 

@@ -1,12 +1,12 @@
 """The main job: both papers' stages in order, then every figure and the claims table.
 
-  [1/7] duo        Duo-LLM stage 1, random-routing training   train.loop.train_and_evaluate
-  [2/7] oracle     Duo-LLM stage 2, oracle routing (on duo)   oracle.study.run_oracle_study
-  [3/7] router     Duo-LLM stage 3, learned routers (and      router.study.run_router_study
+  [1/7] duo        Duo-LLM stage 1, random-routing training  train.loop.train_and_evaluate
+  [2/7] oracle     Duo-LLM stage 2, oracle routing (on duo)  studies.oracle_study
+  [3/7] router     Duo-LLM stage 3, learned routers (and     studies.router_study
                    dense baselines unless router.dense_workdir is "")
-  [4/7] policy     the reasoning policy                       policy.train.train_policy
-  [5/7] calibrate  MC labels, base and calibrated PRMs        prm.study.run_calibration_study
-  [6/7] ias        instance-adaptive sampling                 prm.ias_study.run_ias_study
+  [4/7] policy     the reasoning policy                      policy.train.train_policy
+  [5/7] calibrate  MC labels, base and calibrated PRMs       studies.calibration_study
+  [6/7] ias        instance-adaptive sampling                studies.ias_study
   [7/7] figures    the five experiments.*_figures scripts
 
 `config` has one section per stage (configs/quick.py); each stage works in `<workdir>/<name>/`,
@@ -35,12 +35,12 @@ from absl import logging as absl_logging
 
 from adaptive_jax import atomic_file
 from adaptive_jax.claims import claims_table
-from adaptive_jax.oracle.study import run_oracle_study
+from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.prm.ias_study import run_ias_study
-from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.studies.ias_study import run_ias_study
+from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.router import dense_baseline
-from adaptive_jax.router.study import run_router_study
+from adaptive_jax.studies.router_study import run_router_study
 from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.trained import load_trained
 

@@ -35,7 +35,7 @@ from absl import app, flags
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.prm import ias_study, ias_sweep
+from adaptive_jax.studies import ias_study, ias_sweep
 from adaptive_jax.sampler import adaptive, decode, draws, host_loop
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
@@ -72,7 +72,7 @@ def ratio_lines(folder: str) -> list[str]:
   results = ias_sweep.evaluate(splits["validation"], splits["test"], control,
                                load_settings(folder))
   seconds = time.perf_counter() - start
-  from adaptive_jax.prm import regime  # the one-line description of the regime
+  from adaptive_jax.studies import regime  # the one-line description of the regime
   return [f"regime: {regime.describe(chosen)}",
           f"aggregation {results['aggregation']}; chosen on validation: {results['chosen']}",
           f"(recomputed from {folder} in {seconds:.1f} s; 90% paired bootstrap intervals)",

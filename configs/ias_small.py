@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.bootstrap_resamples = 2000
   config.ias.seed = 0
 
-  # What the regime must show on the design split, fixed before any run (prm/regime.py).
+  # What the regime must show on the design split, fixed before any run (studies/regime.py).
   config.regime = ml_collections.ConfigDict()
   config.regime.pass1_range = (0.3, 0.6)  # mean pass@1 of the mix
   config.regime.min_headroom = 0.25  # pass@N_max - pass@1: what a perfect selector gains

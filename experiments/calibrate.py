@@ -8,7 +8,7 @@ r"""Calibrated PRM: MC labels, base PRM, calibration methods; Brier/ECE before a
 from absl import app, flags
 from ml_collections import config_flags
 
-from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "MC shards, results.json, predictions.npz.",

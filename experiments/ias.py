@@ -9,8 +9,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_jax.figures import ias_table
-from adaptive_jax.prm import ias_sweep
-from adaptive_jax.prm.ias_study import run_ias_study
+from adaptive_jax.studies import ias_sweep
+from adaptive_jax.studies.ias_study import run_ias_study
 from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "results.json and the pools.", required=True)

@@ -8,7 +8,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from adaptive_jax.policy.few_shot_study import results_table, run_study
+from adaptive_jax.studies.few_shot_study import results_table, run_study
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.", required=True)
 _CONFIG = config_flags.DEFINE_config_file(

@@ -9,7 +9,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from adaptive_jax.models.pretrained_study import results_table, run_study
+from adaptive_jax.studies.pretrained_study import results_table, run_study
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.", required=True)
 _DUO_WORKDIR = flags.DEFINE_string(

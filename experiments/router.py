@@ -6,7 +6,7 @@ r"""Duo-LLM stage 3: learned routers per budget on a trained stage-1 model.
 from absl import app, flags
 from ml_collections import config_flags
 
-from adaptive_jax.router.study import router_table, run_router_study
+from adaptive_jax.studies.router_study import router_table, run_router_study
 from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and routers.npz go.",

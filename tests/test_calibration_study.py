@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.prm import saved, study
-from adaptive_jax.prm.study import run_calibration_study
+from adaptive_jax.prm import saved
+from adaptive_jax.studies import calibration_study as study
+from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from configs import calibrate_small, policy_small
@@ -165,7 +166,7 @@ def test_missing_policy_names_the_command(tmp_path):
 
 def test_calibrate_config_builds_into_the_studys_typed_configs():
   config = calibrate_small.get_config()
-  from adaptive_jax.prm.study import CalibrationEvalConfig, McConfig, PrmConfig, SelectConfig
+  from adaptive_jax.studies.calibration_study import CalibrationEvalConfig, McConfig, PrmConfig, SelectConfig
   from adaptive_jax.nn.config import ModelConfig
   from adaptive_jax.typed_config import from_mapping
   typed = {"mc": from_mapping(McConfig, config.mc, "mc"),

@@ -35,7 +35,7 @@ def test_committed_docs_match_the_committed_results():
 
 def test_committed_pools_recompute_the_committed_headline():
   """`benchmarks.ias --pools` on the committed pools prints the results file's ratio lines."""
-  from adaptive_jax.prm import ias_sweep
+  from adaptive_jax.studies import ias_sweep
   from benchmarks import ias as ias_benchmark
   lines = ias_benchmark.ratio_lines(str(RESULTS.parent / "pools"))
   assert lines[-3:] == ias_sweep.headline_lines(json.loads(RESULTS.read_text()))

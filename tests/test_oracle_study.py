@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.oracle.study import OracleConfig, run_oracle_study
+from adaptive_jax.studies.oracle_study import OracleConfig, run_oracle_study
 from adaptive_jax.routing import Route
 from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.train.trained import load_trained

@@ -17,7 +17,8 @@ from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy import lora_fine_tune, pretrained_policy
-from adaptive_jax.prm import fit, study
+from adaptive_jax.prm import fit
+from adaptive_jax.studies import calibration_study as study
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_completion, format_prompt
@@ -199,7 +200,7 @@ def test_bad_pretrained_config_raises_naming_the_field(tmp_path, section, field,
 
 
 def test_ias_study_with_a_gguf_policy(tmp_path):
-  from adaptive_jax.prm import ias_models, ias_study
+  from adaptive_jax.studies import ias_models, ias_study
   from configs import ias_smollm2
   gguf_path = tiny_llama_gguf.write(tmp_path / "tiny.gguf")
   calibrate = _tiny_config(gguf_path)
@@ -235,7 +236,7 @@ def test_ias_study_with_a_gguf_policy(tmp_path):
 
 
 def test_ias_smollm2_config_matches_its_calibration_run():
-  from adaptive_jax.prm import ias_study
+  from adaptive_jax.studies import ias_study
   from configs import ias_smollm2
   config, calibrate = ias_smollm2.get_config(), calibrate_smollm2.get_config()
   assert config.pretrained_policy == calibrate.pretrained_policy

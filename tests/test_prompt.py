@@ -5,7 +5,7 @@ import numpy as np
 from adaptive_jax.policy import data as policy_data
 from adaptive_jax.policy import evaluate, lora_fine_tune
 from adaptive_jax.policy.prompt import encode_prompt
-from adaptive_jax.prm import ias_models
+from adaptive_jax.studies import ias_models
 from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.arithmetic import ArithmeticSource

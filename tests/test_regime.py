@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from adaptive_jax.prm import regime
+from adaptive_jax.studies import regime
 from adaptive_jax.typed_config import from_mapping
 
 

@@ -5,9 +5,9 @@ from adaptive_jax.prm.calibration import ConformalLowerBound
 from adaptive_jax.prm.calibration import HistogramBinning
 from adaptive_jax.prm.calibration import IsotonicCalibration
 from adaptive_jax.prm.calibration import TemperatureScaling
-from adaptive_jax.prm.ias import num_beams
-from adaptive_jax.prm.ias import num_expansions
-from adaptive_jax.prm.ias import num_samples
+from adaptive_jax.allocation.ias import num_beams
+from adaptive_jax.allocation.ias import num_expansions
+from adaptive_jax.allocation.ias import num_samples
 from adaptive_jax.prm.metrics import brier
 from adaptive_jax.prm.metrics import brier_ratio
 from adaptive_jax.prm.metrics import ece

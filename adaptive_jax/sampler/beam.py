@@ -29,7 +29,7 @@ scored; the reference does not count these), expansion rounds.
 Where this differs from the reference: the reference selects every `--freq` steps (default 5;
 between selections each path draws one step); here every step. Its IAS-of-K (`determine_K`)
 takes the k-th highest lower quantile over the whole pool, here over the top K by rank (the
-beams a fixed-K search keeps); `prm.ias.num_expansions` on the width rule's input divides
+beams a fixed-K search keeps); `allocation.ias.num_expansions` on the width rule's input divides
 N(p) by the number of entries given, which is K as in `determine_M` unless the pool holds
 fewer than K candidates. K here is the reference's `n_generations // beam_width`, M its
 `beam_width`.

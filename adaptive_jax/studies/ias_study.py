@@ -31,8 +31,10 @@ from absl import logging
 
 from adaptive_jax import atomic_file
 from adaptive_jax.nn.flops import forward_flops_per_token
-from adaptive_jax.prm import beam_study, combined, ias_eval, ias_models, ias_sweep, regime, scoring
-from adaptive_jax.prm import probe as probe_lib
+from adaptive_jax.prm import scoring
+from adaptive_jax.studies import beam_study, ias_eval, ias_models, ias_sweep, regime
+from adaptive_jax.allocation import combined
+from adaptive_jax.allocation import probe as probe_lib
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, pool_store, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.tasks import step_checker

@@ -116,7 +116,7 @@ def _domain_study(params, model_cfg, tokens_BxT, targets_BxT, cfg: OracleConfig)
   text_oracle_BxT, _ = budget_lib.oracle(loss_PxBxT[:, :1], routes_PxL, cfg.text_budget)
   per_token = {"loss_small": loss_PxBxT[all_small, 0], "loss_big": loss_PxBxT[all_big, 0],
                "loss_oracle": np.asarray(text_oracle_BxT)[0], "budget": cfg.text_budget}
-  # What stage 3 compares its routers with on these very tokens (router/study.py).
+  # What stage 3 compares its routers with on these very tokens (studies/router_study.py).
   arrays = {"inputs_BxT": np.asarray(tokens_BxT), "targets_BxT": np.asarray(targets_BxT),
             "loss_PxBxT": loss_PxBxT.astype(np.float32), "routes_PxL": routes_PxL,
             "sequential_budgets_K": np.asarray(cfg.sequential_budgets),

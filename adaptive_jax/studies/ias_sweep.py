@@ -19,7 +19,8 @@ import itertools
 import numpy as np
 
 from adaptive_jax.allocation.online import BudgetAllocation
-from adaptive_jax.prm import ias_eval, step_verifier
+from adaptive_jax.prm import step_verifier
+from adaptive_jax.studies import ias_eval
 from adaptive_jax.sampler import selection
 from adaptive_jax.scaling import matched
 

@@ -1,7 +1,7 @@
 """Step-level beam search with the calibrated PRM: fixed K x M against IAS-of-K and IAS-of-M.
 
 Beams are ranked by the calibrated PRM's median quantile; the IAS width rules read its 0.1
-quantile (`prm.ias`: IAS-of-K keeps the fewest beams whose M expansions each cover N(p) of the
+quantile (`allocation.ias`: IAS-of-K keeps the fewest beams whose M expansions each cover N(p) of the
 weakest kept; IAS-of-M draws ceil(N(p_min) / K) expansions per beam, at most M). Compute is
 counted as in the best-of-N study: policy tokens generated (the prompt once, prefixes shared)
 and PRM tokens read.
@@ -12,7 +12,9 @@ import dataclasses
 import jax
 import numpy as np
 
-from adaptive_jax.prm import cached_scoring, ias, scoring
+from adaptive_jax.prm import cached_scoring, scoring
+
+from adaptive_jax.allocation import ias
 from adaptive_jax.sampler import beam
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.problem import extract_answer

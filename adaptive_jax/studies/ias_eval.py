@@ -27,7 +27,7 @@ import numpy as np
 
 from adaptive_jax import bootstrap
 from adaptive_jax.allocation import budget, online
-from adaptive_jax.prm import ias
+from adaptive_jax.allocation import ias
 from adaptive_jax.sampler import adaptive, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.scaling import matched, pass_at_k

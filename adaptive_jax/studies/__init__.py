@@ -1,0 +1,1 @@
+"""Studies: runs that write results files, above the model, fitting and metrics code."""
