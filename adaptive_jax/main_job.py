@@ -35,11 +35,11 @@ from absl import logging as absl_logging
 
 from adaptive_jax import atomic_file
 from adaptive_jax.claims import claims_table
-from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.studies.ias_study import run_ias_study
-from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.router import dense_baseline
+from adaptive_jax.studies.calibration_study import run_calibration_study
+from adaptive_jax.studies.ias_study import run_ias_study
+from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.studies.router_study import run_router_study
 from adaptive_jax.train.loop import train_and_evaluate
 from adaptive_jax.train.trained import load_trained

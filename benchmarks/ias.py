@@ -35,9 +35,9 @@ from absl import app, flags
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.studies import ias_study, ias_sweep
 from adaptive_jax.sampler import adaptive, decode, draws, host_loop
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
+from adaptive_jax.studies import ias_study, ias_sweep
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from benchmarks.timing import time_interleaved
 

@@ -16,12 +16,10 @@ The last two lines are `python_loop/while_loop = <ratio>` (target >= 2) and
 `while_loop/scan = <ratio>` (target <= 1.1), ratios of median times.
 """
 
-import dataclasses
 import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 

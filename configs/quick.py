@@ -41,8 +41,15 @@ configs; about 75 min in all):
 
 import ml_collections
 
-from configs import (calibrate_small, duo_paper, duo_small, ias_small, oracle_small, policy_small,
-                     router_small)
+from configs import (
+  calibrate_small,
+  duo_paper,
+  duo_small,
+  ias_small,
+  oracle_small,
+  policy_small,
+  router_small,
+)
 
 SIZES = ("quick", "small", "paper")
 

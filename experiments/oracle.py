@@ -6,8 +6,8 @@ r"""Duo-LLM stage 2: oracle routing under a budget on a trained stage-1 model.
 from absl import app, flags
 from ml_collections import config_flags
 
-from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.oracle.report import oracle_table
+from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.train import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and NPZ files go.",

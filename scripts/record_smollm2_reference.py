@@ -14,10 +14,10 @@ argmax tokens (EOS included: no stop). About 0.2 MB.
 
 import pathlib
 
-from absl import app, flags
 import numpy as np
 import torch
 import transformers
+from absl import app, flags
 
 from adaptive_jax.models import smollm2
 

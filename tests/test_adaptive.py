@@ -1,7 +1,6 @@
 """The on-device adaptive loop against the per-question host loop, its limits, and the live
 decoder against the replayed pool."""
 
-import dataclasses
 
 import flax.linen as nn
 import jax

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adaptive_jax import prm
+from adaptive_jax.allocation import ias
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import beam, decode
@@ -147,11 +147,11 @@ def _closed_n(p, q=0.99):
 
 
 def ias_of_k(m_max):
-  return lambda p_lower_xK: (int(prm.num_beams(p_lower_xK, m_max=m_max)), m_max)
+  return lambda p_lower_xK: (int(ias.num_beams(p_lower_xK, m_max=m_max)), m_max)
 
 
 def ias_of_m(num_beams, m_max):
-  return lambda p_lower_xK: (num_beams, int(prm.num_expansions(p_lower_xK, m_max=m_max)))
+  return lambda p_lower_xK: (num_beams, int(ias.num_expansions(p_lower_xK, m_max=m_max)))
 
 
 def test_ias_width_adapters_on_hand_made_scores():

@@ -166,8 +166,13 @@ def test_missing_policy_names_the_command(tmp_path):
 
 def test_calibrate_config_builds_into_the_studys_typed_configs():
   config = calibrate_small.get_config()
-  from adaptive_jax.studies.calibration_study import CalibrationEvalConfig, McConfig, PrmConfig, SelectConfig
   from adaptive_jax.nn.config import ModelConfig
+  from adaptive_jax.studies.calibration_study import (
+    CalibrationEvalConfig,
+    McConfig,
+    PrmConfig,
+    SelectConfig,
+  )
   from adaptive_jax.typed_config import from_mapping
   typed = {"mc": from_mapping(McConfig, config.mc, "mc"),
            "eval": from_mapping(CalibrationEvalConfig, config.eval, "eval"),

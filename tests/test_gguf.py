@@ -9,9 +9,9 @@ import pathlib
 import re
 import sys
 
-import numpy as np
 import gguf as gguf_lib
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from adaptive_jax.models import gguf, gguf_tokenizer

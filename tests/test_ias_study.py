@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from adaptive_jax.policy.train import train_policy
-from adaptive_jax.studies import ias_models, ias_study, ias_sweep
 from adaptive_jax.sampler import decode, draws, pool_store
 from adaptive_jax.scaling import pass_at_k
+from adaptive_jax.studies import ias_models, ias_study, ias_sweep
+from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
-from adaptive_jax.studies.calibration_study import run_calibration_study
 from configs import calibrate_small, ias_small, policy_small
 
 

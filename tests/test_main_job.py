@@ -9,12 +9,12 @@ import pytest
 
 from adaptive_jax import claims, main_job
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.studies.oracle_study import OracleConfig
 from adaptive_jax.policy.train import TaskConfig
-from adaptive_jax.studies.beam_study import BeamStudyConfig
-from adaptive_jax.studies.ias_study import IasConfig
-from adaptive_jax.studies.calibration_study import McConfig
 from adaptive_jax.router.train import RouterConfig
+from adaptive_jax.studies.beam_study import BeamStudyConfig
+from adaptive_jax.studies.calibration_study import McConfig
+from adaptive_jax.studies.ias_study import IasConfig
+from adaptive_jax.studies.oracle_study import OracleConfig
 from adaptive_jax.train.loop import typed_configs
 from configs import duo_tiny, quick
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.studies.oracle_study import OracleConfig, run_oracle_study
 from adaptive_jax.routing import Route
+from adaptive_jax.studies.oracle_study import OracleConfig, run_oracle_study
 from adaptive_jax.train.step import cross_entropy
 from adaptive_jax.train.trained import load_trained
 from configs import duo_small, oracle_small

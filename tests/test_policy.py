@@ -9,10 +9,10 @@ import pytest
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.sampler import decode
 from adaptive_jax.policy import evaluate
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.train import train_policy
+from adaptive_jax.sampler import decode
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_completion, format_prompt

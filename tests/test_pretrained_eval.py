@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from adaptive_jax.models import text_eval
-from adaptive_jax.studies.pretrained_study import PretrainedEvalConfig
-from adaptive_jax.typed_config import from_mapping
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.flops import decode_flops_per_token, prefill_flops_per_token
+from adaptive_jax.studies.pretrained_study import PretrainedEvalConfig
+from adaptive_jax.typed_config import from_mapping
 from configs import pretrained_eval
 
 SEP = 0

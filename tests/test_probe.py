@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from adaptive_jax.allocation import combined, ias, probe
+
+
 def test_leave_one_out_rate_by_hand():
   rate = probe.leave_one_out_rate([[1, 0, 1], [0, 0, 0]])
   np.testing.assert_allclose(rate, [[0.5, 1.0, 0.5], [0, 0, 0]])

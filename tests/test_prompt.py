@@ -5,9 +5,9 @@ import numpy as np
 from adaptive_jax.policy import data as policy_data
 from adaptive_jax.policy import evaluate, lora_fine_tune
 from adaptive_jax.policy.prompt import encode_prompt
-from adaptive_jax.studies import ias_models
 from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler.decode import SamplingPolicy
+from adaptive_jax.studies import ias_models
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt

@@ -63,13 +63,13 @@ def test_the_two_commands_are_what_ci_and_the_main_job_run():
   assert main_steps[1] == ".venv/bin/pip install -q -e ."
   assert main_steps[2] == ".venv/bin/python -m experiments.main"
   assert "run_main" in (REPO / "experiments" / "main.py").read_text()
-  assert test_steps[-1] == ".venv/bin/python -m pytest -n 2 -q tests"
+  assert test_steps[-2:] == [".venv/bin/ruff check .", ".venv/bin/python -m pytest -n 2 -q tests"]
   # The extras it installs exist, and the one it names holds what `-n 2` needs.
   setup = configparser.ConfigParser()
   setup.read(REPO / "setup.cfg")
   extras = setup["options.extras_require"]
   (extra,) = re.findall(r'-e "\.\[(\w+)\]"', tests)
-  assert extra in extras and "pytest-xdist" in extras[extra]
+  assert extra in extras and "pytest-xdist" in extras[extra] and "ruff" in extras[extra]
 
 
 def test_status_rows_name_existing_modules():

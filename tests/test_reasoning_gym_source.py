@@ -5,8 +5,13 @@ import sys
 
 import pytest
 
-from adaptive_jax.tasks.problem import (Problem, extract_answer_text, format_completion,
-                                        format_prompt, is_correct)
+from adaptive_jax.tasks.problem import (
+  Problem,
+  extract_answer_text,
+  format_completion,
+  format_prompt,
+  is_correct,
+)
 from adaptive_jax.tasks.reasoning_gym_source import ReasoningGymProblem, ReasoningGymSource
 
 ENTRIES = [

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.router import dense_baseline
 from adaptive_jax.studies import router_study as study
+from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.studies.router_study import run_router_study
 from adaptive_jax.train.trained import load_trained
 from configs import duo_small, oracle_small, router_small

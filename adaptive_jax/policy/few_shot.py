@@ -29,8 +29,7 @@ import numpy as np
 from adaptive_jax.models.smollm2 import Pretrained
 from adaptive_jax.sampler import decode
 from adaptive_jax.tasks import answer_tokens
-from adaptive_jax.tasks.problem import (QUESTION_PREFIX, Problem, format_completion,
-                                        format_prompt)
+from adaptive_jax.tasks.problem import QUESTION_PREFIX, Problem, format_completion, format_prompt
 
 FORMATS = ("plain", "chat")
 

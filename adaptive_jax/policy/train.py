@@ -10,8 +10,12 @@ from adaptive_jax import atomic_file
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.data import train_iterator
 from adaptive_jax.policy.evaluate import accuracy_by_difficulty, pass_at_k_by_difficulty
-from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
-                                           max_text_length)
+from adaptive_jax.tasks.arithmetic import (
+  MAX_DIFFICULTY,
+  MIN_DIFFICULTY,
+  ArithmeticSource,
+  max_text_length,
+)
 from adaptive_jax.tasks.byte_tokenizer import ByteTokenizer
 from adaptive_jax.train import distributed
 from adaptive_jax.train import mesh as mesh_lib

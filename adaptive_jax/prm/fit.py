@@ -33,7 +33,7 @@ from flax import traverse_util
 from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import metrics
-from adaptive_jax.prm.model import TOKENIZER, PRM, encode_records, probabilities, record_field
+from adaptive_jax.prm.model import PRM, TOKENIZER, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0
 _CHECK_EVERY = 100  # steps between finiteness checks: each one waits for the device

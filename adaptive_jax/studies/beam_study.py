@@ -12,9 +12,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from adaptive_jax.prm import cached_scoring, scoring
-
 from adaptive_jax.allocation import ias
+from adaptive_jax.prm import cached_scoring, scoring
 from adaptive_jax.sampler import beam
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks.problem import extract_answer

@@ -20,8 +20,12 @@ from adaptive_jax.policy.load import load_policy
 from adaptive_jax.prm import calibration, fit, headroom, mc_data, metrics, saved, step_verifier
 from adaptive_jax.prm.model import MEAN
 from adaptive_jax.sampler.decode import SamplingPolicy
-from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
-                                           check_difficulties)
+from adaptive_jax.tasks.arithmetic import (
+  MAX_DIFFICULTY,
+  MIN_DIFFICULTY,
+  ArithmeticSource,
+  check_difficulties,
+)
 from adaptive_jax.tasks.problem import follows_gold_steps, format_prompt
 from adaptive_jax.train.trained import load_trained
 from adaptive_jax.typed_config import check_choice, check_int, check_open_interval, from_mapping

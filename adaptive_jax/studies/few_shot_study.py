@@ -23,8 +23,13 @@ from adaptive_jax.policy import few_shot
 from adaptive_jax.sampler.decode import SamplingPolicy
 from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.problem import extract_answer, is_correct
-from adaptive_jax.typed_config import (check_choice, check_int, check_integer,
-                                       check_open_interval, from_mapping)
+from adaptive_jax.typed_config import (
+  check_choice,
+  check_int,
+  check_integer,
+  check_open_interval,
+  from_mapping,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,12 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax import bootstrap
-from adaptive_jax.allocation import budget, online
-from adaptive_jax.allocation import ias
+from adaptive_jax.allocation import budget, ias, online
 from adaptive_jax.sampler import adaptive, draws, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.scaling import matched, pass_at_k
-
 
 # One replay for every method: the loop is compiled per draw function (hashed by identity).
 # No confidence window: these methods never stop a sample early.

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_jax.allocation import combined
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy.load import load_policy
 from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.prm import mc_data, saved, scoring
-from adaptive_jax.allocation import combined
 from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import decode, draws, selection
 from adaptive_jax.tasks.answer_tokens import step_end_ids

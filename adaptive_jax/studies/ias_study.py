@@ -30,17 +30,21 @@ import numpy as np
 from absl import logging
 
 from adaptive_jax import atomic_file
-from adaptive_jax.nn.flops import forward_flops_per_token
-from adaptive_jax.prm import scoring
-from adaptive_jax.studies import beam_study, ias_eval, ias_models, ias_sweep, regime
 from adaptive_jax.allocation import combined
 from adaptive_jax.allocation import probe as probe_lib
+from adaptive_jax.nn.flops import forward_flops_per_token
+from adaptive_jax.prm import scoring
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, pool_store, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
+from adaptive_jax.studies import beam_study, ias_eval, ias_models, ias_sweep, regime
 from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
-from adaptive_jax.tasks.arithmetic import (MAX_DIFFICULTY, MIN_DIFFICULTY, ArithmeticSource,
-                                           check_difficulties)
+from adaptive_jax.tasks.arithmetic import (
+  MAX_DIFFICULTY,
+  MIN_DIFFICULTY,
+  ArithmeticSource,
+  check_difficulties,
+)
 from adaptive_jax.tasks.problem import format_prompt
 from adaptive_jax.typed_config import check_int, check_open_interval, from_mapping, is_number
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from adaptive_jax.allocation.online import BudgetAllocation
 from adaptive_jax.prm import step_verifier
-from adaptive_jax.studies import ias_eval
 from adaptive_jax.sampler import selection
 from adaptive_jax.scaling import matched
+from adaptive_jax.studies import ias_eval
 
 
 @dataclasses.dataclass(frozen=True)

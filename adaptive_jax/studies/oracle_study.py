@@ -7,12 +7,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from adaptive_jax import atomic_file
+from adaptive_jax import atomic_file, routing
 from adaptive_jax import data as data_lib
-from adaptive_jax import routing
-from adaptive_jax.perplexity import perplexity
 from adaptive_jax.oracle import budget as budget_lib
 from adaptive_jax.oracle import pattern_tree, sequential
+from adaptive_jax.perplexity import perplexity
 from adaptive_jax.train.trained import load_trained
 from adaptive_jax.typed_config import check_int, from_mapping
 

@@ -17,9 +17,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from adaptive_jax import atomic_file
+from adaptive_jax import atomic_file, routing
 from adaptive_jax import data as data_lib
-from adaptive_jax import routing
 from adaptive_jax.data import pipeline
 from adaptive_jax.data.tokenizer import MIN_VOCAB_SIZE
 from adaptive_jax.models import smollm2, text_eval

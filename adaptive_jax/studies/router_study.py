@@ -25,11 +25,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from adaptive_jax import atomic_file
+from adaptive_jax import atomic_file, routing
 from adaptive_jax import data as data_lib
-from adaptive_jax import routing
-from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.nn import router as router_lib
+from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.oracle import budget as budget_lib
 from adaptive_jax.oracle import sequential
 from adaptive_jax.perplexity import perplexity

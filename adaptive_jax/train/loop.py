@@ -22,7 +22,6 @@ from adaptive_jax.train.evaluate import evaluate
 from adaptive_jax.train.metrics import MetricWriter, read_metrics
 from adaptive_jax.train.step import make_train_step
 
-
 CONFIG_FILE = "config.json"
 # What a resumed run may change: how long it trains, how often it logs and saves, how it is
 # sharded. Any other change would leave checkpoints from two configs under one config.json.

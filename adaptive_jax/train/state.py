@@ -9,8 +9,8 @@ from flax.training import train_state
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
-from adaptive_jax.train.config import RoutingConfig, TrainConfig
 from adaptive_jax.train import mesh as mesh_lib
+from adaptive_jax.train.config import RoutingConfig, TrainConfig
 
 
 class TrainState(train_state.TrainState):
