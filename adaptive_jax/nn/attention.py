@@ -42,15 +42,25 @@ class Attention(nn.Module):
     self.value = self.param("value", qkv_init, kv_shape, cfg.weight_dtype)
     self.out = self.param("out", nn.with_logical_partitioning(_OUT_INIT, ("heads", "kv", "embed")),
                           (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
+    if cfg.qkv_bias:  # only then: models without biases keep their param trees
+      bias_init = nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv"))
+      self.query_bias = self.param("query_bias", bias_init, q_shape[1:], cfg.weight_dtype)
+      self.key_bias = self.param("key_bias", bias_init, kv_shape[1:], cfg.weight_dtype)
+      self.value_bias = self.param("value_bias", bias_init, kv_shape[1:], cfg.weight_dtype)
 
   def qkv(self, x_BxTxD, positions_BxT):
     """Queries [B, T, N, H], keys and values [B, T, K, H]; queries and keys rotated."""
     cfg = self.cfg
-    project = lambda w: jnp.einsum("btd,dnh->btnh", x_BxTxD, w.astype(cfg.activation_dtype))
-    q_BxTxNxH = apply_rope(project(self.query), positions_BxT, theta=cfg.rope_theta)
-    k_BxTxKxH = apply_rope(project(self.key), positions_BxT, theta=cfg.rope_theta)
-    q_BxTxNxH = nn.with_logical_constraint(q_BxTxNxH, ("batch", "length", "heads", "kv"))
-    return q_BxTxNxH, k_BxTxKxH, project(self.value)
+    def project(name):
+      y_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD,
+                             getattr(self, name).astype(cfg.activation_dtype))
+      if cfg.qkv_bias:
+        y_BxTxNxH += getattr(self, f"{name}_bias").astype(cfg.activation_dtype)
+      return y_BxTxNxH
+    rope = lambda x: apply_rope(x, positions_BxT, theta=cfg.rope_theta, scaling=cfg.rope_scaling)
+    q_BxTxNxH = nn.with_logical_constraint(rope(project("query")),
+                                           ("batch", "length", "heads", "kv"))
+    return q_BxTxNxH, rope(project("key")), project("value")
 
   def project_out(self, o_BxTxNxH):
     out_BxTxD = jnp.einsum("btnh,nhd->btd", o_BxTxNxH, self.out.astype(self.cfg.activation_dtype))

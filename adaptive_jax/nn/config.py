@@ -4,7 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from adaptive_jax.typed_config import from_mapping
+from adaptive_jax.typed_config import from_mapping, is_number
 
 DTYPES = ("float32", "bfloat16", "float16")
 FFN_IMPLS = ("masked", "dispatch")
@@ -28,6 +28,10 @@ class ModelConfig:
   # Token embeddings times sqrt(d_model) at the input (our models); Llama checkpoints: False.
   scale_embeddings: bool = True
   rope_theta: float = 10_000.0
+  # Llama 3.1's rope frequency scaling (rope_scaling type "llama3", nn/rope.py):
+  # (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings); None: none.
+  rope_scaling: tuple[float, float, float, int] | None = None
+  qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2)
   norm_eps: float = 1e-6
   tie_embeddings: bool = True
   dtype: str = "float32"  # activations; bfloat16 on TPU/GPU
@@ -60,6 +64,17 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim must be even (rotary positions rotate pairs), "
                        f"got {self.head_dim}")
+    if self.rope_scaling is not None:
+      if isinstance(self.rope_scaling, list):  # read back from JSON (dataclasses.asdict)
+        object.__setattr__(self, "rope_scaling", tuple(self.rope_scaling))
+      scaling = self.rope_scaling
+      if (not isinstance(scaling, tuple) or len(scaling) != 4
+          or not all(is_number(v) and v > 0 for v in scaling) or scaling[1] >= scaling[2]):
+        raise ValueError("model.rope_scaling must be None or (factor, low_freq_factor, "
+                         "high_freq_factor, original_max_position_embeddings), positive, "
+                         f"low_freq_factor < high_freq_factor, got {scaling!r}")
+    if not isinstance(self.qkv_bias, bool):
+      raise ValueError(f"model.qkv_bias must be a bool, got {self.qkv_bias!r}")
     if self.ffn_impl not in FFN_IMPLS:
       raise ValueError(f"model.ffn_impl must be one of {FFN_IMPLS}, got {self.ffn_impl!r}")
     for name in ("dispatch_small_fraction", "dispatch_big_fraction"):
