@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from adaptive_jax.models import safetensors_checkpoint as st
+from adaptive_jax.nn.kv_cache import KVCache, causal_access
 from adaptive_jax.nn.rope import inverse_frequencies
 from adaptive_jax.nn.transformer import Transformer
 
@@ -329,3 +330,43 @@ def test_model_config_rope_scaling_is_checked_and_read_back_from_json():
   assert again == cfg and hash(again) == hash(cfg)  # a list from JSON becomes the tuple
   with pytest.raises(ValueError, match=r"model.rope_scaling must be None or \(factor"):
     dataclasses.replace(cfg, rope_scaling=(8.0, 4.0, 1.0, 16))  # low >= high
+
+
+@pytest.mark.parametrize("case", ["llama_mqa_llama3_scaling", "qwen2_biases_tied"])
+def test_cached_decode_equals_the_full_forward(tmp_path, case):
+  """Biases and scaled rope on the cache path too: prefill 8 tokens, then decode one by one."""
+  hf = _hf_config(**CASES[case])
+  _write(tmp_path, hf, _hf_tensors(hf))
+  cfg, params = st.load(tmp_path)
+  model, tokens_1xT = Transformer(cfg), jnp.asarray(TOKENS_T)[None]
+  full_TxV = _ours(cfg, params)
+  cache = KVCache.zeros(cfg, 1, len(TOKENS_T))
+  logits_1xV, cache = model.apply({"params": params}, tokens_1xT[:, :8], cache=cache,
+                                  output="last_logits")
+  steps = [logits_1xV[0]]
+  for t in range(8, len(TOKENS_T)):
+    access = causal_access(t, 1, 1, cache.num_slots)
+    logits_1xV, cache = model.apply({"params": params}, tokens_1xT[:, t:t + 1], cache=cache,
+                                    cache_access=access, output="last_logits")
+    steps.append(logits_1xV[0])
+  np.testing.assert_allclose(np.stack(steps), full_TxV[7:], atol=1e-5)
+
+
+def test_export_in_shards_reads_back_and_replaces_a_stale_index(tmp_path):
+  hf = _hf_config("qwen2", tied=True)
+  _write(tmp_path / "in", hf, _hf_tensors(hf))
+  cfg, params = st.load(tmp_path / "in")
+  st.save(tmp_path / "out", cfg, params, max_shard_bytes=4096)
+  index = json.loads((tmp_path / "out" / st.INDEX).read_text())["weight_map"]
+  files = sorted(set(index.values()))
+  assert len(files) > 3 and files[-1] == f"model-{len(files):05d}-of-{len(files):05d}.safetensors"
+  for file in files:  # each shard within the limit, or one tensor alone
+    with safe_open(tmp_path / "out" / file, framework="np") as f:
+      sizes = [f.get_tensor(name).nbytes for name in f.keys()]
+      assert sum(sizes) <= 4096 or len(sizes) == 1
+  _, params2 = st.load(tmp_path / "out")
+  jax.tree.map(np.testing.assert_array_equal, params2, params)
+  st.save(tmp_path / "out", cfg, params)  # one file now: the index must not outlive the shards
+  assert not (tmp_path / "out" / st.INDEX).exists()
+  _, params3 = st.load(tmp_path / "out")
+  jax.tree.map(np.testing.assert_array_equal, params3, params)
