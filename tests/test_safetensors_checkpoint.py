@@ -8,6 +8,8 @@ layout must give the logits of a NumPy forward written from Hugging Face's model
 import dataclasses
 import json
 import math
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +19,14 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from adaptive_jax.models import gguf
 from adaptive_jax.models import safetensors_checkpoint as st
 from adaptive_jax.nn.kv_cache import KVCache, causal_access
 from adaptive_jax.nn.rope import inverse_frequencies
 from adaptive_jax.nn.transformer import Transformer
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import tiny_llama_gguf  # noqa: E402
 
 V, D, N, K, H, F, L = 48, 32, 4, 2, 8, 40, 2
 TOKENS_T = np.array([3, 17, 42, 5, 47, 0, 9, 9, 21, 30, 11, 2])
@@ -370,3 +376,12 @@ def test_export_in_shards_reads_back_and_replaces_a_stale_index(tmp_path):
   assert not (tmp_path / "out" / st.INDEX).exists()
   _, params3 = st.load(tmp_path / "out")
   jax.tree.map(np.testing.assert_array_equal, params3, params)
+
+
+def test_a_gguf_model_exports_and_reads_back_exactly(tmp_path):
+  """A Llama read from GGUF (tests/tiny_llama_gguf.py) written as safetensors and read back."""
+  gguf_cfg, gguf_params = gguf.load(tiny_llama_gguf.write(tmp_path / "tiny.gguf"))
+  st.save(tmp_path / "hf", gguf_cfg, gguf_params)
+  cfg, params = st.load(tmp_path / "hf")
+  assert cfg == gguf_cfg
+  jax.tree.map(np.testing.assert_array_equal, params, gguf_params)
