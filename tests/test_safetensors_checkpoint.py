@@ -256,6 +256,7 @@ def test_export_in_bf16_reads_back(tmp_path):
     (dict(attention_bias=True), r"attention_bias = True is not supported"),
     (dict(model_type="gpt2"), r"model_type = 'gpt2' for LlamaForCausalLM"),
     (dict(layer_types=["full_attention", "sliding_attention"]), r"layer_types = "),
+    (dict(quantization_config={"quant_method": "gptq"}), r"quantization_config \(gptq\)"),
 ])
 def test_unsupported_config_fields_are_named(tmp_path, change, message):
   hf = _hf_config("llama") | change

@@ -88,8 +88,13 @@ def model_config(hf: dict, *, dtype: str = "float32", param_dtype: str = "float3
   if hf.get("model_type", model_type) != model_type:
     raise SafetensorsError(f"{where}: model_type = {hf['model_type']!r} for {archs[0]}; "
                            f"expected {model_type!r}")
-  unsupported = {"hidden_act": ("silu",), "attention_bias": (False,), "mlp_bias": (False,),
-                 "use_sliding_window": (False,), "partial_rotary_factor": (1, 1.0)}
+  if hf.get("quantization_config"):
+    raise SafetensorsError(f"{where}: quantization_config "
+                           f"({hf['quantization_config'].get('quant_method', '?')}) is not "
+                           "supported; F32, F16 or BF16 weights only")
+  unsupported = {"hidden_act": ("silu", "swish"), "attention_bias": (False,),
+                 "mlp_bias": (False,), "use_sliding_window": (False,),
+                 "partial_rotary_factor": (1, 1.0)}
   for key, allowed in unsupported.items():
     if key in hf and hf[key] not in allowed:
       raise SafetensorsError(f"{where}: {key} = {hf[key]!r} is not supported; supported: "
@@ -98,6 +103,8 @@ def model_config(hf: dict, *, dtype: str = "float32", param_dtype: str = "float3
   if layer_types != {"full_attention"}:
     raise SafetensorsError(f"{where}: layer_types = {sorted(layer_types)} is not supported; "
                            "only 'full_attention'")
+  # Optional fields take transformers' defaults (rope_theta 1e4, rms_norm_eps 1e-6, kv heads =
+  # query heads, untied embeddings, head_dim = hidden_size / heads); the shapes need these:
   def require(key):
     if key not in hf:
       raise SafetensorsError(f"{where}: field {key!r} is missing")
