@@ -86,3 +86,15 @@ def test_benchmark_checks_equal_beams_and_prints_its_ratio():
       capture_output=True, text=True, check=True, cwd=pathlib.Path(__file__).parents[1])
   last = out.stdout.strip().splitlines()[-1]
   assert re.fullmatch(r"cached_prm_scoring/full_rescoring = \d+\.\d{3}", last), last
+
+
+@pytest.mark.parametrize("max_rows", [1, 64])
+def test_a_new_sequence_that_prefixes_another_in_the_same_call(params, max_rows):
+  """[a, a + 5 tokens] in one call: `a` is also their shared prefix, scored once, exactly."""
+  rng = np.random.default_rng(2)
+  a = [2] + list(rng.integers(3, 259, 9))
+  pool = [a, a + list(rng.integers(3, 259, 5))]
+  scorer = PrefixScorer(params, CFG, len(LEVELS), chunk=4, max_rows=max_rows)
+  np.testing.assert_allclose(scorer(pool), _from_scratch(params, pool), atol=2e-5)
+  held = sum(e.k_LxKxSxH.nbytes * 2 for e in scorer._entries.values())
+  assert scorer._bytes == held

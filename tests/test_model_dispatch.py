@@ -161,3 +161,12 @@ def test_router_evaluation_takes_the_dispatch_path(inputs):
   np.testing.assert_allclose(ample.logits_BxTxV, masked.logits_BxTxV, atol=1e-5)
   short = router.hard_routed(params, router_params, _dispatch(0.0, 0.0), tokens_BxT)
   assert short.overflow_R[1:].sum() > 0
+
+
+def test_short_buffers_without_an_overflow_collection_raise(inputs):
+  """Buffers that can drop tokens need the caller to collect the count: never silent."""
+  tokens_BxT, route_BxTxL, params = inputs
+  with pytest.raises(ValueError, match="mutable=\\['intermediates'\\]"):
+    Transformer(_dispatch(0.1, 0.2)).apply({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL)
+  # Buffers as large as the batch cannot drop: no collection needed.
+  Transformer(_dispatch(1.0, 1.0)).apply({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL)

@@ -65,11 +65,6 @@ def test_head_reads_the_prefix_up_to_the_last_real_token(model_and_params):
                              rtol=1e-5, atol=1e-6)
 
 
-def test_left_padding_is_not_offered():
-  with pytest.raises(TypeError):
-    encode_texts(TEXTS, CFG.max_len, left_pad=True)
-
-
 def test_calibrated_outputs_start_at_the_base_probability():
   records = _records(0, 6, (0.5, 0.5))
   base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)

@@ -165,3 +165,32 @@ def test_call_arguments_are_checked(tokens_and_params):
     apply(cache_access=causal_access(0, 2, 7, 7))
   with pytest.raises(ValueError, match="segment_ids_BxT"):
     apply(cache=KVCache.zeros(CFG, 2, 7), segment_ids_BxT=jnp.zeros((2, 7), jnp.int32))
+
+
+def test_rows_of_different_lengths_extend_at_their_own_slots(tokens_and_params):
+  """Per-row slots: after a 4-token prefill, row 0 continues at slot 4 with its own tokens and
+  row 1 at slot 2 with other tokens (its stale slots 2-3 must be overwritten, not read); each
+  matches the full forward of what its row now holds."""
+  tokens, params = tokens_and_params
+  route = routing.random_routes(jax.random.key(6), (2, 7, CFG.num_layers), p_big=0.5, p_skip=0.2)
+  other_3 = (tokens[1, 2:5] + 1) % CFG.vocab_size
+  held_BxT = tokens.at[1, 2:5].set(other_3)  # row 1: its first 2 tokens, then other ones
+  model = Transformer(CFG)
+  full_BxTxV = model.apply({"params": params}, held_BxT, route_BxTxL=route)
+  cache = KVCache.zeros(CFG, batch=2, num_slots=8)
+  _, cache = model.apply({"params": params}, tokens[:, :4], route_BxTxL=route[:, :4], cache=cache)
+  lengths_B = jnp.array([4, 2])
+  cols_Bx3 = lengths_B[:, None] + jnp.arange(3)
+  rows_Bx1 = jnp.arange(2)[:, None]
+  logits_Bx3xV, _ = model.apply(
+      {"params": params}, held_BxT[rows_Bx1, cols_Bx3], route_BxTxL=route[rows_Bx1, cols_Bx3],
+      cache=cache, cache_access=causal_access(lengths_B, 2, 3, cache.num_slots))
+  np.testing.assert_allclose(logits_Bx3xV, full_BxTxV[rows_Bx1, cols_Bx3], atol=1e-5)
+
+
+def test_a_write_past_the_cache_raises(tokens_and_params):
+  tokens, params = tokens_and_params
+  route = jnp.zeros((2, 7, CFG.num_layers), jnp.int32)
+  with pytest.raises(ValueError, match="exceeds the cache's 6 slots"):
+    Transformer(CFG).apply({"params": params}, tokens, route_BxTxL=route,
+                           cache=KVCache.zeros(CFG, 2, 6))

@@ -4,7 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from adaptive_jax.typed_config import from_mapping, is_number
+from adaptive_jax.typed_config import check_choice, check_int, from_mapping, is_number
 
 DTYPES = ("float32", "bfloat16", "float16")
 FFN_IMPLS = ("masked", "dispatch")
@@ -75,16 +75,12 @@ class ModelConfig:
                          f"low_freq_factor < high_freq_factor, got {scaling!r}")
     if not isinstance(self.qkv_bias, bool):
       raise ValueError(f"model.qkv_bias must be a bool, got {self.qkv_bias!r}")
-    if self.ffn_impl not in FFN_IMPLS:
-      raise ValueError(f"model.ffn_impl must be one of {FFN_IMPLS}, got {self.ffn_impl!r}")
+    check_choice("model", "ffn_impl", self.ffn_impl, FFN_IMPLS)
     for name in ("dispatch_small_fraction", "dispatch_big_fraction"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+      if not is_number(value) or not 0 <= value <= 1:
         raise ValueError(f"model.{name} must be a number in [0, 1], got {value!r}")
-    if (isinstance(self.dispatch_groups, bool) or not isinstance(self.dispatch_groups, int)
-        or self.dispatch_groups <= 0):
-      raise ValueError(f"model.dispatch_groups must be a positive integer, "
-                       f"got {self.dispatch_groups!r}")
+    check_int("model", "dispatch_groups", self.dispatch_groups)
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"model.{name} must be one of {DTYPES}, got {getattr(self, name)!r}")

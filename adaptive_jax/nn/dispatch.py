@@ -20,6 +20,10 @@ lines down to token_of_row, `dispatch_ffn` the last two):
   x_rows       = x[token_of_row]  -> small FFN on rows 0..1, big FFN on rows 2..3
   y            = concat(small_out, big_out, 0)[row_N] = [b0, s1, b2, 0, 0, s5]
 
+With capacity_small=6 (>= N: SMALL is dense), the buffer holds big slots 0..1 only, tokens 1
+and 5 point at the zero row, and the small FFN runs on all six tokens in place: y takes its
+output where the realized route is SMALL.
+
 Overflow policy: a token past its route's capacity is dropped to SKIP (zero FFN output, the
 residual carries it, as in Switch Transformer); never silently: the realized routes and the
 number of dropped tokens per requested route are returned. Within a route, earlier tokens in
@@ -100,8 +104,9 @@ def _validate_capacity(value, name: str) -> int:
 
 
 class DispatchPlan(NamedTuple):
-  """Where each token goes. C = capacity_small + capacity_big buffer rows (small slots first)."""
-  row_N: jax.Array  # the token's buffer row; C (the zero row) for SKIP and dropped tokens
+  """Where each token goes. C = buffer rows of the buffered routes (small slots first; a dense
+  route, see `dense_routes`, has none)."""
+  row_N: jax.Array  # the token's buffer row; C (the zero row) for SKIP, dropped and dense tokens
   token_of_row_C: jax.Array  # the token in each buffer row; N where the row is empty
   realized_route_N: jax.Array  # the route taken: the requested one, or SKIP after overflow
   overflow_R: jax.Array  # tokens dropped to SKIP, per requested route (SKIP, SMALL, BIG)
@@ -210,10 +215,12 @@ def dispatch_with_weights(x_BxTxD, route_BxT, small_w, big_w, *, capacity_small:
                               + [jnp.zeros((groups, 1, d), y_dtype)], axis=1)
     y_GxNxD = jax.vmap(lambda y_CxD, row_N: y_CxD[row_N])(y_GxCxD, plan.row_N)
   for dense, route, weights in ((dense_small, Route.SMALL, small_w), (dense_big, Route.BIG, big_w)):
-    if dense:
-      out_GxNxD = swiglu(x_GxNxD, *weights)
+    if dense:  # in place on every token, skipped (lax.cond) when no token takes the route
+      taken_GxN = plan.realized_route_N == route
+      out_GxNxD = jax.lax.cond(jnp.any(taken_GxN), lambda w=weights: swiglu(x_GxNxD, *w),
+                               lambda: jnp.zeros_like(x_GxNxD))
       y_dtype = jnp.result_type(y_dtype, out_GxNxD)
-      y_GxNxD = jnp.where((plan.realized_route_N == route)[..., None], out_GxNxD.astype(y_dtype),
+      y_GxNxD = jnp.where(taken_GxN[..., None], out_GxNxD.astype(y_dtype),
                           y_GxNxD.astype(y_dtype))
   y_GxNxD = nn.with_logical_constraint(y_GxNxD, ("batch", "length", "embed"))
   return (y_GxNxD.reshape(x_BxTxD.shape[:-1] + (d,)),

@@ -59,10 +59,18 @@ class DuoFFN(nn.Module):
       raise ValueError(f"model.dispatch_groups={cfg.dispatch_groups} must divide the "
                        f"{route_BxT.size} tokens of the batch")
     tokens = route_BxT.size // cfg.dispatch_groups
+    capacity_small = dispatch.capacity(tokens, cfg.dispatch_small_fraction)
+    capacity_big = dispatch.capacity(tokens, cfg.dispatch_big_fraction)
+    if min(capacity_small, capacity_big) < tokens and not self.is_mutable_collection(
+        "intermediates"):
+      # Buffers short of the batch can drop tokens; the count must reach the caller.
+      raise ValueError(
+          f"model.ffn_impl='dispatch' with buffers of {capacity_small} SMALL and "
+          f"{capacity_big} BIG rows for {tokens} tokens can drop tokens: apply the model with "
+          f"mutable=['intermediates'] and read dispatch.overflow, or set "
+          f"model.dispatch_small_fraction and model.dispatch_big_fraction to 1")
     y_BxTxD, _, overflow_R = dispatch.dispatch_with_weights(
-        x_BxTxD, route_BxT, small_w, big_w,
-        capacity_small=dispatch.capacity(tokens, cfg.dispatch_small_fraction),
-        capacity_big=dispatch.capacity(tokens, cfg.dispatch_big_fraction),
-        groups=cfg.dispatch_groups)
+        x_BxTxD, route_BxT, small_w, big_w, capacity_small=capacity_small,
+        capacity_big=capacity_big, groups=cfg.dispatch_groups)
     self.sow("intermediates", dispatch.OVERFLOW, overflow_R)
     return y_BxTxD

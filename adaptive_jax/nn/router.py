@@ -40,7 +40,9 @@ class RouterOutput(NamedTuple):
   logits_BxTxV: jax.Array  # float32 next-token logits of the routed model
   router_logits_BxTxLxR: jax.Array  # float32, before the temperature
   weights_BxTxLxR: jax.Array  # the mixture applied: softmax (soft) or one-hot of the route
-  route_BxTxL: jax.Array  # int32 route ids taken (soft: each router's top option)
+  # int32 route ids chosen (soft: each router's top option); with sparse dispatch, tokens that
+  # overflowed a buffer ran SKIP instead, counted in overflow_R.
+  route_BxTxL: jax.Array
   ffn_inputs_BxTxLxD: jax.Array  # what each router read (the normed FFN inputs)
   # Tokens sparse dispatch dropped to SKIP per requested route (SKIP, SMALL, BIG), summed over
   # layers: nonzero only with model.ffn_impl = "dispatch" and buffers short of the routes.

@@ -21,6 +21,7 @@ params (`layer_params`), between `embed_tokens` and `logits`.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_jax import routing
 from adaptive_jax.nn import dispatch
@@ -160,6 +161,12 @@ class Transformer(nn.Module):
     batch, num_tokens = tokens_BxT.shape
     if cache is not None and cache_access is None:
       cache_access = causal_access(0, batch, num_tokens, cache.num_slots)
+    if cache is not None and not isinstance(cache_access.slot, jax.core.Tracer):
+      # dynamic_update_slice would clamp the start and overwrite earlier slots.
+      last = int(np.max(np.asarray(cache_access.slot))) + num_tokens
+      if last > cache.num_slots:
+        raise ValueError(f"cache_access.slot + {num_tokens} tokens = {last} exceeds the "
+                         f"cache's {cache.num_slots} slots")
     if positions_BxT is None:  # with a cache: the slots the tokens go to
       first = 0 if cache_access is None else cache_access.slot
       positions_BxT = jnp.broadcast_to(jnp.asarray(first)[..., None] + jnp.arange(num_tokens),

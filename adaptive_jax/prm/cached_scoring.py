@@ -95,6 +95,7 @@ class PrefixScorer:
     # prompt, at the first step) run once, first.
     shared = self._shared_prefixes(todo)
     for batch in (shared, todo):
+      batch = [s for s in batch if s not in self._entries]  # a shared prefix may be asked too
       for start in range(0, len(batch), self.max_rows):
         self._score_rows(batch[start:start + self.max_rows])
     return np.stack([self._entries[s].probs_K for s in seqs])
@@ -114,6 +115,7 @@ class PrefixScorer:
     return sorted(shared, key=len)
 
   def _score_rows(self, seqs: list[tuple]) -> None:
+    """Scores sequences that are not cached whole (each has at least one token to run)."""
     # Slots: the longest sequence plus room for a chunk, in multiples of 64 (a few shapes).
     cfg = self.cfg
     slots = -(-(max(map(len, seqs)) + self.chunk) // 64) * 64
@@ -136,7 +138,7 @@ class PrefixScorer:
     length_B[:len(seqs)] = [len(p) for p in prefixes]
     end_B = length_B.copy()
     end_B[:len(seqs)] = [len(s) for s in seqs]
-    probs_BxK = None
+    probs_BxK = None  # every row has a token to run (none is cached whole), so set in round 1
     while np.any(length_B < end_B):
       # This round's width: the longest remaining run, in multiples of 8, at most a chunk.
       width = min(self.chunk, -(-int(np.max(end_B - length_B)) // 8) * 8)
@@ -159,6 +161,8 @@ class PrefixScorer:
     for b, s in enumerate(seqs):
       entry = _Entry(k_cache[:, b, :, :len(s)].copy(), v_cache[:, b, :, :len(s)].copy(),
                      sum_BxD[b], probs_BxK[b])
+      if s in self._entries:
+        self._bytes -= self._entries.pop(s).k_LxKxSxH.nbytes * 2
       self._entries[s] = entry
       self._bytes += entry.k_LxKxSxH.nbytes * 2
     # Least recently used first; a sequence whose prefix is gone is scored from its start.
