@@ -8,7 +8,7 @@ prefix and runs only the tokens after it, `chunk` at a time, through the model's
 those of `readout` at the sequence's end: h_last, the new last token's normed state, and
 h_mean = (prefix sum + new states) / length. Compiled shapes come from a small fixed set: rows
 in multiples of 8 up to `max_rows`, a round's width (its longest remaining run) in multiples
-of 8 up to `chunk`, slots in multiples of 64 up to `model.max_len + chunk`. Prefixes that
+of 8 up to `chunk`, slots a power of two from 64 up to `model.max_len + chunk`. Prefixes that
 several new sequences share (a question's prompt, under all of its first-step candidates) run
 once, before the sequences.
 
@@ -116,9 +116,10 @@ class PrefixScorer:
 
   def _score_rows(self, seqs: list[tuple]) -> None:
     """Scores sequences that are not cached whole (each has at least one token to run)."""
-    # Slots: the longest sequence plus room for a chunk, in multiples of 64 (a few shapes).
+    # Slots: the longest sequence plus room for a chunk, a power of two from 64 (a few shapes
+    # at any max_len: 6 up to 2048).
     cfg = self.cfg
-    slots = -(-(max(map(len, seqs)) + self.chunk) // 64) * 64
+    slots = max(64, 1 << (max(map(len, seqs)) + self.chunk - 1).bit_length())
     rows = -(-len(seqs) // 8) * 8
     prefixes = [self._longest_prefix(s) for s in seqs]
     shape = (cfg.num_layers, rows, cfg.kv_heads, slots, cfg.head_dim)
