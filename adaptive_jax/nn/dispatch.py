@@ -59,7 +59,7 @@ import jax.numpy as jnp
 
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.ffn import SwiGLU, swiglu
+from adaptive_jax.nn.ffn import SwiGLU, swiglu, swiglu_if_used
 from adaptive_jax.routing import Route
 from adaptive_jax.typed_config import is_integer, is_number
 
@@ -217,8 +217,7 @@ def dispatch_with_weights(x_BxTxD, route_BxT, small_w, big_w, *, capacity_small:
   for dense, route, weights in ((dense_small, Route.SMALL, small_w), (dense_big, Route.BIG, big_w)):
     if dense:  # in place on every token, skipped (lax.cond) when no token takes the route
       taken_GxN = plan.realized_route_N == route
-      out_GxNxD = jax.lax.cond(jnp.any(taken_GxN), lambda w=weights: swiglu(x_GxNxD, *w),
-                               lambda: jnp.zeros_like(x_GxNxD))
+      out_GxNxD = swiglu_if_used(jnp.any(taken_GxN), x_GxNxD, weights)
       y_dtype = jnp.result_type(y_dtype, out_GxNxD)
       y_GxNxD = jnp.where(taken_GxN[..., None], out_GxNxD.astype(y_dtype),
                           y_GxNxD.astype(y_dtype))

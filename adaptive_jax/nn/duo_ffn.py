@@ -21,12 +21,8 @@ from jax import lax
 
 from adaptive_jax.nn import dispatch
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.ffn import SwiGLU, swiglu
+from adaptive_jax.nn.ffn import SwiGLU, swiglu, swiglu_if_used
 from adaptive_jax.routing import Route
-
-
-def _swiglu_if_used(used, x_BxTxD, weights):
-  return lax.cond(used, lambda: swiglu(x_BxTxD, *weights), lambda: jnp.zeros_like(x_BxTxD))
 
 
 class DuoFFN(nn.Module):
@@ -47,8 +43,8 @@ class DuoFFN(nn.Module):
               + w_BxTxR[..., Route.BIG, None] * swiglu(x_BxTxD, *big_w))
     if self.cfg.ffn_impl == "dispatch":
       return self._dispatch(x_BxTxD, route_BxT, small_w, big_w)
-    big_BxTxD = _swiglu_if_used(jnp.any(route_BxT == Route.BIG), x_BxTxD, big_w)
-    small_BxTxD = _swiglu_if_used(jnp.any(route_BxT == Route.SMALL), x_BxTxD, small_w)
+    big_BxTxD = swiglu_if_used(jnp.any(route_BxT == Route.BIG), x_BxTxD, big_w)
+    small_BxTxD = swiglu_if_used(jnp.any(route_BxT == Route.SMALL), x_BxTxD, small_w)
     # select_n picks case `route` per token: 0 -> SKIP (zeros), 1 -> SMALL, 2 -> BIG.
     select_BxT = jax.vmap(jax.vmap(lax.select_n))
     return select_BxT(route_BxT, jnp.zeros_like(x_BxTxD), small_BxTxD, big_BxTxD)

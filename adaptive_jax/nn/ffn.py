@@ -28,6 +28,12 @@ def swiglu(x_BxTxD, gate_DxF, up_DxF, down_FxD):
   return _forward(x_BxTxD, gate_DxF, up_DxF, down_FxD)[0]
 
 
+def swiglu_if_used(used, x_BxTxD, weights):
+  """swiglu on (gate, up, down) `weights` when `used`, else zeros: lax.cond skips an FFN that
+  no token takes."""
+  return lax.cond(used, lambda: swiglu(x_BxTxD, *weights), lambda: jnp.zeros_like(x_BxTxD))
+
+
 def _swiglu_fwd(x_BxTxD, gate_DxF, up_DxF, down_FxD):
   out_BxTxD, (g_BxTxF, u_BxTxF, h_BxTxF) = _forward(x_BxTxD, gate_DxF, up_DxF, down_FxD)
   return out_BxTxD, (x_BxTxD, gate_DxF, up_DxF, down_FxD, g_BxTxF, u_BxTxF, h_BxTxF)

@@ -162,8 +162,6 @@ class PrefixScorer:
     for b, s in enumerate(seqs):
       entry = _Entry(k_cache[:, b, :, :len(s)].copy(), v_cache[:, b, :, :len(s)].copy(),
                      sum_BxD[b], probs_BxK[b])
-      if s in self._entries:
-        self._bytes -= self._entries.pop(s).k_LxKxSxH.nbytes * 2
       self._entries[s] = entry
       self._bytes += entry.k_LxKxSxH.nbytes * 2
     # Least recently used first; a sequence whose prefix is gone is scored from its start.

@@ -228,14 +228,18 @@ def _place_prefix(cache_BxKxSxH, prefix_1xKxLxH, pad_B):
       (0, 0, 0, 0))
 
 
+def _check_prefix_room(shared: int, prompt_len: int) -> None:
+  if shared >= prompt_len:
+    raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
+                     f"got prompt length {prompt_len}")
+
+
 def check_prefix(prompt_BxP, prompt_len_B, prefix_cache: PrefixCache) -> None:
   """ValueError unless every left-padded prompt starts with the prefix and runs past it."""
   prefix_L = np.asarray(prefix_cache.tokens_L)
   prompt_BxP, prompt_len_B = np.asarray(prompt_BxP), np.asarray(prompt_len_B)
   width, shared = prompt_BxP.shape[1], len(prefix_L)
-  if shared >= width:
-    raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
-                     f"got prompt length {width}")
+  _check_prefix_room(shared, width)
   for b, length in enumerate(prompt_len_B):
     row = prompt_BxP[b, width - length:]
     if length <= shared or not np.array_equal(row[:shared], prefix_L):
@@ -274,9 +278,7 @@ def start(cfg: ModelConfig, dec: DecodeConfig, params, prompt_BxP, prompt_len_B,
   shared = 0
   if prefix_cache is not None:
     shared = prefix_cache.tokens_L.shape[0]
-    if shared >= prompt_len:
-      raise ValueError(f"a shared prefix of {shared} tokens needs prompts longer than it, "
-                       f"got prompt length {prompt_len}")
+    _check_prefix_room(shared, prompt_len)
     cache = KVCache(*(tuple(_place_prefix(c, pre, pad_B) for c, pre in zip(caches, prefix))
                       for caches, prefix in zip(cache, prefix_cache.cache)))
   logits_BxV, cache = _forward(cfg, dec, params, prompt_BxP[:, shared:], shared, pad_B, cache)
