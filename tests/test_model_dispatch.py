@@ -12,6 +12,7 @@ import pytest
 from adaptive_jax import routing
 from adaptive_jax.nn import dispatch, router
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.kv_cache import KVCache
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import decode
 from tests.fake_devices import run_with_inputs
@@ -170,3 +171,19 @@ def test_short_buffers_without_an_overflow_collection_raise(inputs):
     Transformer(_dispatch(0.1, 0.2)).apply({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL)
   # Buffers as large as the batch cannot drop: no collection needed.
   Transformer(_dispatch(1.0, 1.0)).apply({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL)
+
+
+def test_cached_calls_raise_or_report_like_the_full_call(inputs):
+  """The cached path (prefill, decode) follows the caller: collected, the overflow equals the
+  full call's; not collected, short buffers raise instead of dropping tokens unseen."""
+  tokens_BxT, route_BxTxL, params = inputs
+  cfg = _dispatch(0.1, 0.2)
+  cache = KVCache.zeros(cfg, B, T)
+  with pytest.raises(ValueError, match="mutable=\\['intermediates'\\]"):
+    Transformer(cfg).apply({"params": params}, tokens_BxT, route_BxTxL=route_BxTxL, cache=cache)
+  (logits, _), state = Transformer(cfg).apply(
+      {"params": params}, tokens_BxT, route_BxTxL=route_BxTxL, cache=cache,
+      mutable=["intermediates"])
+  full_logits, full_overflow_R = _run(cfg, params, tokens_BxT, route_BxTxL)
+  np.testing.assert_array_equal(dispatch.overflow(state), full_overflow_R)
+  np.testing.assert_allclose(logits, full_logits, atol=1e-5)

@@ -191,13 +191,17 @@ class Transformer(nn.Module):
     if self.is_initializing():
       raise ValueError("initialize the model without a cache")
     layer = DecoderLayer(self.cfg, parent=None)  # applied functionally, not a submodule
-    stacked = nn.meta.unbox(self.variables["params"]["layers"])
+    params = nn.meta.unbox(self.variables["params"])
+    # Sparse dispatch's overflow reaches the caller only if the caller collects it; otherwise
+    # the layer runs without the collection too, so a buffer that can drop tokens raises.
+    collect = self.is_mutable_collection("intermediates")
     for l in range(self.cfg.num_layers):
-      (x_BxTxD, cache), sown = layer.apply(
-          {"params": jax.tree.map(lambda p: p[l], stacked)}, x_BxTxD,
-          jax.tree.map(lambda r: r[l], route_in), positions_BxT, cache, l, access,
-          method=DecoderLayer.cached, mutable=["intermediates"])
-      if sown:  # sparse dispatch's overflow, passed on to the caller's collection
+      out = layer.apply({"params": layer_params(params, l)}, x_BxTxD,
+                        jax.tree.map(lambda r: r[l], route_in), positions_BxT, cache, l, access,
+                        method=DecoderLayer.cached,
+                        mutable=["intermediates"] if collect else False)
+      (x_BxTxD, cache), sown = out if collect else (out, {})
+      if sown:
         self.sow("intermediates", dispatch.OVERFLOW, dispatch.overflow(sown))
     return x_BxTxD, cache
 
