@@ -2,7 +2,8 @@
 
 `results` maps a stage name to its results.json as a dict (None where the stage has none):
 'duo' (train.loop.train_and_evaluate), 'oracle' (studies.oracle_study), 'router' (studies.router_study),
-'calibrate' (studies.calibration_study) and 'ias' (studies.ias_study). JSON turns the oracle's integer budgets
+'calibrate' (studies.calibration_study), 'ias' (studies.ias_study) and 'label_free'
+(studies.label_free_study). JSON turns the oracle's integer budgets
 into strings; both are read.
 """
 
@@ -102,6 +103,30 @@ def _ias_control(ias: dict) -> str:
   return _ratio(ias["headline"]["ias_control"])
 
 
+# A label-free claim needs a start policy whose samples are sometimes right: pass@K (K the
+# evaluation's samples) on the test questions at least this.
+MIN_START_PASS_AT_K = 0.1
+
+
+def _label_free(lf: dict) -> str:
+  """The best label-free arm's test pass@1 gain (chosen on validation), the supervised arm's."""
+  k = lf["config"]["eval_samples"]
+  start = lf["start"]["test"]
+  if start[f"pass@{k}"]["value"] < MIN_START_PASS_AT_K:
+    return (f"not decided: the start policy's pass@{k} is {start[f'pass@{k}']['value']:.2f} "
+            f"(< {MIN_START_PASS_AT_K}): no correct samples to learn from")
+  h = lf["headline"]
+  if "label_free_gain" not in h:
+    return "no label-free arm ran"
+  g = h["label_free_gain"]
+  lo, hi = g["interval"]
+  text = (f"{g['value']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({h['best_arm']}; pass@1 "
+          f"{start['pass@1']['value']:.3f} at the start)")
+  if "supervised_gain" in h:
+    text += f"; gold SFT {h['supervised_gain']['value']:+.3f}"
+  return text
+
+
 # (claim, the paper's number, the stage whose results hold ours, how ours is read)
 CLAIMS = (
     ("Duo stage 1: ppl all-big < random < all-small", "yes", "duo", _stage1),
@@ -115,6 +140,8 @@ CLAIMS = (
     ("Budget-aware online allocation FLOPs / fixed N (the regime)", "0.5x (Damani et al.)",
      "ias", _ias_headline("budget")),
     ("IAS best-of-N FLOPs / fixed N, uniform mix (control)", "-", "ias", _ias_control),
+    ("Label-free loop: test pass@1 gain over the start policy", "TAO +0.024 (0.827 -> 0.851); "
+     "gold SFT -0.016", "label_free", _label_free),
 )
 
 

@@ -1,13 +1,14 @@
 """The main job: both papers' stages in order, then every figure and the claims table.
 
-  [1/7] duo        Duo-LLM stage 1, random-routing training  train.loop.train_and_evaluate
-  [2/7] oracle     Duo-LLM stage 2, oracle routing (on duo)  studies.oracle_study
-  [3/7] router     Duo-LLM stage 3, learned routers (and     studies.router_study
+  [1/8] duo        Duo-LLM stage 1, random-routing training  train.loop.train_and_evaluate
+  [2/8] oracle     Duo-LLM stage 2, oracle routing (on duo)  studies.oracle_study
+  [3/8] router     Duo-LLM stage 3, learned routers (and     studies.router_study
                    dense baselines unless router.dense_workdir is "")
-  [4/7] policy     the reasoning policy                      policy.train.train_policy
-  [5/7] calibrate  MC labels, base and calibrated PRMs       studies.calibration_study
-  [6/7] ias        instance-adaptive sampling                studies.ias_study
-  [7/7] figures    the five experiments.*_figures scripts
+  [4/8] policy     the reasoning policy                      policy.train.train_policy
+  [5/8] calibrate  MC labels, base and calibrated PRMs       studies.calibration_study
+  [6/8] ias        instance-adaptive sampling                studies.ias_study
+  [7/8] label_free the label-free loop (TAO-style)           studies.label_free_study
+  [8/8] figures    the six experiments.*_figures scripts
 
 `config` has one section per stage (configs/quick.py); each stage works in `<workdir>/<name>/`,
 and the upstream-workdir fields of the later stages are pointed at those folders. A stage is
@@ -39,6 +40,7 @@ from adaptive_jax.policy.train import train_policy
 from adaptive_jax.router import dense_baseline
 from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.studies.ias_study import run_ias_study
+from adaptive_jax.studies.label_free_study import run_label_free_study
 from adaptive_jax.studies.oracle_study import run_oracle_study
 from adaptive_jax.studies.router_study import run_router_study
 from adaptive_jax.train.loop import train_and_evaluate
@@ -76,6 +78,8 @@ def _figure_scripts(configs: dict, dirs: dict) -> list[tuple[list[str], list[str
       # It also writes ias_beam.png when the study ran beam search.
       (["experiments.ias_figures", f"--workdir={dirs['ias']}", f"--out_dir={out}"],
        ["ias_accuracy_vs_flops.png", "ias_samples_vs_difficulty.png"]),
+      (["experiments.label_free_figures", f"--workdir={dirs['label_free']}", f"--out_dir={out}"],
+       ["label_free_rounds.png"]),
   ]
 
 
@@ -126,7 +130,11 @@ STAGES = (
     Stage("ias", "IAS study", ("policy", "calibrate"),
           lambda c, d: run_ias_study(c["ias"], d["ias"]),
           lambda c, d: ["results.json", os.path.join("pools", "test.npz")], fresh=("pools",)),
-    Stage("figures", "figure scripts", ("duo", "oracle", "router", "calibrate", "ias"),
+    Stage("label_free", "label-free loop", ("policy", "calibrate"),
+          lambda c, d: run_label_free_study(c["label_free"], d["label_free"]),
+          lambda c, d: ["results.json"]),
+    Stage("figures", "figure scripts",
+          ("duo", "oracle", "router", "calibrate", "ias", "label_free"),
           _run_figures,
           lambda c, d: [png for _, pngs in _figure_scripts(c, d) for png in pngs]),
 )
@@ -136,7 +144,7 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
   """(configs, folders) per stage; the later stages read the earlier stages' folders."""
   dirs = {stage.name: os.path.join(workdir, stage.name) for stage in STAGES}
   configs = {name: ml_collections.ConfigDict(config[name].to_dict())
-             for name in ("duo", "oracle", "router", "policy", "calibrate", "ias")}
+             for name in ("duo", "oracle", "router", "policy", "calibrate", "ias", "label_free")}
   configs["figures"] = ml_collections.ConfigDict()
   configs["oracle"].stage1_workdir = dirs["duo"]
   configs["router"].stage1_workdir = dirs["duo"]
@@ -146,6 +154,8 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
   configs["calibrate"].policy_workdir = dirs["policy"]
   configs["ias"].policy_workdir = dirs["policy"]
   configs["ias"].calibrate_workdir = dirs["calibrate"]
+  configs["label_free"].policy_workdir = dirs["policy"]
+  configs["label_free"].calibrate_workdir = dirs["calibrate"]
   return configs, dirs
 
 
@@ -242,7 +252,7 @@ def run_main(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
     status[stage.name] = "ran"
     print(f"{head}: done in {_duration(time.time() - tick)}", flush=True)
   results = {name: _load_results(dirs[name]) for name in ("duo", "oracle", "router", "policy",
-                                                          "calibrate", "ias")}
+                                                          "calibrate", "ias", "label_free")}
   table = claims_table(results)
   print(f"\nall stages finished in {_duration(time.time() - start)}; figures in "
         f"{dirs['figures']}\n\n{table}", flush=True)

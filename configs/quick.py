@@ -6,9 +6,10 @@ r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated 
 
 One section per stage, each a whole stage config: `duo` (configs/duo_small.py), `oracle`
 (oracle_small), `router` (router_small), `policy` (policy_small), `calibrate`
-(calibrate_small), `ias` (ias_small). The main job points each stage's upstream fields
-(oracle.stage1_workdir, router.stage1_workdir / oracle_workdir / dense_workdir,
-calibrate.policy_workdir, ias.policy_workdir, ias.calibrate_workdir) at its own stage
+(calibrate_small), `ias` (ias_small), `label_free` (label_free_small). The main job points
+each stage's upstream fields (oracle.stage1_workdir, router.stage1_workdir / oracle_workdir /
+dense_workdir, calibrate.policy_workdir, ias.policy_workdir, ias.calibrate_workdir,
+label_free.policy_workdir, label_free.calibrate_workdir) at its own stage
 folders under --workdir, whatever they say here. Override a field with e.g.
 `--config.policy.train.num_steps=2000`.
 
@@ -36,7 +37,10 @@ configs; about 75 min in all):
   ias        64 design / 32 validation / 64 test / 64 control questions            6.4 min
              (256 / 256 / 512 / 512), pools of 16 (64), N_max 8 or 16, 20 orders
              (100), beam search on 16 questions (64)
-  figures    the five figure scripts                                              0.2 min
+  label_free 3 rounds of 16 prompts (128), 4 samples each (8), 16 validation /      ~6 min
+             32 test questions (64 / 128), 4 samples each (8), 8 steps a round (16),
+             one learning rate per arm (no choice on validation)
+  figures    the six figure scripts                                               0.2 min
 """
 
 import ml_collections
@@ -46,6 +50,7 @@ from configs import (
   duo_paper,
   duo_small,
   ias_small,
+  label_free_small,
   oracle_small,
   policy_small,
   router_small,
@@ -81,6 +86,12 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   config.ias.regime.n_max_choices = (8, 16)
   config.ias.beam.questions = 16
 
+  lf = config.label_free.label_free
+  lf.prompts_per_round, lf.validation_questions, lf.test_questions = 16, 16, 32
+  lf.samples_per_prompt, lf.budget_n_max, lf.eval_samples, lf.steps = 4, 8, 4, 8
+  lf.learning_rates, lf.grpo_learning_rates = (3e-4,), (1e-4,)
+  lf.bootstrap_resamples = 1000
+
 
 def get_config(size: str = "quick") -> ml_collections.ConfigDict:
   if size not in SIZES:
@@ -96,13 +107,14 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
   config.policy = policy_small.get_config()
   config.calibrate = calibrate_small.get_config()
   config.ias = ias_small.get_config()
+  config.label_free = label_free_small.get_config()
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (7, 3, 5, 22, 27, 7, 1), "small": (10, 5, 50, 35, 95, 20, 1),
-             "paper": (-1, -1, -1, 35, 95, 20, 1)}[size]
-  for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "figures"),
-                         minutes):
+  minutes = {"quick": (7, 3, 5, 22, 27, 7, 6, 1), "small": (10, 5, 50, 35, 95, 20, 50, 1),
+             "paper": (-1, -1, -1, 35, 95, 20, 50, 1)}[size]
+  for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "label_free",
+                          "figures"), minutes):
     config.minutes[name] = value
   if size == "quick":
     _quick(config)

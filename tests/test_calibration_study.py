@@ -16,20 +16,16 @@ from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from configs import calibrate_small, policy_small
+from tests.tiny_workdirs import tiny_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tiny_model(model):
-  model.num_layers, model.d_model, model.d_ff_big = 1, 32, 64
-  model.num_heads, model.head_dim = 2, 16
 
 
 @pytest.fixture(scope="module")
 def policy_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("policy"))
   config = policy_small.get_config()
-  _tiny_model(config.model)
+  tiny_model(config.model)
   config.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
   config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 72, 4, 8
   config.task.eval_problems_per_difficulty = 1
@@ -47,7 +43,7 @@ def _config(policy_workdir):
   config.mc.validation_questions = 8
   config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 2, 2, 2
   config.mc.max_new_tokens, config.mc.questions_per_shard = 24, 8
-  _tiny_model(config.prm.model)
+  tiny_model(config.prm.model)
   config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 3, 3, 8
   # The step verifier only where a test reads it: a "full" fit compiles for seconds.
   config.prm.step_verifier_steps, config.prm.step_verifier_adapter = 0, "head"

@@ -8,45 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adaptive_jax.policy.train import train_policy
 from adaptive_jax.sampler import decode, draws, pool_store
 from adaptive_jax.scaling import pass_at_k
 from adaptive_jax.studies import ias_models, ias_study, ias_sweep
-from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
-from configs import calibrate_small, ias_small, policy_small
-
-
-def _tiny_model(model):
-  model.num_layers, model.d_model, model.d_ff_big = 1, 32, 64
-  model.num_heads, model.head_dim = 2, 16
+from configs import ias_small
+from tests.tiny_workdirs import policy_and_calibration
 
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-  policy_dir = str(tmp_path_factory.mktemp("policy"))
-  config = policy_small.get_config()
-  _tiny_model(config.model)
-  config.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
-  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 72, 4, 8
-  config.task.eval_problems_per_difficulty = 1
-  config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
-  config.train.log_every = 3
-  train_policy(config, policy_dir)
-  calibrate_dir = str(tmp_path_factory.mktemp("calibrate"))
-  config = calibrate_small.get_config()
-  config.policy_workdir = policy_dir
-  config.mc.calibration_questions, config.mc.test_questions = 8, 8
-  config.mc.conformal_questions, config.mc.base_questions = 4, 4
-  config.mc.num_responses, config.mc.num_rollouts, config.mc.max_steps = 1, 2, 1
-  config.mc.max_new_tokens, config.mc.questions_per_shard = 16, 8
-  _tiny_model(config.prm.model)
-  config.prm.base_steps, config.prm.calibration_steps, config.prm.batch_size = 2, 2, 4
-  config.prm.step_verifier_steps = 2
-  run_calibration_study(config, calibrate_dir)
-  return policy_dir, calibrate_dir
+  return policy_and_calibration(str(tmp_path_factory.mktemp("policy")),
+                                str(tmp_path_factory.mktemp("calibrate")))
 
 
 def _config(policy_dir, calibrate_dir):

@@ -17,6 +17,7 @@ from adaptive_jax.studies.ias_study import IasConfig
 from adaptive_jax.studies.oracle_study import OracleConfig
 from adaptive_jax.train.loop import typed_configs
 from configs import duo_tiny, quick
+from tests.tiny_workdirs import tiny_model
 
 
 def _matched(ratio, above=False):
@@ -45,6 +46,11 @@ def _results(ias_ratio=0.47, ias_above=False):
       "ias": {"regime": {"met": True, "reason": ""},
               "headline": {"ias": _matched(ias_ratio, above=ias_above),
                            "budget": _matched(0.38), "ias_control": _matched(2.0)}},
+      "label_free": {"config": {"eval_samples": 8},
+                     "start": {"test": {"pass@1": {"value": 0.25}, "pass@8": {"value": 0.5}}},
+                     "headline": {"best_arm": "majority",
+                                  "label_free_gain": {"value": 0.031, "interval": [-0.01, 0.07]},
+                                  "supervised_gain": {"value": 0.052}}},
   }
 
 
@@ -59,6 +65,7 @@ def test_claims_table_reads_each_results_file():
   assert ours[5] == "0.47x [0.38, 0.59]"
   assert ours[6] == "0.38x [0.30, 0.47]"
   assert ours[7] == "2.00x [1.60, 2.50]"  # the control, reported whatever it shows
+  assert ours[8] == "+0.031 [-0.010, +0.070] (majority; pass@1 0.250 at the start); gold SFT +0.052"
   assert [p for p, _ in rows.values()][4] == "0.29x (0.24 -> 0.07)"
   table = claims.claims_table(_results())
   assert all(claim in table and o in table for claim, o in zip(rows, ours))
@@ -87,11 +94,9 @@ def test_claims_table_above_curve_missing_and_not_decided():
   assert ours[7] == "2.00x [1.60, 2.50]"
   del results["ias"]["headline"]["ias_control"]
   assert claims.claim_rows(results)[7][2] == "no control run (ias.control_questions = 0)"
-
-
-def _tiny_model(model):
-  model.num_layers, model.d_model, model.d_ff_big = 1, 32, 64
-  model.num_heads, model.head_dim = 2, 16
+  results["label_free"]["start"]["test"]["pass@8"]["value"] = 0.03
+  assert claims.claim_rows(results)[8][2] == ("not decided: the start policy's pass@8 is 0.03 "
+                                              "(< 0.1): no correct samples to learn from")
 
 
 def _tiny_config(data_dir):
@@ -111,7 +116,7 @@ def _tiny_config(data_dir):
   r.train_sequences, r.seq_len, r.eval_sequences = 4, 16, 4
   r.oracle_sequences, r.oracle_seq_len = 2, 8
   policy = config.policy
-  _tiny_model(policy.model)
+  tiny_model(policy.model)
   policy.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
   policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 72, 4, 8
   policy.task.eval_problems_per_difficulty = 1
@@ -122,7 +127,7 @@ def _tiny_config(data_dir):
   mc.conformal_questions, mc.base_questions = 4, 4
   mc.num_responses, mc.num_rollouts, mc.max_steps = 1, 2, 1
   mc.max_new_tokens, mc.questions_per_shard = 16, 8
-  _tiny_model(config.calibrate.prm.model)
+  tiny_model(config.calibrate.prm.model)
   prm = config.calibrate.prm
   prm.base_steps, prm.calibration_steps, prm.batch_size = 2, 2, 4
   prm.step_verifier_steps = 2
@@ -137,6 +142,11 @@ def _tiny_config(data_dir):
   beam = config.ias.beam
   beam.questions, beam.fixed, beam.max_steps = 4, ((1, 2), (2, 2)), 3
   beam.num_beams, beam.expansions, beam.max_step_tokens = 2, 2, 8
+  lf = config.label_free.label_free
+  lf.rounds, lf.prompts_per_round, lf.validation_questions, lf.test_questions = 3, 2, 2, 2
+  lf.difficulties, lf.samples_per_prompt, lf.budget_n_max, lf.eval_samples = (1,), 2, 2, 2
+  lf.steps, lf.batch_size, lf.max_new_tokens, lf.rows = 1, 2, 8, 8
+  lf.bootstrap_resamples, lf.best_of_n_orders = 20, 2
   return config
 
 
@@ -155,17 +165,17 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
   names = [stage.name for stage in main_job.STAGES]
   assert first["status"] == dict.fromkeys(names, "ran")
   for i, name in enumerate(names, 1):
-    assert f"[{i}/7] {name} " in out
+    assert f"[{i}/8] {name} " in out
     assert os.path.exists(os.path.join(workdir, name, main_job.RECORD))
-  assert out.count(": done in ") == 7
+  assert out.count(": done in ") == 8
   assert "step 6/6" not in out  # the stages' own output went to their logs
   assert "step 6/6" in (tmp_path / "main" / "duo" / main_job.LOG).read_text()
-  for name in ("duo", "oracle", "router", "policy", "calibrate", "ias"):
+  for name in ("duo", "oracle", "router", "policy", "calibrate", "ias", "label_free"):
     with open(os.path.join(workdir, name, "results.json")) as f:
       assert json.load(f) == first["results"][name]
   configs, dirs = main_job.stage_configs(config, workdir)
   pngs = main_job.STAGES[-1].outputs(configs, dirs)
-  assert len(pngs) == 13
+  assert len(pngs) == 14
   for png in pngs:
     with open(os.path.join(workdir, "figures", png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -177,7 +187,7 @@ def test_main_job_runs_every_stage_then_skips_them(tmp_path, capsys):
   second = main_job.run_main(config, workdir)
   out = capsys.readouterr().out
   assert second["status"] == dict.fromkeys(names, "skipped")
-  assert out.count(": skipped, finished before") == 7
+  assert out.count(": skipped, finished before") == 8
   assert _mtimes(workdir) == before
   assert second["table"] == first["table"]
 

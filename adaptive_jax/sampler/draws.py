@@ -180,9 +180,7 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
         raise ValueError(f"{pool_store.parts_dir(path)}/{start}.npz holds "
                          f"{len(parts[start]['answers_B'])} rows, expected {len(chunk)}")
       continue
-    padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), 0)])
-    out = _pool_step(live, data, padded[:, 0], padded[:, 1])
-    parts[start] = {name: np.asarray(x)[:len(chunk)] for name, x in out.items()}
+    parts[start] = draw_pairs(live, data, chunk[:, 0], chunk[:, 1], rows=rows)
     if path:
       pool_store.save_part(path, start, parts[start], settings)
   flat = {name: np.concatenate([parts[s][name] for s in sorted(parts)]) for name in parts[0]}
@@ -196,6 +194,25 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
     pool_store.save_pool(path, pool, **settings)
     pool_store.remove_parts(path)
   return pool
+
+
+def draw_pairs(live: LiveDraw, data, question_P, slot_P, *, rows: int) -> dict[str, np.ndarray]:
+  """Samples (question_P[i], slot_P[i]), `rows` per decode call, with no early stop: host
+  arrays answers_B, scores_BxC, confidence_BxM, lengths_B, stopped_B, tokens_BxM (B = P).
+
+  Sample (q, s) is a pure function of its key, so it is the one `build_pool` draws at (q, s).
+  """
+  pairs = np.stack([np.asarray(question_P, np.int32), np.asarray(slot_P, np.int32)], 1)
+  if pairs.ndim != 2 or not len(pairs) or rows < 1:
+    raise ValueError(f"need one or more (question, slot) pairs and rows >= 1, got "
+                     f"{len(pairs)} pairs and rows={rows}")
+  out = []
+  for start in range(0, len(pairs), rows):
+    chunk = pairs[start:start + rows]
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), 0)])
+    step = _pool_step(live, data, padded[:, 0], padded[:, 1])
+    out.append({name: np.asarray(x)[:len(chunk)] for name, x in step.items()})
+  return {name: np.concatenate([o[name] for o in out]) for name in out[0]}
 
 
 def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int) -> dict:

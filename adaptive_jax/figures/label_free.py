@@ -1,0 +1,51 @@
+"""The label-free loop's figure: test pass@1 per round per arm, against the start policy's
+best-of-n (matplotlib only)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from adaptive_jax.label_free import gains
+
+LABELS = {
+    "supervised": "supervised on gold (labelled reference)",
+    "majority": "majority pseudo-label (TTRL)",
+    "best_of_n": "verifier best-of-N fine-tuning",
+    "budget_best_of_n": "verifier best-of-N, budget-aware allocation",
+    "grpo": "GRPO, verifier reward (TAO)",
+    "rule_best_of_n": "exact step checker best-of-N (ceiling)",
+}
+MARKERS = "osD^vP"
+
+
+def plot(results: dict, path: str) -> str:
+  """Test pass@1 (90% interval bars) after each round of each arm, round 0 the start policy;
+  dotted lines: the start policy's verifier-selected best-of-n on test."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  start = results["start"]["test"]["pass@1"]
+  for i, (arm, records) in enumerate(results["arms"].items()):
+    rounds = [0] + [r["round"] for r in records]
+    metrics = [start] + [r["test"]["pass@1"] for r in records]
+    values = [m["value"] for m in metrics]
+    yerr = [[max(m["value"] - m["interval"][0], 0) for m in metrics],
+            [max(m["interval"][1] - m["value"], 0) for m in metrics]]
+    shift = (i - len(results["arms"]) / 2) * 0.04  # bars side by side, not on top
+    ax.errorbar([r + shift for r in rounds], values, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
+                capsize=3, label=LABELS.get(arm, arm), ls="--" if arm in gains.REFERENCES else "-")
+  bon = results["start"]["best_of_n"]
+  for k, acc in zip(bon["ks"], bon["verifier"]):
+    ax.axhline(acc, color="gray", ls=":", lw=1)
+    ax.annotate(f"start, best-of-{k}", (0, acc), xytext=(2, 2), textcoords="offset points",
+                fontsize=7, color="gray")
+  cfg = results["config"]
+  ax.set_xticks(range(cfg["rounds"] + 1))
+  ax.set_xlabel("round (0: the start policy)")
+  ax.set_ylabel(f"test pass@1 (mean of {cfg['eval_samples']} samples, T={cfg['temperature']:g})")
+  ax.set_title(f"Label-free loop: {cfg['prompts_per_round']} unlabelled prompts per round, "
+               f"N = {cfg['samples_per_prompt']}")
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

@@ -1,0 +1,1 @@
+"""Label-free self-improvement (TAO-style): unlabelled prompts, pseudo-labels, policy updates."""

@@ -1,0 +1,127 @@
+"""Policy updates of the label-free loop: fine-tuning on chosen samples, and GRPO.
+
+Rows are a prompt's ids then a completion's ids (stop token included), right padded;
+mask_NxT[t] = 1 where token t + 1 is a completion token, as `policy.lora_fine_tune` marks
+gold solutions, so one loss (`lora_fine_tune.completion_loss`) serves gold and chosen samples.
+
+GRPO (Shao et al., 2024) on one round's samples, per completion token t of sample i:
+  ratio = exp(logp_t - old_t),  pg = -min(ratio A_i, clip(ratio, 1 - c, 1 + c) A_i),
+  kl = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (k3, >= 0; 0 at the reference)
+  loss = mean_i [ mean_t (pg + beta kl) ]
+old = the policy that drew the samples, ref = the start policy. Full fine-tuning: every
+weight trains, with AdamW at a constant learning rate.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy.lora_fine_tune import completion_loss
+
+ROW_MULTIPLE = 32  # rows are padded to a multiple of this: few compiled widths
+
+
+def example_rows(prompt_ids, completion_ids, pad_id: int, *, multiple: int = ROW_MULTIPLE):
+  """(tokens_NxT int32, mask_NxT float32) of prompt + completion rows (see the module doc)."""
+  if len(prompt_ids) != len(completion_ids) or not prompt_ids:
+    raise ValueError(f"need as many prompts as completions, at least one; got "
+                     f"{len(prompt_ids)} and {len(completion_ids)}")
+  width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+  width = -(-width // multiple) * multiple
+  tokens_NxT = np.full((len(prompt_ids), width), pad_id, np.int32)
+  mask_NxT = np.zeros((len(prompt_ids), width), np.float32)
+  for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+    if not len(p) or not len(c):
+      raise ValueError(f"row {i}: prompt and completion must be non-empty")
+    tokens_NxT[i, :len(p) + len(c)] = np.concatenate([p, c])
+    mask_NxT[i, len(p) - 1:len(p) + len(c) - 1] = 1.0
+  return tokens_NxT, mask_NxT
+
+
+def token_logprobs(cfg: ModelConfig, params, tokens_NxT):
+  """logp_NxT[t] = log p(token t + 1 | tokens <= t); the last column is 0."""
+  logits_NxTxV = Transformer(cfg).apply({"params": params}, tokens_NxT).astype(jnp.float32)
+  logp_NxT = jnp.take_along_axis(jax.nn.log_softmax(logits_NxTxV[:, :-1]),
+                                 tokens_NxT[:, 1:, None], -1)[..., 0]
+  return jnp.pad(logp_NxT, ((0, 0), (0, 1)))
+
+
+_token_logprobs = jax.jit(token_logprobs, static_argnums=0)
+
+
+def grpo_loss(cfg: ModelConfig, params, tokens_BxT, mask_BxT, advantage_B, old_BxT, ref_BxT, *,
+              clip: float, kl_weight: float):
+  """(loss, kl): the module doc's GRPO objective on a batch of rows."""
+  logp_BxT = token_logprobs(cfg, params, tokens_BxT)
+  ratio_BxT = jnp.exp(logp_BxT - old_BxT)
+  a_Bx1 = advantage_B[:, None]
+  pg_BxT = -jnp.minimum(ratio_BxT * a_Bx1, jnp.clip(ratio_BxT, 1 - clip, 1 + clip) * a_Bx1)
+  delta_BxT = ref_BxT - logp_BxT
+  kl_BxT = jnp.exp(delta_BxT) - delta_BxT - 1
+  count_B = jnp.maximum(mask_BxT.sum(1), 1.0)
+  per_row = lambda x_BxT: jnp.sum(x_BxT * mask_BxT, 1) / count_B
+  return jnp.mean(per_row(pg_BxT + kl_weight * kl_BxT)), jnp.mean(per_row(kl_BxT))
+
+
+def _optimizer(learning_rate: float):
+  return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
+def _sft_step(cfg, learning_rate, params, opt_state, tokens_BxT, mask_BxT):
+  loss, grads = jax.value_and_grad(lambda p: completion_loss(cfg, p, tokens_BxT, mask_BxT))(params)
+  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
+def _grpo_step(cfg, learning_rate, clip, kl_weight, params, opt_state, batch):
+  (loss, kl), grads = jax.value_and_grad(
+      lambda p: grpo_loss(cfg, p, *batch, clip=clip, kl_weight=kl_weight), has_aux=True)(params)
+  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss, kl
+
+
+def _batches(num_rows: int, steps: int, batch_size: int, key):
+  """Row indices of each step: uniform draws with replacement from `fold_in(key, step)`."""
+  for i in range(steps):
+    yield np.asarray(jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, num_rows))
+
+
+def fine_tune(params, cfg: ModelConfig, tokens_NxT, mask_NxT, *, steps: int, batch_size: int,
+              learning_rate: float, key):
+  """(params, losses): `steps` AdamW steps of completion cross entropy on the rows."""
+  params = jax.tree.map(jnp.array, params)  # a copy: the steps donate their input
+  opt_state = _optimizer(learning_rate).init(params)
+  losses = []
+  for idx_B in _batches(len(tokens_NxT), steps, batch_size, key):
+    params, opt_state, loss = _sft_step(cfg, learning_rate, params, opt_state,
+                                        jnp.asarray(tokens_NxT[idx_B]),
+                                        jnp.asarray(mask_NxT[idx_B]))
+    losses.append(float(loss))
+  return params, losses
+
+
+def grpo(params, ref_params, cfg: ModelConfig, tokens_NxT, mask_NxT, advantage_N, *, steps: int,
+         batch_size: int, learning_rate: float, clip: float, kl_weight: float, key):
+  """(params, {'loss': [...], 'kl': [...]}): `steps` GRPO steps on rows drawn by `params`."""
+  tokens_NxT = jnp.asarray(tokens_NxT)
+  old_NxT = np.asarray(_token_logprobs(cfg, params, tokens_NxT))
+  ref_NxT = np.asarray(_token_logprobs(cfg, ref_params, tokens_NxT))
+  params = jax.tree.map(jnp.array, params)
+  opt_state = _optimizer(learning_rate).init(params)
+  log = {"loss": [], "kl": []}
+  for idx_B in _batches(len(old_NxT), steps, batch_size, key):
+    batch = (tokens_NxT[idx_B], jnp.asarray(mask_NxT[idx_B]),
+             jnp.asarray(advantage_N[idx_B], jnp.float32), jnp.asarray(old_NxT[idx_B]),
+             jnp.asarray(ref_NxT[idx_B]))
+    params, opt_state, loss, kl = _grpo_step(cfg, learning_rate, clip, kl_weight, params,
+                                             opt_state, batch)
+    log["loss"].append(float(loss))
+    log["kl"].append(float(kl))
+  return params, log

@@ -1,0 +1,194 @@
+"""One round of the label-free loop for one arm: draw candidates, choose, update the policy.
+
+Arms (configs/label_free_small.py), each with the round's prompts and the same number of
+samples per round:
+  majority          fine-tune on the sample holding the majority answer (TTRL's pseudo-label)
+  best_of_n         fine-tune on the verifier's best of N (rejection-sampling fine-tuning)
+  budget_best_of_n  the same, the round's Q * N samples spread over the prompts by the
+                    budget-aware allocator (`allocation.budget`) on the calibrated PRM's
+                    estimate at the empty prefix
+  grpo              GRPO with the verifier's score as reward and a KL to the start policy
+  rule_best_of_n    best_of_n with the rule verifier (`tasks.step_checker`) in place of the
+                    learned one: an exact step checker, the stand-in for a perfect verifier. It
+                    reads only the question, yet it can solve the task: a ceiling of what a
+                    verifier gives the loop, not a label-free method.
+The labelled reference arm (fine-tuning on gold solutions) lives with the study, not here:
+nothing in this module can see a label, its prompts are `UnlabelledPrompt`s.
+"""
+
+import dataclasses
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from adaptive_jax.allocation import budget
+from adaptive_jax.label_free import pseudo_labels, update
+from adaptive_jax.label_free.prompts import require_unlabelled
+from adaptive_jax.prm import scoring
+from adaptive_jax.sampler import draws, selection
+from adaptive_jax.studies import ias_models
+from adaptive_jax.tasks import step_checker
+from adaptive_jax.tasks.problem import format_prompt
+
+LABEL_FREE_ARMS = ("majority", "best_of_n", "budget_best_of_n", "grpo")
+RULE_ARM = "rule_best_of_n"
+ARMS = LABEL_FREE_ARMS + (RULE_ARM,)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+  samples_per_prompt: int  # N: every arm draws Q * N samples per round
+  budget_n_max: int  # budget_best_of_n: at most this many samples per prompt
+  min_score: float  # best_of_n arms: a best sample below this score is not trained on
+  steps: int  # optimizer steps per round (every arm)
+  batch_size: int
+  learning_rate: float  # the arm's (fine-tuning or GRPO)
+  grpo_clip: float
+  grpo_kl: float
+  rows: int  # rows per decode call
+
+
+class Candidates(NamedTuple):
+  """Samples of Q prompts in slots 0..N-1; slots >= drawn_Q[q] hold nothing (NO_ANSWER)."""
+  answers_QxN: np.ndarray
+  reward_QxN: np.ndarray  # the verifier's score, in [0, 1]
+  tokens_QxNxM: np.ndarray
+  lengths_QxN: np.ndarray
+  drawn_Q: np.ndarray
+
+
+def reward_score_fn(models: ias_models.Models, channel: str):
+  """A draws.ScoreFn with one channel: the verifier's probability at the sample's last step,
+  `channel` "verifier" (the learned step verifier) or "calibrated" (the calibrated PRM's mean).
+  """
+  if channel == "verifier" and models.step_verifier is None:
+    raise ValueError("label_free.reward='verifier' needs the calibration study's step verifier "
+                     "(calibrate prm.step_verifier_steps > 0); use 'calibrated'")
+  column = 0 if channel == "verifier" else scoring.columns(models.levels)["mean"]
+  quantiles = 0 if channel == "verifier" else len(models.levels)
+  ends_S = jnp.asarray(models.step_end_ids, jnp.int32)
+
+  def score(scorer, tokens_BxT, prompt_len_B, length_B):
+    p_BxT = scoring.position_probabilities(scorer[channel], tokens_BxT, model_cfg=models.prm_cfg,
+                                           num_quantiles=quantiles)[..., column]
+    t_T = jnp.arange(tokens_BxT.shape[1])
+    step_BxT = (jnp.isin(tokens_BxT, ends_S) & (t_T >= prompt_len_B[:, None])
+                & (t_T < (prompt_len_B + length_B)[:, None]))
+    return selection.sample_scores(p_BxT, step_BxT, "last")[:, None]
+  return score
+
+
+def draw(live: draws.LiveDraw, data: dict, drawn_Q, n: int, *, rows: int) -> Candidates:
+  """Samples 0..drawn_Q[q]-1 of every prompt q (`draws.draw_pairs`), laid out [Q, n]."""
+  drawn_Q = np.asarray(drawn_Q, np.int64)
+  question_P = np.repeat(np.arange(len(drawn_Q)), drawn_Q)
+  slot_P = np.concatenate([np.arange(k) for k in drawn_Q])
+  out = draws.draw_pairs(live, data, question_P, slot_P, rows=rows)
+  m = out["tokens_BxM"].shape[1]
+  q = len(drawn_Q)
+  answers = np.full((q, n), selection.NO_ANSWER, np.int64)
+  reward = np.zeros((q, n), np.float64)
+  tokens = np.full((q, n, m), live.dec.pad_id, np.int32)
+  lengths = np.zeros((q, n), np.int64)
+  answers[question_P, slot_P] = out["answers_B"]
+  reward[question_P, slot_P] = out["scores_BxC"][:, 0]
+  tokens[question_P, slot_P] = out["tokens_BxM"]
+  lengths[question_P, slot_P] = out["lengths_B"]
+  return Candidates(answers, reward, tokens, lengths, drawn_Q)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundOutput:
+  params: dict
+  candidates: Candidates
+  chosen_Q: np.ndarray  # the slot trained on per prompt (-1: none); GRPO: -1 everywhere
+  estimate_Q: np.ndarray | None  # budget_best_of_n: the allocator's estimate
+  # Token-forwards of the update, for the FLOP count: 3 per token an optimizer step read
+  # (forward and backward), 1 per token of GRPO's old and reference log-probabilities.
+  forward_tokens: int
+  log: dict
+
+
+def run_round(arm: str, params, start_params, models: ias_models.Models, prompts,
+              live: draws.LiveDraw, data: dict, settings: UpdateSettings, key) -> RoundOutput:
+  """One round of `arm` on `prompts` (UnlabelledPrompts): draw, choose, update.
+
+  `data` is the LiveDraw's (its "policy" is replaced by `params`); `key` seeds the update.
+  """
+  if arm not in ARMS:
+    raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+  prompts = require_unlabelled(prompts)
+  q, n = len(prompts), settings.samples_per_prompt
+  data = {**data, "policy": params}
+  estimate_Q = None
+  width = n
+  if arm == "budget_best_of_n":
+    features = ias_models.question_features(models, [format_prompt(p) for p in prompts])
+    estimate_Q = np.clip(features["calibrated"][:, scoring.columns(models.levels)["mean"]], 0, 1)
+    drawn_Q = budget.greedy_allocation(estimate_Q, q * n, n_max=settings.budget_n_max)
+    width = settings.budget_n_max
+  else:
+    drawn_Q = np.full(q, n)
+  cand = draw(live, data, drawn_Q, width, rows=settings.rows)
+  if arm == RULE_ARM:
+    cand = cand._replace(reward_QxN=rule_scores(prompts, cand, models.tokenizer))
+  prompt_ids = ias_models.prompt_ids(prompts, models.tokenizer)
+  if arm == "grpo":
+    advantage_QxN = pseudo_labels.advantages(cand.reward_QxN)
+    kept = [(i, s) for i in range(q) for s in range(n) if advantage_QxN[i, s] != 0]
+    if not kept:
+      return RoundOutput(params, cand, np.full(q, -1), None, 0, {"rows": 0})
+    tokens, mask = update.example_rows([prompt_ids[i] for i, _ in kept],
+                                       [cand.tokens_QxNxM[i, s, :cand.lengths_QxN[i, s]]
+                                        for i, s in kept], models.tokenizer.pad_id)
+    new, log = update.grpo(params, start_params, models.policy_cfg, tokens, mask,
+                           np.array([advantage_QxN[i, s] for i, s in kept]),
+                           steps=settings.steps, batch_size=settings.batch_size,
+                           learning_rate=settings.learning_rate, clip=settings.grpo_clip,
+                           kl_weight=settings.grpo_kl, key=key)
+    return RoundOutput(new, cand, np.full(q, -1), None,
+                       _read_tokens(mask, settings) + 2 * mask.size, {**log, "rows": len(kept)})
+  if arm == "majority":
+    chosen_Q = pseudo_labels.majority(cand.answers_QxN, cand.drawn_Q)
+  else:
+    chosen_Q = pseudo_labels.best(cand.answers_QxN, cand.reward_QxN, cand.drawn_Q,
+                                  min_score=settings.min_score)
+  kept = np.flatnonzero(chosen_Q >= 0)
+  if not len(kept):
+    return RoundOutput(params, cand, chosen_Q, estimate_Q, 0, {"rows": 0})
+  tokens, mask = update.example_rows(
+      [prompt_ids[i] for i in kept],
+      [cand.tokens_QxNxM[i, chosen_Q[i], :cand.lengths_QxN[i, chosen_Q[i]]] for i in kept],
+      models.tokenizer.pad_id)
+  new, losses = update.fine_tune(params, models.policy_cfg, tokens, mask, steps=settings.steps,
+                                 batch_size=settings.batch_size,
+                                 learning_rate=settings.learning_rate, key=key)
+  return RoundOutput(new, cand, chosen_Q, estimate_Q, _read_tokens(mask, settings),
+                     {"loss": losses, "rows": len(kept)})
+
+
+def rule_scores(prompts, cand: Candidates, tokenizer) -> np.ndarray:
+  """reward_QxN of the rule verifier on each drawn sample's text (host); 0 where none."""
+  out = np.zeros(cand.answers_QxN.shape)
+  for q, prompt in enumerate(prompts):
+    for s in range(cand.drawn_Q[q]):
+      text = tokenizer.decode(cand.tokens_QxNxM[q, s, :cand.lengths_QxN[q, s]])
+      out[q, s] = step_checker.score(prompt.question, text)
+  return out
+
+
+def _read_tokens(mask_NxT, settings: UpdateSettings) -> int:
+  """3x the tokens the optimizer steps read: batch rows of the padded width, every step."""
+  return int(3 * settings.steps * settings.batch_size * mask_NxT.shape[1])
+
+
+def sample_flops(cand: Candidates, prompt_len_Q, policy_flops: float,
+                 prm_flops: float) -> float:
+  """Prompt and sample tokens of every drawn sample, which the policy reads (prefill and
+  decode) and the verifier reads once, each times its FLOPs per token."""
+  drawn_QxN = np.arange(cand.answers_QxN.shape[1])[None, :] < cand.drawn_Q[:, None]
+  read = float(np.sum(np.where(drawn_QxN, cand.lengths_QxN, 0))
+               + np.sum(np.asarray(prompt_len_Q) * cand.drawn_Q))
+  return read * (policy_flops + prm_flops)
+
