@@ -1,6 +1,6 @@
 r"""The label-free loop's report, read from a finished study's results.json (no model runs).
 
-  python -m benchmarks.label_free --results=docs/results/label_free_quick/results.json
+  python -m benchmarks.label_free --results=docs/results/label_free/results.json
 
 Prints the table per round and arm (test pass@1, greedy, pass@K with 90% intervals over
 questions; validation pass@1; distinct answers; the verifier's Brier; what each arm trained
@@ -32,7 +32,7 @@ def report(path: str) -> list[str]:
   results["headline"] = gains.headline(results)  # recomputed, not read
   reach = "; ".join(f"{arm} {r['pass@1']:.3f} reaches best-of-{r['verifier']}"
                     for arm, r in results["headline"]["reaches"].items())
-  return [label_free_table.render(results), "",
+  return [label_free_table.rounds_table(results), "",
           f"tuned policy at n = 1 against the start policy's verifier best-of-n: {reach}",
           *gains.lines(results)]
 

@@ -24,7 +24,7 @@ def main(argv):
   del argv
   distributed.initialize()  # before anything touches a device
   results = run_label_free_study(_CONFIG.value, _WORKDIR.value)
-  print(label_free_table.render(results), *gains.lines(results), sep="\n\n")
+  print(label_free_table.rounds_table(results), *gains.lines(results), sep="\n\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_committed_docs_match_the_committed_results():
   for name, tables in (("docs/ias.md", ias_table.TABLES), ("README.md", ("brief",))):
     text = (REPO / name).read_text()
     assert ias_table.replace_blocks(text, blocks) == text, (
-        f"{name} differs from {RESULTS.relative_to(REPO)}: run python scripts/render_ias_docs.py")
+        f"{name} differs from {RESULTS.relative_to(REPO)}: run python scripts/render_docs.py")
     for table in tables:
       assert blocks[table] in text, f"{name} lacks the rendered {table} table"
   readme = (REPO / "README.md").read_text()

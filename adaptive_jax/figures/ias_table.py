@@ -1,11 +1,11 @@
 """The IAS tables of docs/ias.md and the README, rendered from an IAS study's results.json.
 
 The docs hold each table between `<!-- ias:<name> -->` and `<!-- /ias:<name> -->` lines;
-`scripts/render_ias_docs.py` rewrites them from the committed results file and a test checks
+`scripts/render_docs.py` rewrites them from the committed results file and a test checks
 that the committed docs equal what `render` gives.
 """
 
-import re
+from adaptive_jax.figures import doc_blocks
 
 TABLES = ("headline", "tiers", "beams")  # docs/ias.md; the README holds "brief"
 # Methods of the headline table in order, with their labels.
@@ -149,7 +149,4 @@ def render(results: dict) -> dict:
 
 def replace_blocks(text: str, blocks: dict) -> str:
   """`text` with each `<!-- ias:name -->` ... `<!-- /ias:name -->` block's body replaced."""
-  for name, body in blocks.items():
-    pattern = re.compile(rf"(<!-- ias:{name} -->\n)(?:.*?\n)?(<!-- /ias:{name} -->)", re.S)
-    text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
-  return text
+  return doc_blocks.replace_blocks(text, blocks, prefix="ias")

@@ -1,5 +1,11 @@
-"""Markdown tables of a label-free study's results.json: per arm and round, and the headline."""
+"""Markdown tables of a label-free study's results.json: per arm and round, and the brief.
 
+docs/label_free.md holds `<!-- label_free:rounds -->` ... `<!-- /label_free:rounds -->` and the
+README `<!-- label_free:brief -->` ...; `scripts/render_docs.py` rewrites them from the
+committed results file and a test checks that the committed docs equal what `render` gives.
+"""
+
+from adaptive_jax.figures import doc_blocks
 from adaptive_jax.label_free import gains
 
 
@@ -8,7 +14,7 @@ def _cell(metric: dict, digits: int = 3) -> str:
   return f"{metric['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def render(results: dict) -> str:
+def rounds_table(results: dict) -> str:
   """Start policy, then one row per (arm, round): test metrics with 90% intervals, the
   validation pass@1, diversity, the verifier's Brier, the training data's quality, compute."""
   k = results["config"]["eval_samples"]
@@ -39,3 +45,42 @@ def render(results: dict) -> str:
   curve = ", ".join(f"n={n}: {v:.3f} / {m:.3f}"
                     for n, v, m in zip(bon["ks"], bon["verifier"], bon["majority"]))
   return "\n".join(rows) + f"\n\nStart policy best-of-n on test (verifier / majority): {curve}"
+
+
+def _signed(metric: dict) -> str:
+  lo, hi = metric["interval"]
+  return f"{metric['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def brief(results: dict) -> str:
+  """One row per arm after the last round: test pass@1, its gain over the start policy (paired
+  90% interval), the start policy's best-of-n it reaches, and what each round trained on."""
+  h = gains.headline(results)
+  cfg = results["config"]
+  start = results["start"]["test"]
+  rows = [f"{cfg['rounds']} rounds of {cfg['prompts_per_round']} unlabelled prompts (difficulties "
+          f"{', '.join(map(str, cfg['difficulties']))}), {cfg['samples_per_prompt']} samples each; "
+          f"{len(start['per_question']['pass@1'])} test questions. Start policy: pass@1 "
+          f"{_cell(start['pass@1'])}, greedy {start['greedy_pass@1']['value']:.3f}.", "",
+          "| arm | test pass@1 [90%] | gain over the start [90%] | reaches start best-of-n "
+          "(verifier / majority) | trained-on samples correct, by round |",
+          "|---|---|---|---|---|"]
+  for arm, records in results["arms"].items():
+    last = records[-1]["test"]["pass@1"]
+    reach = h["reaches"][arm]
+    shares = [r.get("pseudo_labels", {}).get("chosen_accuracy") for r in records]
+    trained = ("gold" if arm == gains.SUPERVISED else
+               " / ".join("-" if x is None else f"{x:.2f}" for x in shares))
+    name = f"**{arm}** (chosen on validation)" if arm == h.get("best_arm") else arm
+    rows.append(f"| {name} | {_cell(last)} | {_signed(h['gains'][arm])} | "
+                f"n = {reach['verifier']} / {reach['majority']} | {trained} |")
+  return "\n".join(rows + ["", "```", *gains.lines(results), "```"])
+
+
+def render(results: dict) -> dict:
+  """{'rounds': the per-round table, 'brief': the README's}."""
+  return {"rounds": rounds_table(results), "brief": brief(results)}
+
+
+def replace_blocks(text: str, blocks: dict) -> str:
+  return doc_blocks.replace_blocks(text, blocks, prefix="label_free")

@@ -37,6 +37,7 @@ from adaptive_jax.studies import ias_models
 from adaptive_jax.studies import label_free_rounds as rounds_lib
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from adaptive_jax.tasks.arithmetic import ArithmeticSource, check_difficulties
+from adaptive_jax.tasks.problem import format_completion
 from adaptive_jax.typed_config import (
   check_choice,
   check_int,
@@ -154,8 +155,11 @@ class _Study:
     self.splits = {"validation": _problems(cfg.validation_questions, cfg.validation_seed,
                                            cfg.difficulties),
                    "test": _problems(cfg.test_questions, cfg.test_seed, cfg.difficulties)}
-    prompt_len = float(np.mean([len(p) for p in ias_models.prompt_ids(self.loop)]))
-    length = 0.6 * cfg.max_new_tokens  # a typical solution's share of the cap, for attention
+    # FLOPs per token at the mean context: prompts, and the gold solutions' mean length as the
+    # typical sample's (compute accounting only; nothing of it reaches the loop).
+    tok = self.models.tokenizer
+    prompt_len = float(np.mean([len(p) for p in ias_models.prompt_ids(self.loop, tok)]))
+    length = float(np.mean([len(tok.encode(format_completion(p))) + 1 for p in self.loop]))
     self.policy_flops = forward_flops_per_token(self.models.policy_cfg, prompt_len + length / 2)
     self.prm_flops = forward_flops_per_token(self.models.prm_cfg, (prompt_len + length) / 2)
 
@@ -251,6 +255,8 @@ def _update(study: _Study, arm: str, r: int, params, learning_rate: float) -> tu
     prompt_len_Q = [len(p) for p in ias_models.prompt_ids(prompts, study.models.tokenizer)]
     sample_flops = rounds_lib.sample_flops(out.candidates, prompt_len_Q, study.policy_flops,
                                            study.prm_flops)
+    if out.estimate_Q is not None:  # the allocator read the calibrated PRM on each prompt
+      sample_flops += sum(prompt_len_Q) * study.prm_flops
     # Read afterwards, with the labels the arm never saw: how often its training data is right.
     record["pseudo_labels"] = _pseudo_label_quality(out, problems)
   record.update({
