@@ -22,6 +22,7 @@ import math
 import os
 import pathlib
 import re
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -132,7 +133,7 @@ def model_config(hf: dict, *, dtype: str = "float32", param_dtype: str = "float3
       dtype=dtype, param_dtype=param_dtype)
 
 
-def _weight_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
+def weight_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
   """Tensor name -> the file holding it, from the index or the one `model.safetensors`."""
   if (directory / INDEX).is_file():
     weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
@@ -187,11 +188,16 @@ def _abstract_params(cfg: ModelConfig):
   return nn.meta.unbox(abstract)["params"]
 
 
-def load_params(directory: str | os.PathLike, cfg: ModelConfig, shardings=None):
+def load_params(directory: str | os.PathLike, cfg: ModelConfig, shardings=None, *,
+                others: Callable[[str], bool] | None = None):
   """Params shaped and named as `Transformer(cfg).init` makes them, in cfg.param_dtype;
-  `shardings` (a tree of `jax.sharding.Sharding` like the params) places each param."""
+  `shardings` (a tree of `jax.sharding.Sharding` like the params) places each param. Tensors
+  for which `others(name)` holds belong to another reader (a reward head): neither read nor
+  refused as unexpected."""
   directory = pathlib.Path(directory)
-  files = _weight_files(directory)
+  files = weight_files(directory)
+  if others is not None:
+    files = {name: file for name, file in files.items() if not others(name)}
   abstract = _abstract_params(cfg)
   names = _hf_names(cfg)
   expected = {name for _, name, _, _ in names}
