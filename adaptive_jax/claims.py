@@ -104,17 +104,18 @@ def _ias_control(ias: dict) -> str:
 
 
 # A label-free claim needs a start policy whose samples are sometimes right: pass@K (K the
-# evaluation's samples) on the test questions at least this.
+# evaluation's samples) on the validation questions at least this.
 MIN_START_PASS_AT_K = 0.1
 
 
 def _label_free(lf: dict) -> str:
   """The best label-free arm's test pass@1 gain (chosen on validation), the supervised arm's."""
   k = lf["config"]["eval_samples"]
-  start = lf["start"]["test"]
-  if start[f"pass@{k}"]["value"] < MIN_START_PASS_AT_K:
-    return (f"not decided: the start policy's pass@{k} is {start[f'pass@{k}']['value']:.2f} "
-            f"(< {MIN_START_PASS_AT_K}): no correct samples to learn from")
+  start, val = lf["start"]["test"], lf["start"]["validation"]
+  if val[f"pass@{k}"]["value"] < MIN_START_PASS_AT_K:  # a precondition read on validation
+    return (f"not decided: the start policy's validation pass@{k} is "
+            f"{val[f'pass@{k}']['value']:.2f} (< {MIN_START_PASS_AT_K}): no correct samples "
+            "to learn from")
   h = lf["headline"]
   if "label_free_gain" not in h:
     return "no label-free arm ran"

@@ -132,7 +132,7 @@ STAGES = (
           lambda c, d: ["results.json", os.path.join("pools", "test.npz")], fresh=("pools",)),
     Stage("label_free", "label-free loop", ("policy", "calibrate"),
           lambda c, d: run_label_free_study(c["label_free"], d["label_free"]),
-          lambda c, d: ["results.json"]),
+          lambda c, d: ["results.json"], fresh=("rounds",)),
     Stage("figures", "figure scripts",
           ("duo", "oracle", "router", "calibrate", "ias", "label_free"),
           _run_figures,

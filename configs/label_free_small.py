@@ -10,8 +10,9 @@ Three rounds; each round 128 fresh unlabelled prompts of difficulties 2-4 (the p
 range with headroom: pass@1 well below pass@64 in the policy's own evaluation, where
 difficulty 1 is solved and 5-8 rarely are), 8 samples each at temperature 0.7 for every
 label-free arm, the verifier the calibration study's learned step verifier. Each arm then
-takes 16 AdamW steps of 16 rows (full fine-tuning; about two passes over the round's
-examples), at the learning rate it chose in round 1 on validation. After each round: 64
+takes 16 AdamW steps of 16 rows (full fine-tuning; about two passes over the fine-tuning arms'
+one example per prompt, a quarter of GRPO's up to 1024 rows), at the learning rate it chose in
+round 1 on validation. After each round: 64
 validation and 128 test questions, greedy and 8 samples each. The arms, their settings and
 the number of rounds are fixed here before the run; the best label-free arm is chosen on
 validation.

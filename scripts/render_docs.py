@@ -31,6 +31,9 @@ def main(argv):
   for results, table, docs in ((_IAS.value, ias_table, ("docs/ias.md", "README.md")),
                                (_LABEL_FREE.value, label_free_table,
                                 ("docs/label_free.md", "README.md"))):
+    if not (REPO / results).exists():
+      print(f"no {results}: {', '.join(docs)} left as they are")
+      continue
     with open(REPO / results) as f:
       blocks = table.render(json.load(f))
     for name in docs:

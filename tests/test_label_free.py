@@ -34,11 +34,13 @@ def test_unlabelled_prompt_holds_the_question_only():
     require_unlabelled(problems)
   with pytest.raises(ValueError, match="at least one"):
     require_unlabelled([])
-  # The round runner refuses labelled problems before it touches a model.
+  # The round's two calls refuse labelled problems before they touch a model.
   with pytest.raises(TypeError, match="UnlabelledPrompt"):
-    label_free_rounds.run_round("majority", None, None, None, problems, None, {}, None, None)
+    label_free_rounds.draw_round("majority", None, None, problems, None, {}, None)
+  with pytest.raises(TypeError, match="UnlabelledPrompt"):
+    label_free_rounds.update_round("grpo", None, None, None, problems, None, None, None)
   with pytest.raises(ValueError, match="arm must be one of"):
-    label_free_rounds.run_round("gold", None, None, None, prompts, None, {}, None, None)
+    label_free_rounds.draw_round("supervised", None, None, prompts, None, {}, None)
 
 
 def _brute_majority(answers, drawn):
@@ -121,6 +123,21 @@ def test_token_logprobs_equal_the_logits():
   assert (logp[:, -1] == 0).all()
 
 
+def test_grpo_log_probabilities_follow_the_sampling_temperature():
+  cfg, params = _tiny()
+  tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 16)
+  logits = np.asarray(Transformer(cfg).apply({"params": params}, tokens), np.float64) / 0.5
+  logp = np.asarray(update.token_logprobs(cfg, params, tokens, 0.5))
+  for b in range(2):
+    for t in range(7):
+      row = logits[b, t]
+      expected = row[tokens[b, t + 1]] - row.max() - np.log(np.exp(row - row.max()).sum())
+      assert abs(logp[b, t] - expected) < 1e-4
+  # Chunked (GRPO's old and reference passes) equals one pass.
+  np.testing.assert_allclose(update._chunked_logprobs(cfg, params, tokens, 0.5, rows=1), logp,
+                             atol=1e-6)
+
+
 def test_grpo_loss_against_numpy():
   cfg, params = _tiny()
   tokens = jax.random.randint(jax.random.key(1), (4, 8), 0, 16)
@@ -160,7 +177,7 @@ def test_updates_move_the_policy_the_right_way():
   start = seq(params)
   moved, log = update.grpo(params, params, cfg, tokens, mask, np.array([1.0, -1.0]), steps=5,
                            batch_size=2, learning_rate=1e-2, clip=0.2, kl_weight=0.0,
-                           key=jax.random.key(0))
+                           temperature=1.0, key=jax.random.key(0))
   after = seq(moved)
   assert after[0] > start[0] and after[1] < start[1]
   assert len(log["loss"]) == 5 and log["kl"][0] == pytest.approx(0.0, abs=1e-6)
@@ -197,8 +214,17 @@ def test_headline_gains_by_hand():
   assert h["reaches"]["majority"] == {"pass@1": 0.625, "verifier": 4, "majority": 2}
   assert h["reaches"]["grpo"]["verifier"] == 2  # 0.5 >= 0.5 at n = 2, < 0.6 at n = 4
   assert gains.reaches_best_of_n(0.3, results["start"]["best_of_n"], "verifier") is None
+  lo, hi = h["ratio"]["interval"]  # the supervised gain is positive in nearly every resample
+  assert 0 <= lo <= 0.4 <= hi <= 1
   lines = gains.lines(results)
-  assert lines[0].startswith("label_free_gain = 0.2500 [") and "majority" in lines[0]
-  assert lines[1] == "label_free_gain/supervised_gain = 0.400"
+  assert lines[0] == "label-free arm (chosen on validation): majority"
+  assert lines[1].startswith("label_free_gain = 0.2500 [")
+  assert lines[2] == "label_free_gain/supervised_gain = 0.400"
   results["arms"]["supervised"] = [_record([0.0, 0.0, 0.5, 1.0], 0.9)] * 2  # no gain
-  assert gains.lines(results)[1].endswith("did not improve on the start policy)")
+  assert gains.lines(results)[-1].endswith("did not improve on the start policy)")
+  assert gains.headline(results)["ratio"]["interval"] is None
+  # With no label-free arm: gains per arm, no headline gain, and the brief still renders.
+  only = {**results, "arms": {"rule_best_of_n": results["arms"]["rule_best_of_n"]}}
+  h = gains.headline(only)
+  assert "label_free_gain" not in h and set(h["gains"]) == {"rule_best_of_n"}
+  assert gains.lines(only) == ["label_free_gain = not decided (no label-free arm ran)"]

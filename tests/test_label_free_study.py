@@ -40,18 +40,22 @@ def _config(policy_dir, calibrate_dir):
 @pytest.fixture(scope="module")
 def study(workdirs, tmp_path_factory):
   seen = []
-  real = label_free_rounds.run_round
+  real_draw, real_update = label_free_rounds.draw_round, label_free_rounds.update_round
 
-  def spy(arm, params, start, models, prompts, *args):
-    seen.append((arm, [type(p) for p in prompts], len(prompts)))
-    return real(arm, params, start, models, prompts, *args)
+  def spy_draw(arm, params, models, prompts, *args):
+    seen.append(("draw", arm, [type(p) for p in prompts], len(prompts)))
+    return real_draw(arm, params, models, prompts, *args)
+
+  def spy_update(arm, params, start, models, prompts, *args):
+    seen.append(("update", arm, [type(p) for p in prompts], len(prompts)))
+    return real_update(arm, params, start, models, prompts, *args)
 
   workdir = str(tmp_path_factory.mktemp("label_free"))
-  label_free_rounds.run_round = spy
+  label_free_rounds.draw_round, label_free_rounds.update_round = spy_draw, spy_update
   try:
     results = label_free_study.run_label_free_study(_config(*workdirs), workdir)
   finally:
-    label_free_rounds.run_round = real
+    label_free_rounds.draw_round, label_free_rounds.update_round = real_draw, real_update
   return results, workdir, seen
 
 
@@ -64,9 +68,15 @@ def test_every_arm_runs_every_round(study):
       for split, q in (("validation", 4), ("test", 6)):
         metrics = rec[split]
         assert len(metrics["per_question"]["pass@1"]) == q
-        for name in ("pass@1", "greedy_pass@1", "pass@2", "distinct_answers", "verifier_brier"):
+        for name in ("pass@1", "greedy_pass@1", "pass@2", "distinct_answers", "reward_brier"):
           lo, hi = metrics[name]["interval"]
           assert lo <= metrics[name]["value"] <= hi
+        for d, by in metrics["by_difficulty"].items():  # each difficulty's own interval
+          of_d = [x for x, dd in zip(metrics["per_question"]["pass@1"],
+                                     metrics["per_question"]["difficulty"]) if dd == int(d)]
+          assert by["pass@1"]["value"] == pytest.approx(np.mean(of_d))
+          lo, hi = by["pass@2"]["interval"]
+          assert lo <= by["pass@2"]["value"] <= hi
       # An arm whose samples give no training row (a 3-step policy rarely answers) skips it.
       assert (rec["flops"]["training"] > 0) == (rec["train_rows"] > 0)
       assert rec["train_rows"] > 0 or arm not in ("supervised", "grpo")
@@ -78,26 +88,26 @@ def test_every_arm_runs_every_round(study):
       assert set(choice) == {f"{r:g}" for r in rates}
       assert choice[f"{records[0]['learning_rate']:g}"] == max(choice.values())
     assert records[1]["learning_rate"] == records[0]["learning_rate"]
-  # Label-free arms saw UnlabelledPrompts only, 4 per round (x 2 learning rates in round 1).
-  assert {t for _, types, _ in seen for t in types} == {UnlabelledPrompt}
-  assert sorted({arm for arm, _, _ in seen}) == sorted(label_free_rounds.ARMS)
-  assert sum(arm == "majority" for arm, _, _ in seen) == 3
+  # Label-free arms saw UnlabelledPrompts only, 4 per round; one draw per round, one update
+  # per learning rate tried (2 in round 1).
+  assert {t for _, _, types, _ in seen for t in types} == {UnlabelledPrompt}
+  assert sorted({arm for _, arm, _, _ in seen}) == sorted(label_free_rounds.ARMS)
+  assert [call for call, arm, _, _ in seen if arm == "majority"] == ["draw", "update", "update",
+                                                                     "draw", "update"]
+  for arm in label_free_rounds.ARMS:
+    drawn = [r["samples_drawn"] for r in results["arms"][arm]]
+    assert all(d == 4 * 2 for d in drawn) or arm == "budget_best_of_n"
   bon = results["start"]["best_of_n"]
   assert bon["ks"] == [1, 2] and all(0 <= a <= 1 for a in bon["verifier"] + bon["majority"])
   assert json.load(open(os.path.join(workdir, "results.json")))["headline"] == results["headline"]
 
 
-def test_budget_arm_spends_the_fixed_arms_samples(workdirs, study):
+def test_budget_arm_spends_at_most_the_fixed_arms_samples(study):
   results, _, _ = study
   for rec in results["arms"]["budget_best_of_n"]:
-    per_difficulty = rec["pseudo_labels"]["samples_by_difficulty"]
-    assert all(1 <= n <= 4 for n in per_difficulty.values())
-  # The draw: at most N * Q samples in all, each prompt at least one (allocation.budget).
-  config = _config(*workdirs)
-  cfg = label_free_study.LabelFreeConfig(**config.label_free.to_dict())
-  a = results["arms"]["budget_best_of_n"][0]["flops"]["sampling"]
-  b = results["arms"]["best_of_n"][0]["flops"]["sampling"]
-  assert a <= b * (cfg.budget_n_max / cfg.samples_per_prompt)
+    # Q * N = 8 at most (the allocator buys no sample of zero gain), each prompt 1 to 4.
+    assert 4 <= rec["samples_drawn"] <= 8
+    assert all(1 <= n <= 4 for n in rec["pseudo_labels"]["samples_by_difficulty"].values())
 
 
 def test_resumes_without_redrawing(workdirs, study, monkeypatch):
@@ -107,6 +117,11 @@ def test_resumes_without_redrawing(workdirs, study, monkeypatch):
                       lambda *a: pytest.fail("a finished round ran again"))
   again = label_free_study.run_label_free_study(_config(*workdirs), workdir)
   assert again == results
+  # Rounds of another config are never resumed.
+  config = _config(*workdirs)
+  config.label_free.steps = 3
+  with pytest.raises(ValueError, match="label_free.steps changed"):
+    label_free_study.run_label_free_study(config, workdir)
 
 
 def test_report_and_figure(study, tmp_path):
@@ -114,7 +129,7 @@ def test_report_and_figure(study, tmp_path):
   out = label_free_benchmark.report(os.path.join(workdir, "results.json"))
   assert out[-2].startswith("label_free_gain = ") and "[" in out[-2]
   assert out[-1].startswith("label_free_gain/supervised_gain = ")
-  assert out[-2:] == gains.lines(results)
+  assert out[-3:] == gains.lines(results)
   png = label_free_figures.plot(results, str(tmp_path / "tao.png"))
   assert os.path.getsize(png) > 1000
 
@@ -123,7 +138,8 @@ def test_report_and_figure(study, tmp_path):
     ("arms", ("majority", "gold"), "label_free.arms must be distinct names"),
     ("reward", "rule", "label_free.reward"),
     ("loop_seed", 33, "must differ"),
-    ("min_score", 1.5, r"label_free.min_score must be a number in \[0, 1.0\]"),
+    ("min_score", 1.5, r"label_free.min_score must be a number in \[0, 1\]"),
+    ("grpo_kl", float("inf"), "label_free.grpo_kl must be a number in"),
     ("learning_rates", (), "label_free.learning_rates must be a non-empty tuple"),
     ("budget_n_max", 1, "label_free.budget_n_max must be an integer >= 8"),
     ("difficulties", (0,), "label_free.difficulties"),
@@ -143,7 +159,7 @@ def test_verifier_reward_needs_a_step_verifier(workdirs):
 
 @pytest.mark.parametrize("arm", label_free_rounds.ARMS)
 def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
-  """run_round's wiring, with crafted candidates: the rows the update reads are each prompt's
+  """draw_round and update_round's wiring, with crafted candidates: the rows the update reads are each prompt's
   ids followed by the chosen sample's tokens (GRPO: every sample of a group with a spread)."""
   models = label_free_study.ias_models.load_models(_config(*workdirs))
   prompts = [UnlabelledPrompt("a = 1. a = ?"), UnlabelledPrompt("b = 2. b = ?")]
@@ -166,19 +182,23 @@ def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
 
   def fake_grpo(params, ref, cfg, tokens, mask, advantage, **kwargs):
     seen["tokens"], seen["mask"], seen["advantage"] = tokens, mask, advantage
+    seen["temperature"] = kwargs["temperature"]
     return params, {"loss": [1.0], "kl": [0.0]}
 
   monkeypatch.setattr(label_free_rounds, "draw", fake_draw)
   monkeypatch.setattr(label_free_rounds.update, "fine_tune", fake_fine_tune)
   monkeypatch.setattr(label_free_rounds.update, "grpo", fake_grpo)
   settings = label_free_study.LabelFreeConfig(samples_per_prompt=n, budget_n_max=4).settings(1e-3)
-  out = label_free_rounds.run_round(arm, models.policy, models.policy, models, prompts,
-                                    None, {}, settings, None)
+  drawn_round = label_free_rounds.draw_round(arm, models.policy, models, prompts, None, {},
+                                             settings)
+  out = label_free_rounds.update_round(arm, models.policy, models.policy, models, prompts,
+                                       drawn_round, settings, None)
   ids = label_free_study.ias_models.prompt_ids(prompts, models.tokenizer)
-  cand = out.candidates
+  cand = drawn_round.candidates
   if arm == "grpo":
     pairs = [(0, 0), (0, 1), (1, 0), (1, 1)]  # both groups' rewards differ
     np.testing.assert_allclose(seen["advantage"], [-1, 1, 1, -1], atol=1e-4)
+    assert seen["temperature"] == settings.temperature == 0.7  # the samples' own
   else:
     # majority: prompt 0 ties 5 and 7 (the first, slot 0), prompt 1 has one answer (slot 1);
     # best: the highest score among answered samples (prompt 1's slot 0 has no answer).
@@ -199,7 +219,8 @@ def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
     assert seen["tokens"][row, :len(expect)].tolist() == expect
     assert seen["mask"][row].sum() == 3 and seen["mask"][row, len(ids[q]) - 1] == 1
   if arm == "budget_best_of_n":
-    assert drawn["Q"].sum() <= 2 * n and (drawn["Q"] >= 1).all() and out.estimate_Q is not None
+    assert drawn["Q"].sum() <= 2 * n and (drawn["Q"] >= 1).all()
+    assert drawn_round.estimate_Q is not None
   else:
     assert drawn["Q"].tolist() == [n, n]
 

@@ -47,7 +47,8 @@ def _results(ias_ratio=0.47, ias_above=False):
               "headline": {"ias": _matched(ias_ratio, above=ias_above),
                            "budget": _matched(0.38), "ias_control": _matched(2.0)}},
       "label_free": {"config": {"eval_samples": 8},
-                     "start": {"test": {"pass@1": {"value": 0.25}, "pass@8": {"value": 0.5}}},
+                     "start": {"test": {"pass@1": {"value": 0.25}},
+                               "validation": {"pass@8": {"value": 0.5}}},
                      "headline": {"best_arm": "majority",
                                   "label_free_gain": {"value": 0.031, "interval": [-0.01, 0.07]},
                                   "supervised_gain": {"value": 0.052}}},
@@ -94,9 +95,10 @@ def test_claims_table_above_curve_missing_and_not_decided():
   assert ours[7] == "2.00x [1.60, 2.50]"
   del results["ias"]["headline"]["ias_control"]
   assert claims.claim_rows(results)[7][2] == "no control run (ias.control_questions = 0)"
-  results["label_free"]["start"]["test"]["pass@8"]["value"] = 0.03
-  assert claims.claim_rows(results)[8][2] == ("not decided: the start policy's pass@8 is 0.03 "
-                                              "(< 0.1): no correct samples to learn from")
+  results["label_free"]["start"]["validation"]["pass@8"]["value"] = 0.03
+  assert claims.claim_rows(results)[8][2] == (
+      "not decided: the start policy's validation pass@8 is 0.03 (< 0.1): no correct samples "
+      "to learn from")
 
 
 def _tiny_config(data_dir):

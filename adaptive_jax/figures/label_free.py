@@ -6,11 +6,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from adaptive_jax.label_free import gains
+from adaptive_jax.label_free import arms
 
 LABELS = {
     "supervised": "supervised on gold (labelled reference)",
-    "majority": "majority pseudo-label (TTRL)",
+    "majority": "majority-vote fine-tuning (TTRL's pseudo-label)",
     "best_of_n": "verifier best-of-N fine-tuning",
     "budget_best_of_n": "verifier best-of-N, budget-aware allocation",
     "grpo": "GRPO, verifier reward (TAO)",
@@ -32,7 +32,7 @@ def plot(results: dict, path: str) -> str:
             [max(m["interval"][1] - m["value"], 0) for m in metrics]]
     shift = (i - len(results["arms"]) / 2) * 0.04  # bars side by side, not on top
     ax.errorbar([r + shift for r in rounds], values, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
-                capsize=3, label=LABELS.get(arm, arm), ls="--" if arm in gains.REFERENCES else "-")
+                capsize=3, label=LABELS.get(arm, arm), ls="-" if arm in arms.LABEL_FREE else "--")
   bon = results["start"]["best_of_n"]
   for k, acc in zip(bon["ks"], bon["verifier"]):
     ax.axhline(acc, color="gray", ls=":", lw=1)

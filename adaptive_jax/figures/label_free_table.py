@@ -6,6 +6,7 @@ committed results file and a test checks that the committed docs equal what `ren
 """
 
 from adaptive_jax.figures import doc_blocks
+from adaptive_jax.label_free import arms as arms_lib
 from adaptive_jax.label_free import gains
 
 
@@ -19,14 +20,14 @@ def rounds_table(results: dict) -> str:
   validation pass@1, diversity, the verifier's Brier, the training data's quality, compute."""
   k = results["config"]["eval_samples"]
   head = (f"| arm | round | test pass@1 | test greedy | test pass@{k} | val pass@1 | distinct "
-          f"answers | verifier Brier | trained on (correct share) | GFLOPs |")
+          f"answers | reward Brier | trained on (correct share) | GFLOPs this round |")
   rows = [head, "|" + "---|" * 10]
 
   def row(arm, r, rec, pseudo="", flops=""):
     t = rec["test"]
     return (f"| {arm} | {r} | {_cell(t['pass@1'])} | {_cell(t['greedy_pass@1'])} | "
             f"{_cell(t[f'pass@{k}'])} | {rec['validation']['pass@1']['value']:.3f} | "
-            f"{t['distinct_answers']['value']:.2f} | {t['verifier_brier']['value']:.3f} | "
+            f"{t['distinct_answers']['value']:.2f} | {t['reward_brier']['value']:.3f} | "
             f"{pseudo} | {flops} |")
 
   rows.append(row("start policy", 0, results["start"]))
@@ -35,7 +36,7 @@ def rounds_table(results: dict) -> str:
       quality = rec.get("pseudo_labels", {})
       if "chosen_accuracy" in quality:
         pseudo = f"{rec['train_rows']} ({quality['chosen_accuracy']:.2f})"
-      elif arm == gains.SUPERVISED:
+      elif arm == arms_lib.SUPERVISED:
         pseudo = f"{rec['train_rows']} gold (1.00)"
       else:
         pseudo = f"{rec['train_rows']} samples"
@@ -69,7 +70,7 @@ def brief(results: dict) -> str:
     last = records[-1]["test"]["pass@1"]
     reach = h["reaches"][arm]
     shares = [r.get("pseudo_labels", {}).get("chosen_accuracy") for r in records]
-    trained = ("gold" if arm == gains.SUPERVISED else
+    trained = ("gold" if arm == arms_lib.SUPERVISED else
                " / ".join("-" if x is None else f"{x:.2f}" for x in shares))
     name = f"**{arm}** (chosen on validation)" if arm == h.get("best_arm") else arm
     rows.append(f"| {name} | {_cell(last)} | {_signed(h['gains'][arm])} | "

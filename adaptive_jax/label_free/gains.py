@@ -4,8 +4,10 @@ gain = test pass@1 after the last round minus the start policy's, per question, 
 bootstrap 90% interval over test questions (`bootstrap`: both policies answer the same
 questions, so one resample draws the same questions for both). The label-free arm reported is
 the one with the highest validation pass@1 after the last round (a choice made on validation),
-among the arms that are neither labelled (supervised) nor the exact step checker.
-The ratio to the supervised arm's gain shares the resamples.
+among `arms.LABEL_FREE` (not the labelled reference, not the exact step checker). The ratio to
+the supervised arm's gain shares the resamples; its interval is given only where at least 95%
+of the resamples have a positive supervised gain (a ratio over a denominator near 0 is not an
+interval), and is then taken over those.
 
 "Reaches best-of-n": the largest n at which the start policy's best-of-n accuracy on test is
 at most the tuned policy's pass@1 (None: below the start policy's pass@1 itself).
@@ -14,11 +16,10 @@ at most the tuned policy's pass@1 (None: below the start policy's pass@1 itself)
 import numpy as np
 
 from adaptive_jax import bootstrap
+from adaptive_jax.label_free import arms as arms_lib
 
-SUPERVISED = "supervised"
-# Reference arms, never the reported label-free arm: gold labels, and the exact step checker.
-REFERENCES = (SUPERVISED, "rule_best_of_n")
 METRIC = "pass@1"
+MIN_POSITIVE_SHARE = 0.95  # of resamples with a positive supervised gain, for a ratio interval
 
 
 def _per_question(record: dict) -> np.ndarray:
@@ -45,22 +46,24 @@ def headline(results: dict) -> dict:
 
   out = {"metric": f"test {METRIC} after round {cfg['rounds']} minus the start policy's",
          "chosen_on": f"validation {METRIC} after the last round"}
-  label_free = [a for a in arms if a not in REFERENCES]
+  out["gains"] = {a: gain(a)[0] for a in arms}
+  label_free = [a for a in arms if a in arms_lib.LABEL_FREE]
   if label_free:
     best = max(label_free, key=lambda a: arms[a][-1]["validation"][METRIC]["value"])
     out["best_arm"] = best
     out["label_free_gain"], lf_R = gain(best)
-    out["gains"] = {a: gain(a)[0] for a in arms}
-  if SUPERVISED in arms:
-    out["supervised_gain"], sup_R = gain(SUPERVISED)
+  if arms_lib.SUPERVISED in arms:
+    out["supervised_gain"], sup_R = gain(arms_lib.SUPERVISED)
     if label_free:
       sup = out["supervised_gain"]["value"]
-      ok_R = sup_R > 0
+      positive_R = sup_R > 0
       out["ratio"] = {
           "value": out["label_free_gain"]["value"] / sup if sup > 0 else None,
-          "interval": (bootstrap.percentile_interval(lf_R[ok_R] / sup_R[ok_R], 0.9)
-                       if ok_R.mean() > 0.5 else None),
-          "note": "None where the supervised arm did not improve on the start policy"}
+          "interval": (bootstrap.percentile_interval(lf_R[positive_R] / sup_R[positive_R], 0.9)
+                       if positive_R.mean() >= MIN_POSITIVE_SHARE else None),
+          "note": "value None where the supervised arm did not improve on the start policy; "
+                  f"interval None unless {MIN_POSITIVE_SHARE:.0%} of resamples have a positive "
+                  "supervised gain"}
   bon = results["start"]["best_of_n"]
   out["reaches"] = {a: {"pass@1": arms[a][-1]["test"][METRIC]["value"],
                         **{s: reaches_best_of_n(arms[a][-1]["test"][METRIC]["value"], bon, s)
@@ -74,8 +77,8 @@ def lines(results: dict) -> list[str]:
   if "label_free_gain" not in h:
     return ["label_free_gain = not decided (no label-free arm ran)"]
   g = h["label_free_gain"]
-  out = [f"label_free_gain = {g['value']:.4f} [{g['interval'][0]:.4f}, {g['interval'][1]:.4f}]"
-         f"  # {h['best_arm']}, chosen on validation"]
+  out = [f"label-free arm (chosen on validation): {h['best_arm']}",
+         f"label_free_gain = {g['value']:.4f} [{g['interval'][0]:.4f}, {g['interval'][1]:.4f}]"]
   ratio = h.get("ratio")
   if ratio is None or ratio["value"] is None:
     out.append("label_free_gain/supervised_gain = not decided (the supervised arm "

@@ -4,7 +4,8 @@ Rows are a prompt's ids then a completion's ids (stop token included), right pad
 mask_NxT[t] = 1 where token t + 1 is a completion token, as `policy.lora_fine_tune` marks
 gold solutions, so one loss (`lora_fine_tune.completion_loss`) serves gold and chosen samples.
 
-GRPO (Shao et al., 2024) on one round's samples, per completion token t of sample i:
+GRPO (Shao et al., 2024) on one round's samples, per completion token t of sample i, with
+log-probabilities at the temperature T that drew the samples (logits / T):
   ratio = exp(logp_t - old_t),  pg = -min(ratio A_i, clip(ratio, 1 - c, 1 + c) A_i),
   kl = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (k3, >= 0; 0 at the reference)
   loss = mean_i [ mean_t (pg + beta kl) ]
@@ -43,28 +44,38 @@ def example_rows(prompt_ids, completion_ids, pad_id: int, *, multiple: int = ROW
   return tokens_NxT, mask_NxT
 
 
-def token_logprobs(cfg: ModelConfig, params, tokens_NxT):
-  """logp_NxT[t] = log p(token t + 1 | tokens <= t); the last column is 0."""
+def token_logprobs(cfg: ModelConfig, params, tokens_NxT, temperature: float = 1.0):
+  """logp_NxT[t] = log p(token t + 1 | tokens <= t) under softmax(logits / temperature); the
+  last column is 0."""
   logits_NxTxV = Transformer(cfg).apply({"params": params}, tokens_NxT).astype(jnp.float32)
+  logits_NxTxV = logits_NxTxV / temperature
   logp_NxT = jnp.take_along_axis(jax.nn.log_softmax(logits_NxTxV[:, :-1]),
                                  tokens_NxT[:, 1:, None], -1)[..., 0]
   return jnp.pad(logp_NxT, ((0, 0), (0, 1)))
 
 
-_token_logprobs = jax.jit(token_logprobs, static_argnums=0)
+_token_logprobs = jax.jit(token_logprobs, static_argnums=(0, 3))
+
+
+def _chunked_logprobs(cfg, params, tokens_NxT, temperature: float, rows: int) -> np.ndarray:
+  """token_logprobs `rows` rows at a time: the [rows, T, V] logits bound the memory."""
+  return np.concatenate([np.asarray(_token_logprobs(cfg, params, tokens_NxT[i:i + rows],
+                                                    temperature))
+                         for i in range(0, len(tokens_NxT), rows)])
 
 
 def grpo_loss(cfg: ModelConfig, params, tokens_BxT, mask_BxT, advantage_B, old_BxT, ref_BxT, *,
-              clip: float, kl_weight: float):
+              clip: float, kl_weight: float, temperature: float = 1.0):
   """(loss, kl): the module doc's GRPO objective on a batch of rows."""
-  logp_BxT = token_logprobs(cfg, params, tokens_BxT)
+  logp_BxT = token_logprobs(cfg, params, tokens_BxT, temperature)
   ratio_BxT = jnp.exp(logp_BxT - old_BxT)
   a_Bx1 = advantage_B[:, None]
   pg_BxT = -jnp.minimum(ratio_BxT * a_Bx1, jnp.clip(ratio_BxT, 1 - clip, 1 + clip) * a_Bx1)
   delta_BxT = ref_BxT - logp_BxT
   kl_BxT = jnp.exp(delta_BxT) - delta_BxT - 1
   count_B = jnp.maximum(mask_BxT.sum(1), 1.0)
-  per_row = lambda x_BxT: jnp.sum(x_BxT * mask_BxT, 1) / count_B
+  # where, not a product: an overflow outside the completion must not turn the sum into NaN.
+  per_row = lambda x_BxT: jnp.sum(jnp.where(mask_BxT > 0, x_BxT, 0.0), 1) / count_B
   return jnp.mean(per_row(pg_BxT + kl_weight * kl_BxT)), jnp.mean(per_row(kl_BxT))
 
 
@@ -79,10 +90,11 @@ def _sft_step(cfg, learning_rate, params, opt_state, tokens_BxT, mask_BxT):
   return optax.apply_updates(params, updates), opt_state, loss
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
-def _grpo_step(cfg, learning_rate, clip, kl_weight, params, opt_state, batch):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5, 6))
+def _grpo_step(cfg, learning_rate, clip, kl_weight, temperature, params, opt_state, batch):
   (loss, kl), grads = jax.value_and_grad(
-      lambda p: grpo_loss(cfg, p, *batch, clip=clip, kl_weight=kl_weight), has_aux=True)(params)
+      lambda p: grpo_loss(cfg, p, *batch, clip=clip, kl_weight=kl_weight,
+                          temperature=temperature), has_aux=True)(params)
   updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, loss, kl
 
@@ -108,11 +120,13 @@ def fine_tune(params, cfg: ModelConfig, tokens_NxT, mask_NxT, *, steps: int, bat
 
 
 def grpo(params, ref_params, cfg: ModelConfig, tokens_NxT, mask_NxT, advantage_N, *, steps: int,
-         batch_size: int, learning_rate: float, clip: float, kl_weight: float, key):
-  """(params, {'loss': [...], 'kl': [...]}): `steps` GRPO steps on rows drawn by `params`."""
+         batch_size: int, learning_rate: float, clip: float, kl_weight: float,
+         temperature: float, key):
+  """(params, {'loss': [...], 'kl': [...]}): `steps` GRPO steps on rows that `params` drew at
+  `temperature`."""
   tokens_NxT = jnp.asarray(tokens_NxT)
-  old_NxT = np.asarray(_token_logprobs(cfg, params, tokens_NxT))
-  ref_NxT = np.asarray(_token_logprobs(cfg, ref_params, tokens_NxT))
+  old_NxT = _chunked_logprobs(cfg, params, tokens_NxT, temperature, batch_size)
+  ref_NxT = _chunked_logprobs(cfg, ref_params, tokens_NxT, temperature, batch_size)
   params = jax.tree.map(jnp.array, params)
   opt_state = _optimizer(learning_rate).init(params)
   log = {"loss": [], "kl": []}
@@ -120,8 +134,8 @@ def grpo(params, ref_params, cfg: ModelConfig, tokens_NxT, mask_NxT, advantage_N
     batch = (tokens_NxT[idx_B], jnp.asarray(mask_NxT[idx_B]),
              jnp.asarray(advantage_N[idx_B], jnp.float32), jnp.asarray(old_NxT[idx_B]),
              jnp.asarray(ref_NxT[idx_B]))
-    params, opt_state, loss, kl = _grpo_step(cfg, learning_rate, clip, kl_weight, params,
-                                             opt_state, batch)
+    params, opt_state, loss, kl = _grpo_step(cfg, learning_rate, clip, kl_weight, temperature,
+                                             params, opt_state, batch)
     log["loss"].append(float(loss))
     log["kl"].append(float(kl))
   return params, log

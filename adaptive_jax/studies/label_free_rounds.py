@@ -1,19 +1,20 @@
 """One round of the label-free loop for one arm: draw candidates, choose, update the policy.
 
-Arms (configs/label_free_small.py), each with the round's prompts and the same number of
-samples per round:
-  majority          fine-tune on the sample holding the majority answer (TTRL's pseudo-label)
+Arms (`label_free.arms`), each with the round's prompts and the same number of samples:
+  majority          fine-tune on a sample holding the majority answer (TTRL's pseudo-label,
+                    here a fine-tuning target rather than TTRL's RL reward)
   best_of_n         fine-tune on the verifier's best of N (rejection-sampling fine-tuning)
   budget_best_of_n  the same, the round's Q * N samples spread over the prompts by the
                     budget-aware allocator (`allocation.budget`) on the calibrated PRM's
-                    estimate at the empty prefix
+                    estimate at the empty prefix (fit for the start policy)
   grpo              GRPO with the verifier's score as reward and a KL to the start policy
   rule_best_of_n    best_of_n with the rule verifier (`tasks.step_checker`) in place of the
                     learned one: an exact step checker, the stand-in for a perfect verifier. It
                     reads only the question, yet it can solve the task: a ceiling of what a
                     verifier gives the loop, not a label-free method.
 The labelled reference arm (fine-tuning on gold solutions) lives with the study, not here:
-nothing in this module can see a label, its prompts are `UnlabelledPrompt`s.
+nothing in this module can see a label, its prompts are `UnlabelledPrompt`s. A round is two
+calls: `draw_round` (once), then `update_round` (once per learning rate tried).
 """
 
 import dataclasses
@@ -23,17 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax.allocation import budget
-from adaptive_jax.label_free import pseudo_labels, update
+from adaptive_jax.label_free import arms, pseudo_labels, update
 from adaptive_jax.label_free.prompts import require_unlabelled
 from adaptive_jax.prm import scoring
+from adaptive_jax.prm.model import encode_texts
 from adaptive_jax.sampler import draws, selection
 from adaptive_jax.studies import ias_models
 from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.problem import format_prompt
 
-LABEL_FREE_ARMS = ("majority", "best_of_n", "budget_best_of_n", "grpo")
-RULE_ARM = "rule_best_of_n"
-ARMS = LABEL_FREE_ARMS + (RULE_ARM,)
+ARMS = arms.SAMPLING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class UpdateSettings:
   learning_rate: float  # the arm's (fine-tuning or GRPO)
   grpo_clip: float
   grpo_kl: float
+  temperature: float  # the samples' (GRPO's log-probabilities are taken at it)
   rows: int  # rows per decode call
 
 
@@ -85,102 +86,125 @@ def draw(live: draws.LiveDraw, data: dict, drawn_Q, n: int, *, rows: int) -> Can
   question_P = np.repeat(np.arange(len(drawn_Q)), drawn_Q)
   slot_P = np.concatenate([np.arange(k) for k in drawn_Q])
   out = draws.draw_pairs(live, data, question_P, slot_P, rows=rows)
-  m = out["tokens_BxM"].shape[1]
-  q = len(drawn_Q)
-  answers = np.full((q, n), selection.NO_ANSWER, np.int64)
-  reward = np.zeros((q, n), np.float64)
-  tokens = np.full((q, n, m), live.dec.pad_id, np.int32)
-  lengths = np.zeros((q, n), np.int64)
-  answers[question_P, slot_P] = out["answers_B"]
-  reward[question_P, slot_P] = out["scores_BxC"][:, 0]
-  tokens[question_P, slot_P] = out["tokens_BxM"]
-  lengths[question_P, slot_P] = out["lengths_B"]
-  return Candidates(answers, reward, tokens, lengths, drawn_Q)
+  q, m = len(drawn_Q), out["tokens_BxM"].shape[1]
+  answers_QxN = np.full((q, n), selection.NO_ANSWER, np.int64)
+  reward_QxN = np.zeros((q, n), np.float64)
+  tokens_QxNxM = np.full((q, n, m), live.dec.pad_id, np.int32)
+  lengths_QxN = np.zeros((q, n), np.int64)
+  answers_QxN[question_P, slot_P] = out["answers_B"]
+  reward_QxN[question_P, slot_P] = out["scores_BxC"][:, 0]
+  tokens_QxNxM[question_P, slot_P] = out["tokens_BxM"]
+  lengths_QxN[question_P, slot_P] = out["lengths_B"]
+  return Candidates(answers_QxN, reward_QxN, tokens_QxNxM, lengths_QxN, drawn_Q)
+
+
+def calibrated_estimate(models: ias_models.Models, prompts) -> np.ndarray:
+  """p_Q: the calibrated PRM's mean at the end of each prompt (the empty solution prefix)."""
+  tokens_NxT = encode_texts([format_prompt(p) for p in prompts], models.prm_cfg.max_len,
+                            tokenizer=models.tokenizer)
+  last_N = (tokens_NxT != models.tokenizer.pad_id).sum(1) - 1
+  probs_NxTxK = scoring.position_probabilities(models.calibrated, tokens_NxT,
+                                               model_cfg=models.prm_cfg,
+                                               num_quantiles=len(models.levels))
+  mean = scoring.columns(models.levels)["mean"]
+  return np.asarray(probs_NxTxK)[np.arange(len(prompts)), last_N, mean].astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawn:
+  """What an arm drew in a round: the same for every learning rate it tries."""
+  candidates: Candidates
+  estimate_Q: np.ndarray | None  # budget_best_of_n: the allocator's estimate
 
 
 @dataclasses.dataclass(frozen=True)
 class RoundOutput:
   params: dict
-  candidates: Candidates
   chosen_Q: np.ndarray  # the slot trained on per prompt (-1: none); GRPO: -1 everywhere
-  estimate_Q: np.ndarray | None  # budget_best_of_n: the allocator's estimate
   # Token-forwards of the update, for the FLOP count: 3 per token an optimizer step read
   # (forward and backward), 1 per token of GRPO's old and reference log-probabilities.
   forward_tokens: int
   log: dict
 
 
-def run_round(arm: str, params, start_params, models: ias_models.Models, prompts,
-              live: draws.LiveDraw, data: dict, settings: UpdateSettings, key) -> RoundOutput:
-  """One round of `arm` on `prompts` (UnlabelledPrompts): draw, choose, update.
-
-  `data` is the LiveDraw's (its "policy" is replaced by `params`); `key` seeds the update.
-  """
+def draw_round(arm: str, params, models: ias_models.Models, prompts, live: draws.LiveDraw,
+               data: dict, settings: UpdateSettings) -> Drawn:
+  """`arm`'s candidates for `prompts` (UnlabelledPrompts), drawn by `params` (`data` is the
+  LiveDraw's, its "policy" replaced): N per prompt, or for budget_best_of_n the Q * N samples
+  the allocator spreads (it buys no sample whose gain is 0, so it may draw fewer)."""
   if arm not in ARMS:
     raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
   prompts = require_unlabelled(prompts)
   q, n = len(prompts), settings.samples_per_prompt
   data = {**data, "policy": params}
-  estimate_Q = None
-  width = n
+  estimate_Q, width, drawn_Q = None, n, np.full(q, n)
   if arm == "budget_best_of_n":
-    features = ias_models.question_features(models, [format_prompt(p) for p in prompts])
-    estimate_Q = np.clip(features["calibrated"][:, scoring.columns(models.levels)["mean"]], 0, 1)
+    estimate_Q = np.clip(calibrated_estimate(models, prompts), 0.0, 1.0)
     drawn_Q = budget.greedy_allocation(estimate_Q, q * n, n_max=settings.budget_n_max)
     width = settings.budget_n_max
-  else:
-    drawn_Q = np.full(q, n)
   cand = draw(live, data, drawn_Q, width, rows=settings.rows)
-  if arm == RULE_ARM:
+  if arm == arms.RULE:
     cand = cand._replace(reward_QxN=rule_scores(prompts, cand, models.tokenizer))
+  return Drawn(cand, estimate_Q)
+
+
+def update_round(arm: str, params, start_params, models: ias_models.Models, prompts,
+                 drawn: Drawn, settings: UpdateSettings, key) -> RoundOutput:
+  """`arm`'s update of `params` from what it drew: choose the training rows, then fine-tune
+  (or GRPO) with `settings.learning_rate`; `key` draws the batches."""
+  if arm not in ARMS:
+    raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+  prompts = require_unlabelled(prompts)
+  cand, q, n = drawn.candidates, len(prompts), settings.samples_per_prompt
   prompt_ids = ias_models.prompt_ids(prompts, models.tokenizer)
+  sample = lambda i, s: cand.tokens_QxNxM[i, s, :cand.lengths_QxN[i, s]]
   if arm == "grpo":
     advantage_QxN = pseudo_labels.advantages(cand.reward_QxN)
     kept = [(i, s) for i in range(q) for s in range(n) if advantage_QxN[i, s] != 0]
     if not kept:
-      return RoundOutput(params, cand, np.full(q, -1), None, 0, {"rows": 0})
-    tokens, mask = update.example_rows([prompt_ids[i] for i, _ in kept],
-                                       [cand.tokens_QxNxM[i, s, :cand.lengths_QxN[i, s]]
-                                        for i, s in kept], models.tokenizer.pad_id)
-    new, log = update.grpo(params, start_params, models.policy_cfg, tokens, mask,
+      return RoundOutput(params, np.full(q, -1), 0, {"rows": 0})
+    tokens_NxT, mask_NxT = update.example_rows([prompt_ids[i] for i, _ in kept],
+                                               [sample(i, s) for i, s in kept],
+                                               models.tokenizer.pad_id)
+    new, log = update.grpo(params, start_params, models.policy_cfg, tokens_NxT, mask_NxT,
                            np.array([advantage_QxN[i, s] for i, s in kept]),
                            steps=settings.steps, batch_size=settings.batch_size,
                            learning_rate=settings.learning_rate, clip=settings.grpo_clip,
-                           kl_weight=settings.grpo_kl, key=key)
-    return RoundOutput(new, cand, np.full(q, -1), None,
-                       _read_tokens(mask, settings) + 2 * mask.size, {**log, "rows": len(kept)})
+                           kl_weight=settings.grpo_kl, temperature=settings.temperature, key=key)
+    return RoundOutput(new, np.full(q, -1), train_forward_tokens(settings, tokens_NxT.shape[1])
+                       + 2 * tokens_NxT.size, {**log, "rows": len(kept)})
   if arm == "majority":
     chosen_Q = pseudo_labels.majority(cand.answers_QxN, cand.drawn_Q)
   else:
     chosen_Q = pseudo_labels.best(cand.answers_QxN, cand.reward_QxN, cand.drawn_Q,
                                   min_score=settings.min_score)
-  kept = np.flatnonzero(chosen_Q >= 0)
-  if not len(kept):
-    return RoundOutput(params, cand, chosen_Q, estimate_Q, 0, {"rows": 0})
-  tokens, mask = update.example_rows(
-      [prompt_ids[i] for i in kept],
-      [cand.tokens_QxNxM[i, chosen_Q[i], :cand.lengths_QxN[i, chosen_Q[i]]] for i in kept],
-      models.tokenizer.pad_id)
-  new, losses = update.fine_tune(params, models.policy_cfg, tokens, mask, steps=settings.steps,
-                                 batch_size=settings.batch_size,
+  kept_K = np.flatnonzero(chosen_Q >= 0)
+  if not len(kept_K):
+    return RoundOutput(params, chosen_Q, 0, {"rows": 0})
+  tokens_KxT, mask_KxT = update.example_rows([prompt_ids[i] for i in kept_K],
+                                             [sample(i, chosen_Q[i]) for i in kept_K],
+                                             models.tokenizer.pad_id)
+  new, losses = update.fine_tune(params, models.policy_cfg, tokens_KxT, mask_KxT,
+                                 steps=settings.steps, batch_size=settings.batch_size,
                                  learning_rate=settings.learning_rate, key=key)
-  return RoundOutput(new, cand, chosen_Q, estimate_Q, _read_tokens(mask, settings),
-                     {"loss": losses, "rows": len(kept)})
+  return RoundOutput(new, chosen_Q, train_forward_tokens(settings, tokens_KxT.shape[1]),
+                     {"loss": losses, "rows": len(kept_K)})
 
 
 def rule_scores(prompts, cand: Candidates, tokenizer) -> np.ndarray:
   """reward_QxN of the rule verifier on each drawn sample's text (host); 0 where none."""
-  out = np.zeros(cand.answers_QxN.shape)
+  reward_QxN = np.zeros(cand.answers_QxN.shape)
   for q, prompt in enumerate(prompts):
     for s in range(cand.drawn_Q[q]):
       text = tokenizer.decode(cand.tokens_QxNxM[q, s, :cand.lengths_QxN[q, s]])
-      out[q, s] = step_checker.score(prompt.question, text)
-  return out
+      reward_QxN[q, s] = step_checker.score(prompt.question, text)
+  return reward_QxN
 
 
-def _read_tokens(mask_NxT, settings: UpdateSettings) -> int:
-  """3x the tokens the optimizer steps read: batch rows of the padded width, every step."""
-  return int(3 * settings.steps * settings.batch_size * mask_NxT.shape[1])
+def train_forward_tokens(settings: UpdateSettings, width: int) -> int:
+  """3x the tokens the optimizer steps read (forward and backward): batch rows of the padded
+  width, every step."""
+  return int(3 * settings.steps * settings.batch_size * width)
 
 
 def sample_flops(cand: Candidates, prompt_len_Q, policy_flops: float,

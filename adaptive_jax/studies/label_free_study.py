@@ -2,21 +2,23 @@
 
 Splits, each its own seed over the configured difficulties: the loop's prompts (fresh ones
 each round, stripped to `UnlabelledPrompt`s before any arm sees them), validation questions
-(every choice: the best label-free arm, of the four, is the one with the highest validation
-pass@1 after the last round) and test questions (read after every round; the headline reads the last).
-Each round, every arm starts from its own policy of the round before:
+(every choice; the reported label-free arm is the one of `label_free.arms.LABEL_FREE` with
+the highest validation pass@1 after the last round) and test questions (read after every
+round; the headline reads the last).
+Each round, every arm starts from its own policy of the round before (`label_free.arms`):
   supervised  fine-tune on the gold solutions of the round's prompts (the labelled reference)
   majority, best_of_n, budget_best_of_n, grpo   (`label_free_rounds`: label-free)
   rule_best_of_n  best-of-N by the exact step checker (`label_free_rounds`: a ceiling)
 After each round each arm's policy is evaluated on validation and test: greedy pass@1, pass@1
-and pass@K of K samples, distinct answers per question (collapse), the verifier's Brier
-score on those samples (its calibration drift as the policy moves), with 90% bootstrap
-intervals over questions; each arm's FLOPs (sampling, scoring, training) and wall time.
-The start policy's best-of-n on test (verifier-selected and majority) is the line a tuned
-policy at n = 1 is read against. A killed run resumes at the first unfinished (arm, round).
-"""
+and pass@K of K samples, overall and per difficulty; distinct answers per question (collapse);
+the reward model's Brier score on those samples (its calibration drift as the policy moves);
+each with a 90% bootstrap interval over questions; each arm's FLOPs (sampling, scoring,
+training) and wall time. The start policy's best-of-n on test (verifier-selected and majority)
+is the line a tuned policy at n = 1 is read against. A killed run resumes at the first
+unfinished (arm, round); a workdir holding rounds of another config or other models refuses."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -27,6 +29,7 @@ from absl import logging
 from flax import serialization
 
 from adaptive_jax import atomic_file, bootstrap
+from adaptive_jax.label_free import arms as arms_lib
 from adaptive_jax.label_free import gains, update
 from adaptive_jax.label_free.prompts import unlabelled
 from adaptive_jax.nn.flops import forward_flops_per_token
@@ -46,7 +49,7 @@ from adaptive_jax.typed_config import (
   is_number,
 )
 
-ARMS = (gains.SUPERVISED,) + rounds_lib.ARMS
+ARMS = arms_lib.ALL
 REWARDS = ("verifier", "calibrated")
 
 
@@ -104,10 +107,10 @@ class LabelFreeConfig:
                          f"{values!r}")
       object.__setattr__(self, name, tuple(float(v) for v in values))
     check_open_interval("label_free", "grpo_clip", self.grpo_clip, 0.0, 1.0)
-    for name, high in (("grpo_kl", float("inf")), ("min_score", 1.0)):
+    for name, high in (("grpo_kl", 1e6), ("min_score", 1.0)):
       value = getattr(self, name)
       if not is_number(value) or not 0 <= value <= high:
-        raise ValueError(f"label_free.{name} must be a number in [0, {high}], got {value!r}")
+        raise ValueError(f"label_free.{name} must be a number in [0, {high:g}], got {value!r}")
     check_choice("label_free", "reward", self.reward, REWARDS)
     arms = tuple(self.arms) if isinstance(self.arms, (tuple, list)) else ()
     if not arms or len(set(arms)) != len(arms) or not set(arms) <= set(ARMS):
@@ -122,7 +125,7 @@ class LabelFreeConfig:
         samples_per_prompt=self.samples_per_prompt, budget_n_max=self.budget_n_max,
         min_score=self.min_score, steps=self.steps, batch_size=self.batch_size,
         learning_rate=learning_rate, grpo_clip=self.grpo_clip, grpo_kl=self.grpo_kl,
-        rows=self.rows)
+        temperature=self.temperature, rows=self.rows)
 
 
 def _problems(size: int, seed: int, difficulties) -> list:
@@ -183,24 +186,33 @@ class _Study:
             "difficulty_Q": np.array([p.difficulty for p in problems]), "gold_Q": gold_Q}
 
   def summarize(self, ev: dict) -> dict:
+    """Each measure's mean over questions with its 90% bootstrap interval, overall and per
+    difficulty (resampling that difficulty's questions), and the per-question values the
+    headline's paired intervals and a later recomputation read."""
     cfg = self.cfg
-    counts_RxQ = bootstrap.resample_counts(len(ev["greedy_Q"]), resamples=cfg.bootstrap_resamples,
-                                           seed=cfg.seed)
     correct_QxK = ev["correct_QxK"]
     per_q = {"greedy_pass@1": ev["greedy_Q"].astype(float),
              "pass@1": correct_QxK.mean(1),
              f"pass@{cfg.eval_samples}": correct_QxK.any(1).astype(float),
              "distinct_answers": _distinct(ev["answers_QxK"]),
-             "verifier_brier": ((ev["reward_QxK"] - correct_QxK) ** 2).mean(1)}
-    out = {name: {"value": float(v.mean()),
-                  "interval": bootstrap.percentile_interval(counts_RxQ @ v / len(v), 0.9)}
-           for name, v in per_q.items()}
+             # The reward model's calibration on the moving policy's samples.
+             "reward_brier": ((ev["reward_QxK"] - correct_QxK) ** 2).mean(1)}
+
+    def with_intervals(keep_Q, names):
+      counts_RxQ = bootstrap.resample_counts(int(keep_Q.sum()), resamples=cfg.bootstrap_resamples,
+                                             seed=cfg.seed)
+      return {name: {"value": float(per_q[name][keep_Q].mean()),
+                     "interval": bootstrap.percentile_interval(
+                         counts_RxQ @ per_q[name][keep_Q] / keep_Q.sum(), 0.9)}
+              for name in names}
+
     difficulty_Q = ev["difficulty_Q"]
-    out["by_difficulty"] = {
-        str(d): {name: float(per_q[name][difficulty_Q == d].mean())
-                 for name in ("greedy_pass@1", "pass@1", f"pass@{cfg.eval_samples}")}
-        for d in np.unique(difficulty_Q)}
-    out["per_question"] = {name: per_q[name].tolist() for name in ("greedy_pass@1", "pass@1")}
+    out = with_intervals(np.ones(len(difficulty_Q), bool), per_q)
+    accuracy = ("greedy_pass@1", "pass@1", f"pass@{cfg.eval_samples}")
+    out["by_difficulty"] = {str(d): with_intervals(difficulty_Q == d, accuracy)
+                            for d in np.unique(difficulty_Q)}
+    out["per_question"] = {**{name: per_q[name].tolist() for name in accuracy},
+                           "difficulty": difficulty_Q.tolist()}
     return out
 
   def best_of_n(self, ev: dict) -> dict:
@@ -222,87 +234,119 @@ def _distinct(answers_QxK) -> np.ndarray:
   return np.array([len(set(a[a != selection.NO_ANSWER].tolist())) for a in answers_QxK], float)
 
 
-def _supervised_round(study: _Study, params, problems, key, learning_rate: float):
-  rows = [encode_example(study.models.tokenizer, p) for p in problems]
-  tokens, mask = update.example_rows([ids[:n] for ids, n in rows], [ids[n:] for ids, n in rows],
-                                     study.models.tokenizer.pad_id)
-  cfg = study.cfg
-  params, losses = update.fine_tune(params, study.models.policy_cfg, tokens, mask,
-                                    steps=cfg.steps, batch_size=cfg.batch_size,
+def _supervised_update(study: _Study, params, problems, key, learning_rate: float):
+  """(params, log, forward tokens) of fine-tuning on the gold solutions of `problems`."""
+  examples = [encode_example(study.models.tokenizer, p) for p in problems]
+  tokens_NxT, mask_NxT = update.example_rows([ids[:n] for ids, n in examples],
+                                             [ids[n:] for ids, n in examples],
+                                             study.models.tokenizer.pad_id)
+  settings = study.cfg.settings(learning_rate)
+  params, losses = update.fine_tune(params, study.models.policy_cfg, tokens_NxT, mask_NxT,
+                                    steps=settings.steps, batch_size=settings.batch_size,
                                     learning_rate=learning_rate, key=key)
-  return params, {"loss": losses, "rows": len(problems)}, 3 * cfg.steps * cfg.batch_size * tokens.shape[1]
-
-
-def _update(study: _Study, arm: str, r: int, params, learning_rate: float) -> tuple[dict, dict]:
-  """(params after round r's update, its record): draw, choose, update; no evaluation."""
-  cfg = study.cfg
-  problems = study.loop[r * cfg.prompts_per_round:(r + 1) * cfg.prompts_per_round]
-  # Every arm's round r draws and updates from the same keys (common random numbers).
-  update_key = jax.random.fold_in(jax.random.key(cfg.seed), 1000 + r)
-  tick = time.time()
-  record = {"round": r + 1, "learning_rate": learning_rate}
-  if arm == gains.SUPERVISED:
-    params, log, forward_tokens = _supervised_round(study, params, problems, update_key,
-                                                    learning_rate)
-    sample_flops = 0.0
-  else:
-    draw_key = jax.random.fold_in(jax.random.key(cfg.seed), 100 + r)
-    prompts = unlabelled(problems)  # the label-free arm never sees more than this
-    out = rounds_lib.run_round(arm, params, study.models.policy, study.models, prompts,
-                               study.sampled, study.data(params, prompts, draw_key),
-                               cfg.settings(learning_rate), update_key)
-    params, log, forward_tokens = out.params, out.log, out.forward_tokens
-    prompt_len_Q = [len(p) for p in ias_models.prompt_ids(prompts, study.models.tokenizer)]
-    sample_flops = rounds_lib.sample_flops(out.candidates, prompt_len_Q, study.policy_flops,
-                                           study.prm_flops)
-    if out.estimate_Q is not None:  # the allocator read the calibrated PRM on each prompt
-      sample_flops += sum(prompt_len_Q) * study.prm_flops
-    # Read afterwards, with the labels the arm never saw: how often its training data is right.
-    record["pseudo_labels"] = _pseudo_label_quality(out, problems)
-  record.update({
-      "train_rows": int(log["rows"]),
-      "final_loss": float(np.mean(log["loss"][-4:])) if log.get("loss") else None,
-      "flops": {"sampling": sample_flops, "training": forward_tokens * study.policy_flops},
-      "seconds_update": time.time() - tick})
-  return params, record
+  return (params, {"loss": losses, "rows": len(problems)},
+          rounds_lib.train_forward_tokens(settings, tokens_NxT.shape[1]))
 
 
 def _arm_round(study: _Study, arm: str, r: int, params, learning_rate: float | None):
-  """(params, record) of round r, evaluated on validation and test. In round 1
-  (learning_rate None) each of the arm's learning rates is tried and the one of highest
-  validation pass@1 kept (ties: the first); later rounds use the record's."""
+  """(params, record) of round r: draw once, update with each learning rate tried (round 1,
+  `learning_rate` None: the arm's rates, the one of highest validation pass@1 kept, ties to
+  the first; later rounds the record's), evaluate on validation, then the kept one on test.
+  Every arm's round r draws and updates from the same keys (common random numbers)."""
+  cfg = study.cfg
   tick = time.time()
-  rates = study.cfg.learning_rates_of(arm) if learning_rate is None else (learning_rate,)
+  problems = study.loop[r * cfg.prompts_per_round:(r + 1) * cfg.prompts_per_round]
+  update_key = jax.random.fold_in(jax.random.key(cfg.seed), 1000 + r)
+  record = {"round": r + 1}
+  if arm != arms_lib.SUPERVISED:
+    prompts = unlabelled(problems)  # the label-free arm never sees more than this
+    draw_key = jax.random.fold_in(jax.random.key(cfg.seed), 100 + r)
+    drawn = rounds_lib.draw_round(arm, params, study.models, prompts, study.sampled,
+                                  study.data(params, prompts, draw_key), cfg.settings(1.0))
+    prompt_len_Q = np.array([len(p) for p in ias_models.prompt_ids(prompts,
+                                                                   study.models.tokenizer)])
+    cand = drawn.candidates
+    record["samples_drawn"] = int(cand.drawn_Q.sum())
+    sampling_flops = rounds_lib.sample_flops(cand, prompt_len_Q, study.policy_flops,
+                                             study.prm_flops)
+    if drawn.estimate_Q is not None:  # the allocator read the calibrated PRM on each prompt
+      sampling_flops += float(prompt_len_Q.sum()) * forward_flops_per_token(
+          study.models.prm_cfg, float(prompt_len_Q.mean()) / 2)
+    record["flops"] = {"sampling": sampling_flops}
+  else:
+    record["flops"] = {"sampling": 0.0}
+  record["seconds_sampling"] = time.time() - tick
+  rates = cfg.learning_rates_of(arm) if learning_rate is None else (learning_rate,)
   tried = []
   for rate in rates:
-    new, record = _update(study, arm, r, params, rate)
-    record["validation"] = study.summarize(study.evaluate(new, "validation"))
-    tried.append((record["validation"][gains.METRIC]["value"], new, record))
+    if arm == arms_lib.SUPERVISED:
+      new, log, forward_tokens = _supervised_update(study, params, problems, update_key, rate)
+      chosen_Q = None
+    else:
+      out = rounds_lib.update_round(arm, params, study.models.policy, study.models, prompts,
+                                    drawn, cfg.settings(rate), update_key)
+      new, log, forward_tokens, chosen_Q = out.params, out.log, out.forward_tokens, out.chosen_Q
+    val = study.summarize(study.evaluate(new, "validation"))
+    tried.append((val[gains.METRIC]["value"], new, rate, log, forward_tokens, chosen_Q, val))
   best = max(range(len(tried)), key=lambda i: (tried[i][0], -i))
-  _, params, record = tried[best]
+  _, params, rate, log, forward_tokens, chosen_Q, val = tried[best]
+  record.update({"learning_rate": rate, "train_rows": int(log["rows"]),
+                 "final_loss": float(np.mean(log["loss"][-4:])) if log.get("loss") else None,
+                 "validation": val})
+  record["flops"]["training"] = forward_tokens * study.policy_flops
   if len(rates) > 1:
-    record["learning_rate_choice"] = {f"{rate:g}": t[0] for rate, t in zip(rates, tried)}
+    record["learning_rate_choice"] = {f"{t[2]:g}": t[0] for t in tried}
+  if arm != arms_lib.SUPERVISED:
+    # Read afterwards, with the labels the arm never saw: how often its training data is right.
+    record["pseudo_labels"] = _pseudo_label_quality(drawn, chosen_Q, problems)
   record["test"] = study.summarize(study.evaluate(params, "test"))
   record["seconds"] = time.time() - tick
   return params, record
 
 
-def _pseudo_label_quality(out: rounds_lib.RoundOutput, problems) -> dict:
-  cand = out.candidates
+def _pseudo_label_quality(drawn: rounds_lib.Drawn, chosen_Q, problems) -> dict:
+  cand = drawn.candidates
   gold_Q = np.array([p.answer for p in problems])
   correct_QxN = cand.answers_QxN == gold_Q[:, None]
   drawn_QxN = np.arange(cand.answers_QxN.shape[1])[None, :] < cand.drawn_Q[:, None]
   quality = {"sample_accuracy": float(correct_QxN[drawn_QxN].mean()),
              "prompts_with_a_correct_sample": float((correct_QxN & drawn_QxN).any(1).mean())}
-  chosen = np.flatnonzero(out.chosen_Q >= 0)
-  if len(chosen):
-    quality["chosen_accuracy"] = float(correct_QxN[chosen, out.chosen_Q[chosen]].mean())
-    quality["chosen_share"] = len(chosen) / len(gold_Q)
-  if out.estimate_Q is not None:
-    quality["samples_by_difficulty"] = {
-        str(d): float(np.mean(cand.drawn_Q[[p.difficulty == d for p in problems]]))
-        for d in sorted({p.difficulty for p in problems})}
+  chosen_K = np.flatnonzero(chosen_Q >= 0)
+  if len(chosen_K):
+    quality["chosen_accuracy"] = float(correct_QxN[chosen_K, chosen_Q[chosen_K]].mean())
+    quality["chosen_share"] = len(chosen_K) / len(gold_Q)
+  if drawn.estimate_Q is not None:
+    difficulty_Q = np.array([p.difficulty for p in problems])
+    quality["samples_by_difficulty"] = {str(d): float(cand.drawn_Q[difficulty_Q == d].mean())
+                                        for d in np.unique(difficulty_Q)}
   return quality
+
+
+def _settings_digest(study: _Study) -> dict:
+  """What a workdir's rounds were made with: the config and a digest of the policy's and the
+  reward model's params. A resumed run with other settings would mix two experiments."""
+  models = hashlib.sha256()
+  for x in jax.tree.leaves((study.models.policy, study.scorer, study.models.calibrated)):
+    models.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+  return {"label_free": json.loads(json.dumps(dataclasses.asdict(study.cfg))),
+          "models": models.hexdigest()}
+
+
+def _check_resumable(study: _Study, folder: str) -> None:
+  path = os.path.join(folder, "settings.json")
+  settings = _settings_digest(study)
+  if os.path.exists(path):
+    with open(path) as f:
+      before = json.load(f)
+    if before != settings:
+      changed = sorted(k for k in set(before["label_free"]) | set(settings["label_free"])
+                       if before["label_free"].get(k) != settings["label_free"].get(k))
+      what = (f"label_free.{', label_free.'.join(changed)}" if changed
+              else "the policy or the reward model's params")
+      raise ValueError(f"{folder} holds rounds of another run ({what} changed): use a new "
+                       f"workdir or delete {folder}")
+  else:
+    atomic_file.write_json(path, settings)
 
 
 def run_label_free_study(config, workdir: str) -> dict:
@@ -310,6 +354,7 @@ def run_label_free_study(config, workdir: str) -> dict:
   cfg = from_mapping(LabelFreeConfig, config.label_free, "label_free")
   study = _Study(config, cfg)
   os.makedirs(os.path.join(workdir, "rounds"), exist_ok=True)
+  _check_resumable(study, os.path.join(workdir, "rounds"))
   start_path = os.path.join(workdir, "rounds", "start.json")
   if os.path.exists(start_path):
     with open(start_path) as f:
