@@ -71,3 +71,12 @@ def stage1(tmp_path_factory):
   config.train.num_steps = 6
   train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def policy_and_calibration_workdirs(tmp_path_factory):
+  """(policy_dir, calibrate_dir): a finished tiny policy and calibration study on it
+  (`tests.tiny_workdirs.policy_and_calibration`), for the IAS and label-free studies."""
+  from tests.tiny_workdirs import policy_and_calibration
+  return policy_and_calibration(str(tmp_path_factory.mktemp("policy")),
+                                str(tmp_path_factory.mktemp("calibrate")))

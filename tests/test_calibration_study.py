@@ -9,30 +9,20 @@ import sys
 import numpy as np
 import pytest
 
-from adaptive_jax.policy.train import train_policy
 from adaptive_jax.prm import saved
 from adaptive_jax.studies import calibration_study as study
 from adaptive_jax.studies.calibration_study import run_calibration_study
 from adaptive_jax.tasks.arithmetic import ArithmeticSource
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from configs import calibrate_small, policy_small
-from tests.tiny_workdirs import tiny_model
+from tests.tiny_workdirs import tiny_model, tiny_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def policy_workdir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("policy"))
-  config = policy_small.get_config()
-  tiny_model(config.model)
-  config.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
-  config.task.seq_len, config.task.batch_size, config.task.max_new_tokens = 72, 4, 8
-  config.task.eval_problems_per_difficulty = 1
-  config.train.num_steps, config.train.warmup_steps, config.train.lr_decay_steps = 3, 1, 3
-  config.train.log_every = 3
-  train_policy(config, workdir)
-  return workdir
+  return tiny_policy(str(tmp_path_factory.mktemp("policy")))
 
 
 def _config(policy_workdir):

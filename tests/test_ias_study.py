@@ -15,13 +15,11 @@ from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
 from configs import ias_small
-from tests.tiny_workdirs import policy_and_calibration
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory):
-  return policy_and_calibration(str(tmp_path_factory.mktemp("policy")),
-                                str(tmp_path_factory.mktemp("calibrate")))
+def workdirs(policy_and_calibration_workdirs):
+  return policy_and_calibration_workdirs
 
 
 def _config(policy_dir, calibrate_dir):

@@ -15,13 +15,11 @@ from adaptive_jax.studies import label_free_rounds, label_free_study
 from adaptive_jax.tasks import step_checker
 from benchmarks import label_free as label_free_benchmark
 from configs import label_free_small
-from tests.tiny_workdirs import policy_and_calibration
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory):
-  return policy_and_calibration(str(tmp_path_factory.mktemp("policy")),
-                                str(tmp_path_factory.mktemp("calibrate")))
+def workdirs(policy_and_calibration_workdirs):
+  return policy_and_calibration_workdirs
 
 
 def _config(policy_dir, calibrate_dir):

@@ -17,7 +17,7 @@ from adaptive_jax.studies.ias_study import IasConfig
 from adaptive_jax.studies.oracle_study import OracleConfig
 from adaptive_jax.train.loop import typed_configs
 from configs import duo_tiny, quick
-from tests.tiny_workdirs import tiny_model
+from tests.tiny_workdirs import shrink_calibration, shrink_policy
 
 
 def _matched(ratio, above=False):
@@ -117,22 +117,8 @@ def _tiny_config(data_dir):
   r.budgets, r.schedules, r.num_steps, r.batch_size = (1,), ((2, 0),), 4, 4
   r.train_sequences, r.seq_len, r.eval_sequences = 4, 16, 4
   r.oracle_sequences, r.oracle_seq_len = 2, 8
-  policy = config.policy
-  tiny_model(policy.model)
-  policy.task.train_difficulties = (1,)  # rows of 72 hold a whole difficulty-1 problem
-  policy.task.seq_len, policy.task.batch_size, policy.task.max_new_tokens = 72, 4, 8
-  policy.task.eval_problems_per_difficulty = 1
-  policy.train.num_steps, policy.train.warmup_steps, policy.train.lr_decay_steps = 3, 1, 3
-  policy.train.log_every = 3
-  mc = config.calibrate.mc
-  mc.calibration_questions, mc.test_questions = 8, 8
-  mc.conformal_questions, mc.base_questions = 4, 4
-  mc.num_responses, mc.num_rollouts, mc.max_steps = 1, 2, 1
-  mc.max_new_tokens, mc.questions_per_shard = 16, 8
-  tiny_model(config.calibrate.prm.model)
-  prm = config.calibrate.prm
-  prm.base_steps, prm.calibration_steps, prm.batch_size = 2, 2, 4
-  prm.step_verifier_steps = 2
+  shrink_policy(config.policy)
+  shrink_calibration(config.calibrate)
   ias = config.ias.ias
   ias.design_questions, ias.validation_questions, ias.test_questions = 8, 8, 8
   ias.control_questions, ias.design_difficulties, ias.temperatures = 8, (1, 2), (0.7,)
