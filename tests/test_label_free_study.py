@@ -10,9 +10,11 @@ import pytest
 
 from adaptive_jax.figures import label_free as label_free_figures
 from adaptive_jax.label_free import gains
-from adaptive_jax.label_free.prompts import UnlabelledPrompt
+from adaptive_jax.label_free.prompts import UnlabelledPrompt, unlabelled
 from adaptive_jax.studies import label_free_rounds, label_free_study
 from adaptive_jax.tasks import step_checker
+from adaptive_jax.tasks.arithmetic import ArithmeticSource
+from adaptive_jax.tasks.problem import format_completion
 from benchmarks import label_free as label_free_benchmark
 from configs import label_free_small
 
@@ -157,20 +159,26 @@ def test_verifier_reward_needs_a_step_verifier(workdirs):
 
 @pytest.mark.parametrize("arm", label_free_rounds.ARMS)
 def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
-  """draw_round and update_round's wiring, with crafted candidates: the rows the update reads are each prompt's
-  ids followed by the chosen sample's tokens (GRPO: every sample of a group with a spread)."""
+  """draw_round and update_round's wiring, with crafted candidates: the rows the update reads
+  are each prompt's ids followed by the chosen sample's tokens (GRPO: every sample of a group
+  with a spread)."""
   models = label_free_study.ias_models.load_models(_config(*workdirs))
-  prompts = [UnlabelledPrompt("a = 1. a = ?"), UnlabelledPrompt("b = 2. b = ?")]
-  n, m, no = 2, 5, label_free_rounds.selection.NO_ANSWER
+  source = ArithmeticSource(size=2, seed=3, difficulties=(2,))
+  problems = [source[0], source[1]]
+  prompts = unlabelled(problems)
+  n, m, no = 2, 64, label_free_rounds.selection.NO_ANSWER
+  # Prompt 0's slot 1 is its gold solution: the one sample the exact checker passes whole.
+  gold_ids = models.tokenizer.encode(format_completion(problems[0])) + [models.tokenizer.eos_id]
   drawn = {}
 
   def fake_draw(live, data, drawn_Q, width, *, rows):
-    tokens = np.arange(2 * width * m, dtype=np.int32).reshape(2, width, m) % 200 + 3
-    answers = np.array([[5, 7] + [no] * (width - 2), [no, 4] + [no] * (width - 2)])
+    tokens = np.arange(2 * width * m, dtype=np.int32).reshape(2, width, m) % 40 + 3
+    lengths = np.full((2, width), 3)
+    tokens[0, 1, :len(gold_ids)], lengths[0, 1] = gold_ids, len(gold_ids)
+    answers = np.array([[5, problems[0].answer] + [no] * (width - 2), [no, 4] + [no] * (width - 2)])
     reward = np.array([[0.2, 0.9] + [0.0] * (width - 2), [0.5, 0.1] + [0.0] * (width - 2)])
-    drawn.update(Q=np.asarray(drawn_Q), answers=answers, reward=reward, tokens=tokens)
-    return label_free_rounds.Candidates(answers, reward, tokens, np.full((2, width), 3),
-                                        np.asarray(drawn_Q))
+    drawn.update(Q=np.asarray(drawn_Q), answers=answers, reward=reward)
+    return label_free_rounds.Candidates(answers, reward, tokens, lengths, np.asarray(drawn_Q))
 
   seen = {}
 
@@ -198,24 +206,28 @@ def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
     np.testing.assert_allclose(seen["advantage"], [-1, 1, 1, -1], atol=1e-4)
     assert seen["temperature"] == settings.temperature == 0.7  # the samples' own
   else:
-    # majority: prompt 0 ties 5 and 7 (the first, slot 0), prompt 1 has one answer (slot 1);
-    # best: the highest score among answered samples (prompt 1's slot 0 has no answer).
+    # majority: prompt 0 ties its two answers (the first, slot 0), prompt 1 has one answer
+    # (slot 1); best: the highest score among answered samples (prompt 1's slot 0 has none).
     chosen = [0, 1] if arm == "majority" else [1, 1]
-    reward = drawn["reward"]
+    if arm == "budget_best_of_n":  # the best of the slots drawn
+      chosen = [max((s for s in range(k) if drawn["answers"][q, s] != no),
+                    key=lambda s: drawn["reward"][q, s], default=-1)
+                for q, k in enumerate(drawn["Q"])]
     if arm == "rule_best_of_n":  # the exact step checker on each sample's text
       reward = np.array([[step_checker.score(p.question, models.tokenizer.decode(
-          drawn["tokens"][q, s, :3])) for s in range(n)] for q, p in enumerate(prompts)])
+          cand.tokens_QxNxM[q, s, :cand.lengths_QxN[q, s]])) for s in range(n)]
+          for q, p in enumerate(problems)])
       np.testing.assert_allclose(cand.reward_QxN, reward)
-    if arm in ("budget_best_of_n", "rule_best_of_n"):  # the best of the slots drawn
-      chosen = [max((s for s in range(k) if drawn["answers"][q, s] != no),
-                    key=lambda s: reward[q, s], default=-1)
-                for q, k in enumerate(drawn["Q"])]
+      assert reward[0, 1] == 1.0 and (np.delete(reward.ravel(), 1) < 1).all()
+      chosen = [1, -1]  # only what it passes whole
     assert out.chosen_Q.tolist() == chosen
     pairs = [(q, s) for q, s in enumerate(chosen) if s >= 0]
   for row, (q, s) in enumerate(pairs):
-    expect = ids[q] + cand.tokens_QxNxM[q, s, :3].tolist()
+    length = cand.lengths_QxN[q, s]
+    expect = ids[q] + cand.tokens_QxNxM[q, s, :length].tolist()
     assert seen["tokens"][row, :len(expect)].tolist() == expect
-    assert seen["mask"][row].sum() == 3 and seen["mask"][row, len(ids[q]) - 1] == 1
+    assert seen["mask"][row].sum() == length and seen["mask"][row, len(ids[q]) - 1] == 1
+  assert len(seen["tokens"]) == len(pairs)
   if arm == "budget_best_of_n":
     assert drawn["Q"].sum() <= 2 * n and (drawn["Q"] >= 1).all()
     assert drawn_round.estimate_Q is not None

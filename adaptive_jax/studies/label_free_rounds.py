@@ -9,9 +9,10 @@ Arms (`label_free.arms`), each with the round's prompts and the same number of s
                     estimate at the empty prefix (fit for the start policy)
   grpo              GRPO with the verifier's score as reward and a KL to the start policy
   rule_best_of_n    best_of_n with the rule verifier (`tasks.step_checker`) in place of the
-                    learned one: an exact step checker, the stand-in for a perfect verifier. It
-                    reads only the question, yet it can solve the task: a ceiling of what a
-                    verifier gives the loop, not a label-free method.
+                    learned one, trained only on samples it passes whole (score 1: every line
+                    right, the answer line there): an exact step checker, the stand-in for a
+                    perfect verifier. It reads only the question, yet it can solve the task: a
+                    ceiling of what a verifier gives the loop, not a label-free method.
 The labelled reference arm (fine-tuning on gold solutions) lives with the study, not here:
 nothing in this module can see a label, its prompts are `UnlabelledPrompt`s. A round is two
 calls: `draw_round` (once), then `update_round` (once per learning rate tried).
@@ -34,6 +35,7 @@ from adaptive_jax.tasks import step_checker
 from adaptive_jax.tasks.problem import format_prompt
 
 ARMS = arms.SAMPLING
+RULE_PASSES = 1.0  # the rule verifier's score of a sample it passes whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +178,9 @@ def update_round(arm: str, params, start_params, models: ias_models.Models, prom
   if arm == "majority":
     chosen_Q = pseudo_labels.majority(cand.answers_QxN, cand.drawn_Q)
   else:
+    min_score = RULE_PASSES if arm == arms.RULE else settings.min_score
     chosen_Q = pseudo_labels.best(cand.answers_QxN, cand.reward_QxN, cand.drawn_Q,
-                                  min_score=settings.min_score)
+                                  min_score=min_score)
   kept_K = np.flatnonzero(chosen_Q >= 0)
   if not len(kept_K):
     return RoundOutput(params, chosen_Q, 0, {"rows": 0})
