@@ -22,7 +22,7 @@ MARKERS = "osD^vP"
 def plot(results: dict, path: str) -> str:
   """Test pass@1 (90% interval bars) after each round of each arm, round 0 the start policy;
   dotted lines: the start policy's verifier-selected best-of-n on test."""
-  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  fig, ax = plt.subplots(figsize=(7.5, 5.6))
   start = results["start"]["test"]["pass@1"]
   for i, (arm, records) in enumerate(results["arms"].items()):
     rounds = [0] + [r["round"] for r in records]
@@ -34,17 +34,22 @@ def plot(results: dict, path: str) -> str:
     ax.errorbar([r + shift for r in rounds], values, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
                 capsize=3, label=LABELS.get(arm, arm), ls="-" if arm in arms.LABEL_FREE else "--")
   bon = results["start"]["best_of_n"]
-  for k, acc in zip(bon["ks"], bon["verifier"]):
-    ax.axhline(acc, color="gray", ls=":", lw=1)
-    ax.annotate(f"start, best-of-{k}", (0, acc), xytext=(2, 2), textcoords="offset points",
-                fontsize=7, color="gray")
   cfg = results["config"]
+  labelled = []  # annotate a line only where it stands clear of those already named
+  for k, acc in sorted(zip(bon["ks"], bon["verifier"]), key=lambda x: x[1]):
+    ax.axhline(acc, color="gray", ls=":", lw=1)
+    if all(abs(acc - other) > 0.006 for other in labelled):
+      names = [f"{n}" for n, a in zip(bon["ks"], bon["verifier"]) if abs(a - acc) <= 0.006]
+      ax.annotate(f"start, verifier best-of-{'/'.join(names)}", (cfg["rounds"] + 0.15, acc),
+                  xytext=(0, 2), textcoords="offset points", fontsize=7, color="gray",
+                  ha="right")
+      labelled.append(acc)
   ax.set_xticks(range(cfg["rounds"] + 1))
   ax.set_xlabel("round (0: the start policy)")
   ax.set_ylabel(f"test pass@1 (mean of {cfg['eval_samples']} samples, T={cfg['temperature']:g})")
   ax.set_title(f"Label-free loop: {cfg['prompts_per_round']} unlabelled prompts per round, "
                f"N = {cfg['samples_per_prompt']}")
-  ax.legend(fontsize=7, loc="lower right")
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
