@@ -1,6 +1,6 @@
 r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
-  python -m experiments.main                                   # quick: ~75 min on 2 CPU cores
+  python -m experiments.main                                   # quick: ~80 min on 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
@@ -22,7 +22,7 @@ Sizes (the argument after the colon):
 
 Quick reductions, and each stage's wall time on 2 CPU cores (duo, oracle and router from a
 timed run of the whole job; policy, calibrate and IAS from runs of those stages with these
-configs; about 75 min in all):
+configs; about 80 min in all):
   duo        duo_small unchanged (600 steps)                                      6.7 min
   oracle     oracle_small unchanged                                               2.8 min
   router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   4.9 min
@@ -37,9 +37,9 @@ configs; about 75 min in all):
   ias        64 design / 32 validation / 64 test / 64 control questions            6.4 min
              (256 / 256 / 512 / 512), pools of 16 (64), N_max 8 or 16, 20 orders
              (100), beam search on 16 questions (64)
-  label_free 3 rounds of 16 prompts (128), 4 samples each (8), 16 validation /      ~6 min
+  label_free 3 rounds of 16 prompts (128), 4 samples each (8), 16 validation /      3.9 min
              32 test questions (64 / 128), 4 samples each (8), 8 steps a round (16),
-             one learning rate per arm (no choice on validation)
+             one learning rate per arm, the one the small run chose on validation
   figures    the six figure scripts                                               0.2 min
 """
 
@@ -89,8 +89,8 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   lf = config.label_free.label_free
   lf.prompts_per_round, lf.validation_questions, lf.test_questions = 16, 16, 32
   lf.samples_per_prompt, lf.budget_n_max, lf.eval_samples, lf.steps = 4, 8, 4, 8
-  lf.learning_rates, lf.grpo_learning_rates = (3e-4,), (1e-4,)
-  lf.bootstrap_resamples = 1000
+  lf.learning_rates, lf.grpo_learning_rates = (1e-4,), (3e-5,)  # what the small run chose
+  lf.rows, lf.bootstrap_resamples = 64, 1000
 
 
 def get_config(size: str = "quick") -> ml_collections.ConfigDict:
@@ -111,8 +111,8 @@ def get_config(size: str = "quick") -> ml_collections.ConfigDict:
 
   # Estimated minutes per stage on 2 CPU cores, shown when a stage starts (-1: no estimate).
   config.minutes = ml_collections.ConfigDict()
-  minutes = {"quick": (7, 3, 5, 22, 27, 7, 6, 1), "small": (10, 5, 50, 35, 95, 20, 50, 1),
-             "paper": (-1, -1, -1, 35, 95, 20, 50, 1)}[size]
+  minutes = {"quick": (7, 3, 5, 22, 27, 7, 4, 1), "small": (10, 5, 50, 35, 95, 20, 30, 1),
+             "paper": (-1, -1, -1, 35, 95, 20, 30, 1)}[size]
   for name, value in zip(("duo", "oracle", "router", "policy", "calibrate", "ias", "label_free",
                           "figures"), minutes):
     config.minutes[name] = value
