@@ -73,10 +73,11 @@ def stage1(tmp_path_factory):
   return workdir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def policy_and_calibration_workdirs(tmp_path_factory):
   """(policy_dir, calibrate_dir): a finished tiny policy and calibration study on it
-  (`tests.tiny_workdirs.policy_and_calibration`), for the IAS and label-free studies."""
+  (`tests.tiny_workdirs.policy_and_calibration`), made once per process for the IAS and
+  label-free studies (which only read them)."""
   from tests.tiny_workdirs import policy_and_calibration
   return policy_and_calibration(str(tmp_path_factory.mktemp("policy")),
                                 str(tmp_path_factory.mktemp("calibrate")))
