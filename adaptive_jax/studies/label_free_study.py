@@ -262,7 +262,8 @@ def _arm_round(study: _Study, arm: str, r: int, params, learning_rate: float | N
     prompts = unlabelled(problems)  # the label-free arm never sees more than this
     draw_key = jax.random.fold_in(jax.random.key(cfg.seed), 100 + r)
     drawn = rounds_lib.draw_round(arm, params, study.models, prompts, study.sampled,
-                                  study.data(params, prompts, draw_key), cfg.settings(1.0))
+                                  study.data(params, prompts, draw_key),
+                                  cfg.settings(learning_rate=0.0))  # the draw reads no rate
     prompt_len_Q = np.array([len(p) for p in ias_models.prompt_ids(prompts,
                                                                    study.models.tokenizer)])
     cand = drawn.candidates
