@@ -30,7 +30,7 @@ def report(path: str) -> list[str]:
   with open(path) as f:
     results = json.load(f)
   results["headline"] = gains.headline(results)  # recomputed, not read
-  reach = "; ".join(f"{arm} {r['pass@1']:.3f} reaches best-of-{r['verifier']}"
+  reach = "; ".join(f"{arm} {r['pass@1']:.3f}: {label_free_table.reach_text(r['verifier'])}"
                     for arm, r in results["headline"]["reaches"].items())
   return [label_free_table.rounds_table(results), "",
           f"tuned policy at n = 1 against the start policy's verifier best-of-n: {reach}",

@@ -214,6 +214,11 @@ def test_headline_gains_by_hand():
   assert h["reaches"]["majority"] == {"pass@1": 0.625, "verifier": 4, "majority": 2}
   assert h["reaches"]["grpo"]["verifier"] == 2  # 0.5 >= 0.5 at n = 2, < 0.6 at n = 4
   assert gains.reaches_best_of_n(0.3, results["start"]["best_of_n"], "verifier") is None
+  # A curve that falls with n is not reached at its far end alone.
+  falling = {"ks": [1, 2, 4, 8], "verifier": [0.188, 0.191, 0.190, 0.172]}
+  assert gains.reaches_best_of_n(0.182, falling, "verifier") is None
+  assert gains.reaches_best_of_n(0.1905, falling, "verifier") == 1
+  assert gains.reaches_best_of_n(0.193, falling, "verifier") == 8
   lo, hi = h["ratio"]["interval"]  # the supervised gain is positive in nearly every resample
   assert 0 <= lo <= 0.4 <= hi <= 1
   lines = gains.lines(results)

@@ -53,6 +53,10 @@ def _signed(metric: dict) -> str:
   return f"{metric['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def reach_text(n) -> str:
+  return "below n = 1" if n is None else f"n = {n}"
+
+
 def brief(results: dict) -> str:
   """One row per arm after the last round: test pass@1, its gain over the start policy (paired
   90% interval), the start policy's best-of-n it reaches, and what each round trained on."""
@@ -74,7 +78,7 @@ def brief(results: dict) -> str:
                " / ".join("-" if x is None else f"{x:.2f}" for x in shares))
     name = f"**{arm}** (chosen on validation)" if arm == h.get("best_arm") else arm
     rows.append(f"| {name} | {_cell(last)} | {_signed(h['gains'][arm])} | "
-                f"n = {reach['verifier']} / {reach['majority']} | {trained} |")
+                f"{reach_text(reach['verifier'])} / {reach_text(reach['majority'])} | {trained} |")
   return "\n".join(rows + ["", "```", *gains.lines(results), "```"])
 
 

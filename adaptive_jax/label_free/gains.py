@@ -9,8 +9,8 @@ the supervised arm's gain shares the resamples; its interval is given only where
 of the resamples have a positive supervised gain (a ratio over a denominator near 0 is not an
 interval), and is then taken over those.
 
-"Reaches best-of-n": the largest n at which the start policy's best-of-n accuracy on test is
-at most the tuned policy's pass@1 (None: below the start policy's pass@1 itself).
+"Reaches best-of-n": the largest n such that the tuned policy's test pass@1 is at least the
+start policy's best-of-k accuracy at every k <= n (None: below the start policy's best-of-1).
 """
 
 import numpy as np
@@ -27,8 +27,15 @@ def _per_question(record: dict) -> np.ndarray:
 
 
 def reaches_best_of_n(accuracy: float, best_of_n: dict, selector: str) -> int | None:
-  reached = [k for k, a in zip(best_of_n["ks"], best_of_n[selector]) if a <= accuracy + 1e-12]
-  return max(reached) if reached else None
+  """The largest n such that `accuracy` is at least the start policy's best-of-k accuracy at
+  every k <= n (a curve that falls with k is not reached at its far end alone); None when
+  below best-of-1."""
+  reached = None
+  for k, a in zip(best_of_n["ks"], best_of_n[selector]):
+    if a > accuracy + 1e-12:
+      break
+    reached = k
+  return reached
 
 
 def headline(results: dict) -> dict:
