@@ -11,7 +11,7 @@ import pytest
 from adaptive_jax.sampler import decode, draws, pool_store
 from adaptive_jax.scaling import pass_at_k
 from adaptive_jax.studies import ias_models, ias_study, ias_sweep
-from adaptive_jax.tasks import step_checker
+from adaptive_jax.tasks import arithmetic, step_checker
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
 from configs import ias_small
@@ -90,7 +90,7 @@ def study(workdirs, tmp_path_factory):
   """The study with the fake policy drawing every pool (the beam search keeps the real one)."""
   tmp_path = tmp_path_factory.mktemp("ias")
   problems_by_prompt = {}
-  problems = ias_study._problems
+  problems = arithmetic.problems
 
   def registered(size, seed, difficulties):
     out = problems(size, seed, difficulties)
@@ -99,7 +99,7 @@ def study(workdirs, tmp_path_factory):
   config = _config(*workdirs)
   config.ias.max_new_tokens = 56  # a whole difficulty-2 gold solution and its EOS
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(ias_study, "_problems", registered)
+    patch.setattr(arithmetic, "problems", registered)
     patch.setattr(draws.LiveDraw, "sample", _fake_policy_sample(problems_by_prompt))
     results = ias_study.run_ias_study(config, str(tmp_path))
   return results, tmp_path
@@ -168,7 +168,7 @@ def test_rule_verifier_scores_the_pool_texts(workdirs, study):
   config = _config(*workdirs)
   full, _ = pool_store.load_pool(str(tmp_path / "pools" / "full" / "test.npz"))
   compact = ias_study.load_split(str(tmp_path / "pools" / "test.npz"))
-  problems = ias_study._problems(8, config.ias.test_seed, range(results["regime"]["lo"],
+  problems = arithmetic.problems(8, config.ias.test_seed, range(results["regime"]["lo"],
                                                                 results["regime"]["hi"] + 1))
   rule_QxN = compact.pool.scores_QxNxC[..., -1]
   for q, p in enumerate(problems):

@@ -37,12 +37,11 @@ from adaptive_jax.prm import scoring
 from adaptive_jax.sampler import adaptive, confidence, decode, draws, pool_store, selection
 from adaptive_jax.sampler.adaptive import LoopConfig, StopRule
 from adaptive_jax.studies import beam_study, ias_eval, ias_models, ias_sweep, regime
-from adaptive_jax.tasks import step_checker
+from adaptive_jax.tasks import arithmetic, step_checker
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
 from adaptive_jax.tasks.arithmetic import (
   MAX_DIFFICULTY,
   MIN_DIFFICULTY,
-  ArithmeticSource,
   check_difficulties,
 )
 from adaptive_jax.tasks.problem import format_prompt
@@ -160,10 +159,6 @@ def rule_scores(problems, pool: draws.Pool, tokenizer) -> np.ndarray:
                    for q, p in enumerate(problems)], np.float32)
 
 
-def _problems(size: int, seed: int, difficulties) -> list:
-  source = ArithmeticSource(size=size, seed=seed, difficulties=tuple(difficulties))
-  return [source[i] for i in range(size)]
-
 
 def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dict:
   scorer = {"base": models.base, "calibrated": models.calibrated}
@@ -176,7 +171,7 @@ def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dic
 
 def design_pools(models: ias_models.Models, cfg: IasConfig, pools_dir: str):
   """({temperature: correct_QxN}, difficulty_Q) of the design split; unscored samples."""
-  problems = _problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
+  problems = arithmetic.problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
   gold_Q = np.array([p.answer for p in problems])
   data = _data(models, cfg, problems, cfg.design_seed)
   correct = {}
@@ -400,15 +395,16 @@ def run_ias_study(config, workdir: str) -> dict:
 
   estimate = ias_models.fit_combined(models, config.calibrate_workdir)
   val = build_split("validation", models, cfg,
-                    _problems(cfg.validation_questions, cfg.validation_seed, mix),
+                    arithmetic.problems(cfg.validation_questions, cfg.validation_seed, mix),
                     cfg.validation_seed, temperature, estimate, pools_dir)
-  test = build_split("test", models, cfg, _problems(cfg.test_questions, cfg.test_seed, mix),
+  test = build_split("test", models, cfg,
+                     arithmetic.problems(cfg.test_questions, cfg.test_seed, mix),
                      cfg.test_seed, temperature, estimate, pools_dir)
   control_split = None
   if cfg.control_questions:
     control_split = build_split(
         "control", models, cfg,
-        _problems(cfg.control_questions, cfg.control_seed, cfg.design_difficulties),
+        arithmetic.problems(cfg.control_questions, cfg.control_seed, cfg.design_difficulties),
         cfg.control_seed, temperature, estimate, pools_dir)
   settings = sweep_settings(cfg, models.channels, chosen["n_max"])
   atomic_file.write_json(os.path.join(pools_dir, "settings.json"),

@@ -38,8 +38,9 @@ from adaptive_jax.sampler import decode, draws, selection
 from adaptive_jax.scaling.pass_at_k import random_order_curve
 from adaptive_jax.studies import ias_models
 from adaptive_jax.studies import label_free_rounds as rounds_lib
+from adaptive_jax.tasks import arithmetic
 from adaptive_jax.tasks.answer_tokens import extract_answer_ids
-from adaptive_jax.tasks.arithmetic import ArithmeticSource, check_difficulties
+from adaptive_jax.tasks.arithmetic import check_difficulties
 from adaptive_jax.tasks.problem import format_completion
 from adaptive_jax.typed_config import (
   check_choice,
@@ -128,10 +129,6 @@ class LabelFreeConfig:
         temperature=self.temperature, rows=self.rows)
 
 
-def _problems(size: int, seed: int, difficulties) -> list:
-  source = ArithmeticSource(size=size, seed=seed, difficulties=tuple(difficulties))
-  return [source[i] for i in range(size)]
-
 
 def _live(models, cfg: LabelFreeConfig, temperature: float, score_fn) -> draws.LiveDraw:
   tok = models.tokenizer
@@ -154,10 +151,12 @@ class _Study:
     self.scorer = {cfg.reward: scorer_params}
     self.sampled = _live(self.models, cfg, cfg.temperature, self.score_fn)
     self.greedy = _live(self.models, cfg, 0.0, ias_models.unscored)
-    self.loop = _problems(cfg.rounds * cfg.prompts_per_round, cfg.loop_seed, cfg.difficulties)
-    self.splits = {"validation": _problems(cfg.validation_questions, cfg.validation_seed,
+    self.loop = arithmetic.problems(cfg.rounds * cfg.prompts_per_round, cfg.loop_seed,
+                                    cfg.difficulties)
+    self.splits = {"validation": arithmetic.problems(cfg.validation_questions, cfg.validation_seed,
                                            cfg.difficulties),
-                   "test": _problems(cfg.test_questions, cfg.test_seed, cfg.difficulties)}
+                   "test": arithmetic.problems(cfg.test_questions, cfg.test_seed,
+                                               cfg.difficulties)}
     # FLOPs per token at the mean context: prompts, and the gold solutions' mean length as the
     # typical sample's (compute accounting only; nothing of it reaches the loop).
     tok = self.models.tokenizer

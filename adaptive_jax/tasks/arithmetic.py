@@ -153,3 +153,9 @@ class ArithmeticSource:
 
   def check(self, problem: Problem, completion: str) -> bool:
     return is_correct(problem, completion)
+
+
+def problems(size: int, seed: int, difficulties) -> list[Problem]:
+  """The `size` problems of an ArithmeticSource, difficulties cycling over `difficulties`."""
+  source = ArithmeticSource(size=size, seed=seed, difficulties=tuple(difficulties))
+  return [source[i] for i in range(size)]
