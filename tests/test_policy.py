@@ -186,10 +186,33 @@ def test_every_row_gets_the_whole_max_new_tokens(monkeypatch):
   assert calls[-1] == ((1, 61), 4)
 
 
+def test_a_prompt_near_the_context_end_gets_the_room_left_and_others_the_whole_budget(
+    monkeypatch):
+  calls = []
+
+  def fake_sample(params, prompt_BxP, prompt_len_B, key_B, *, cfg, dec):
+    calls.append((sorted(np.asarray(prompt_len_B).tolist()), dec.max_new_tokens))
+    zeros_BxM = np.zeros((len(key_B), dec.max_new_tokens))
+    return decode.SampleOutput(zeros_BxM.astype(np.int32), np.zeros(len(key_B), np.int32),
+                               zeros_BxM, zeros_BxM, np.zeros(len(key_B), bool))
+  monkeypatch.setattr(decode, "sample", fake_sample)
+  # EOS + 20 bytes = 21 tokens leave 64 + 1 - 21 = 44 < 50, rounded down to 32; the 2-token
+  # rows keep all 50, in a call of their own.
+  _complete(["x", "y" * 20, "z"], max_new_tokens=50)
+  assert calls == [([2, 2], 50), ([21], 32)]
+
+
+def test_context_budget_by_hand():
+  assert evaluate.context_budget(10, 50, 64) == 50  # 55 left
+  assert evaluate.context_budget(15, 50, 64) == 50  # exactly 50 left
+  assert evaluate.context_budget(16, 50, 64) == 32  # 49 left
+  assert evaluate.context_budget(301, 224, 512) == 192  # a long rollout prefix of policy_small
+
+
 def test_a_prompt_leaving_too_little_room_raises_naming_the_lengths():
-  # EOS + 40 bytes = 41 tokens; 41 + 30 - 1 = 70 > 64. Short rows beside it change nothing.
-  with pytest.raises(ValueError, match=r"max_new_tokens=30 does not fit after a prompt of 41 "
-                                       r"tokens .*41 \+ 30 - 1 > model.max_len=64"):
+  # EOS + 40 bytes = 41 tokens leave 64 + 1 - 41 = 24 < 32. Short rows beside it change nothing.
+  with pytest.raises(ValueError, match=r"a prompt of 41 tokens leaves 24 new tokens of "
+                                       r"model.max_len=64; at least 32"):
     _complete(["x", "y" * 40], max_new_tokens=30)
 
 

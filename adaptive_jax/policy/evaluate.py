@@ -21,12 +21,36 @@ def complete(params, model_cfg: ModelConfig, prompts: list[str], tokenizer: Byte
             for text in complete(params, model_cfg, prompts[start:start + MAX_ROWS], tokenizer,
                                  key=jax.random.fold_in(key, start),
                                  max_new_tokens=max_new_tokens, policy=policy)]
-  # Every row gets the whole max_new_tokens: a prompt that leaves less room raises (sample_rows).
   ids = [encode_prompt(tokenizer, text) for text in prompts]
-  dec = DecodeConfig(max_new_tokens=max_new_tokens, policy=policy,
-                     stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
-  new_tokens = sample_rows(params, ids, key, cfg=model_cfg, dec=dec, filler_id=tokenizer.eos_id)
-  return [tokenizer.decode(row) for row in new_tokens]
+  budgets = [context_budget(len(row), max_new_tokens, model_cfg.max_len) for row in ids]
+  texts = [""] * len(ids)
+  for budget in sorted(set(budgets), reverse=True):
+    rows = [i for i, b in enumerate(budgets) if b == budget]
+    dec = DecodeConfig(max_new_tokens=budget, policy=policy, stop_tokens=(tokenizer.eos_id,),
+                       pad_id=tokenizer.pad_id)
+    # Rows with the whole budget draw with `key` (row b: key b of its split), the others with
+    # a key of their budget.
+    group_key = key if budget == max_new_tokens else jax.random.fold_in(key, budget)
+    new_tokens = sample_rows(params, [ids[i] for i in rows], group_key, cfg=model_cfg, dec=dec,
+                             filler_id=tokenizer.eos_id)
+    for i, row in zip(rows, new_tokens):
+      texts[i] = tokenizer.decode(row)
+  return texts
+
+
+def context_budget(prompt_len: int, max_new_tokens: int, max_len: int,
+                   multiple: int = 32) -> int:
+  """New tokens a prompt of `prompt_len` tokens may draw: max_new_tokens, or where the model's
+  context leaves less, the room left (max_len + 1 - prompt_len) rounded down to `multiple`
+  (a few compiled shapes). A continuation that reaches it stops there, as one reaching
+  max_new_tokens does: a rollout from a long solution prefix needs only the rest of it."""
+  room = max_len + 1 - prompt_len
+  if room >= max_new_tokens:
+    return max_new_tokens
+  if room < multiple:
+    raise ValueError(f"a prompt of {prompt_len} tokens leaves {room} new tokens of "
+                     f"model.max_len={max_len}; at least {multiple} are needed")
+  return room // multiple * multiple
 
 
 def solve(params, model_cfg: ModelConfig, problems, tokenizer: ByteTokenizer, *, key,
