@@ -8,12 +8,15 @@ r"""Instance-adaptive sampling on CPU: a regime with headroom, pools, every meth
   python -m benchmarks.ias --pools=workdir/ias_small/pools
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
-First a design split (256 questions cycling over difficulties 1-8, 64 samples each at
+First a design split (128 questions cycling over difficulties 1-8, 64 samples each at
 temperatures 0.7 and 1.0) chooses the regime - the difficulty mix, temperature and N_max -
 from fixed-N statistics alone, by the rule and the criteria of the `regime` section, fixed
-before any run. Then 256 validation and 512 test questions of the regime, and 512 control
-questions of the uniform 1-8 mix (the declared negative control), draw 64 samples each,
+before any run. Then 256 validation and 512 test questions of the regime, and 256 control
+questions of the uniform 1-8 mix (the declared negative control), draw 32 samples each,
 scored by the base and calibrated PRMs, the learned step verifier and the rule verifier.
+Sized for 2 CPU cores (about 70 minutes of sampling, 48k samples): more questions rather than
+more samples per question, since the ratios' intervals are over questions; on an accelerator
+raise n_max, fixed_ns, ias_n_maxes and regime.n_max_choices to 64.
 Fixed N is averaged over 100 random orders; IAS is swept over q x N_max x estimate, budget-
 aware allocation (offline greedy and online in the loop) over the budget; the aggregation and
 each family's setting are chosen on validation (the cheapest reaching fixed N = N_max's
@@ -32,10 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.calibrate_config = "configs/calibrate_small.py"
 
   config.ias = ml_collections.ConfigDict()
-  config.ias.design_questions = 256  # the regime is chosen on these (difficulties cycle)
+  config.ias.design_questions = 128  # the regime is chosen on these (difficulties cycle)
   config.ias.validation_questions = 256  # every choice is made here
   config.ias.test_questions = 512  # read once
-  config.ias.control_questions = 512  # the uniform mix's test questions (0: no control)
+  config.ias.control_questions = 256  # the uniform mix's test questions (0: no control)
   # Question seeds, each split its own, apart from the calibration study's 10-14.
   config.ias.design_seed = 22
   config.ias.validation_seed = 20
@@ -43,11 +46,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.control_seed = 23
   config.ias.design_difficulties = (1, 2, 3, 4, 5, 6, 7, 8)  # mixes are ranges of these
   config.ias.temperatures = (0.7, 1.0)  # the regime's candidates
-  config.ias.n_max = 64  # samples per question in every pool
-  config.ias.fixed_ns = (1, 2, 4, 8, 16, 32, 64)  # the fixed-budget curve
+  config.ias.n_max = 32  # samples per question in the validation, test and control pools
+  # Per design question and temperature: the hopeless criterion counts questions with none
+  # correct among these 64 (0: n_max).
+  config.ias.design_samples = 64
+  config.ias.fixed_ns = (1, 2, 4, 8, 16, 32)  # the fixed-budget curve
   config.ias.orders = 100  # random pool orders the fixed curve averages over
   config.ias.qs = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)  # IAS confidence (paper: 0.99)
-  config.ias.ias_n_maxes = (16, 32, 64)  # IAS caps (paper: 64)
+  config.ias.ias_n_maxes = (16, 32)  # IAS caps (paper: 64)
   config.ias.ias_estimates = ("calibrated_q0.1", "calibrated_mean", "combined")  # paper: q0.1
   config.ias.budgets = (1.0, 2.0, 4.0, 8.0, 16.0)  # budget-aware: samples per question, mean
   config.ias.online_solved_at = (0.5, 0.8)  # online: a verifier score that retires a question
@@ -72,13 +78,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.regime.pass1_range = (0.3, 0.6)  # mean pass@1 of the mix
   config.regime.min_headroom = 0.25  # pass@N_max - pass@1: what a perfect selector gains
   config.regime.max_hopeless = 0.10  # share of questions with no correct sample in the pool
-  config.regime.n_max_choices = (16, 32, 64)
+  config.regime.n_max_choices = (16, 32)
   config.regime.min_difficulties = 2  # a mix spans at least this many difficulties
 
   # Step-level beam search on the first test questions (beams ranked by the calibrated PRM's
   # median, widths from its 0.1 quantile). Paper: K x M = 64 generations per step, M_max = 8.
   config.beam = ml_collections.ConfigDict()
-  config.beam.questions = 64
+  config.beam.questions = 32
   config.beam.fixed = ((1, 4), (2, 4), (4, 4))  # (K beams, M expansions) of the fixed searches
   config.beam.num_beams = 4  # K at most (IAS-of-K and IAS-of-M)
   config.beam.expansions = 4  # M at most

@@ -98,6 +98,7 @@ def study(workdirs, tmp_path_factory):
     return out
   config = _config(*workdirs)
   config.ias.max_new_tokens = 56  # a whole difficulty-2 gold solution and its EOS
+  config.ias.design_samples = 8  # the design pools twice the test pools' 4
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(arithmetic, "problems", registered)
     patch.setattr(draws.LiveDraw, "sample", _fake_policy_sample(problems_by_prompt))
@@ -112,6 +113,9 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
   chosen = results["regime"]
   assert (chosen["lo"], chosen["hi"]) == (1, 2) and chosen["n_max"] in (2, 4)
   assert chosen["described"].startswith("difficulties 1-2, temperature 0.7")
+  assert results["design_samples"] == 8
+  design, _ = pool_store.load_pool(str(tmp_path / "pools" / "full" / "design_t0.7.npz"))
+  assert design.answers_QxN.shape == (8, 8)
   assert results["aggregation"] in ("best:verifier_last", "best:verifier_min",
                                     "vote:verifier_last")
   test = results["test"]
@@ -217,4 +221,8 @@ def test_regime_budgets_must_be_points_of_the_fixed_curve(workdirs, tmp_path):
   config = _config(*workdirs)
   config.regime.n_max_choices = (3,)
   with pytest.raises(ValueError, match=r"regime.n_max_choices must be points of ias.fixed_ns"):
+    ias_study.run_ias_study(config, str(tmp_path))
+  config = _config(*workdirs)
+  config.ias.design_samples = 2  # below regime.n_max_choices' 4
+  with pytest.raises(ValueError, match=r"ias.design_samples must be 0 \(n_max\) or at least"):
     ias_study.run_ias_study(config, str(tmp_path))

@@ -53,6 +53,13 @@ def _row(label: str, m: dict, *, ratio: bool = True) -> str:
 BRIEF = ("ias", "offline", "online")
 
 
+def design_samples(results: dict) -> str:
+  """' (64 samples each)' where the design pools differ in size from the test pools."""
+  samples = results.get("design_samples")
+  pool = max(int(n) for n in results["test"]["fixed"])
+  return f" ({samples} samples each)" if samples and samples != pool else ""
+
+
 def headline(results: dict, brief: bool = False) -> str:
   """Regime, control, and every method's test accuracy, samples, GFLOPs and matched ratios;
   `brief`: the BRIEF methods and the control's IAS only, and the verdict without the notes."""
@@ -62,7 +69,8 @@ def headline(results: dict, brief: bool = False) -> str:
   verdict = "criteria met" if chosen["met"] else f"not decided: {chosen['reason']}"
   ns = sorted(fixed, key=int)
   lines = [
-      f"Regime chosen on {sizes['design']} design questions: {chosen['described']}. "
+      f"Regime chosen on {sizes['design']} design questions"
+      f"{design_samples(results)}: {chosen['described']}. "
       f"Control: {chosen['control_described']}. {sizes['test']} test questions "
       f"({sizes['validation']} validation, {sizes['control']} control), "
       f"{ns[-1]} samples each; selection by `{aggregation}` (chosen on validation).",

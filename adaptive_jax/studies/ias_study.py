@@ -1,7 +1,7 @@
 """Instance-adaptive sampling study: a regime chosen on a design split, pools, every method.
 
 1. Regime. A design split (its own seed; difficulties cycling over `design_difficulties`)
-   draws n_max samples per question at each temperature; `regime.choose_regime` picks the
+   draws design_samples (default n_max) per question at each temperature; `regime.choose_regime` picks the
    difficulty mix, temperature and N_max from those fixed-N statistics alone, against
    criteria fixed in the config. Nothing of IAS is looked at.
 2. Pools. The regime's validation and test questions, and a control test split on the
@@ -64,6 +64,7 @@ class IasConfig:
   design_difficulties: tuple[int, ...] = tuple(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
   temperatures: tuple[float, ...] = (0.7, 1.0)
   n_max: int = 64
+  design_samples: int = 0  # per design question and temperature; 0: n_max
   fixed_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
   orders: int = 100
   qs: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
@@ -95,6 +96,7 @@ class IasConfig:
                  "confidence_top_k", "group_window", "deepconf_warmup", "bootstrap_resamples"):
       check_int("ias", name, getattr(self, name))
     check_int("ias", "control_questions", self.control_questions, minimum=0)
+    check_int("ias", "design_samples", self.design_samples, minimum=0)
     for name in ("design_seed", "validation_seed", "test_seed", "control_seed", "seed"):
       check_int("ias", name, getattr(self, name), minimum=0)
     seeds = [self.design_seed, self.validation_seed, self.test_seed, self.control_seed]
@@ -171,15 +173,16 @@ def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dic
 
 def design_pools(models: ias_models.Models, cfg: IasConfig, pools_dir: str):
   """({temperature: correct_QxN}, difficulty_Q) of the design split; unscored samples."""
+  samples = cfg.design_samples or cfg.n_max
   problems = arithmetic.problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
   gold_Q = np.array([p.answer for p in problems])
   data = _data(models, cfg, problems, cfg.design_seed)
   correct = {}
   for temperature in cfg.temperatures:
-    logging.info("design split: %d x %d samples at temperature %g", len(problems), cfg.n_max,
+    logging.info("design split: %d x %d samples at temperature %g", len(problems), samples,
                  temperature)
     pool = draws.build_pool(live_draw(models, cfg, temperature, scored=False), data,
-                            len(problems), cfg.n_max, rows=cfg.pool_rows,
+                            len(problems), samples, rows=cfg.pool_rows,
                             path=os.path.join(pools_dir, "full", f"design_t{temperature:g}.npz"))
     correct[temperature] = np.asarray(pool.answers_QxN) == gold_Q[:, None]
   return correct, np.array([p.difficulty for p in problems])
@@ -382,6 +385,9 @@ def run_ias_study(config, workdir: str) -> dict:
   if not set(criteria.n_max_choices) <= set(cfg.fixed_ns):
     raise ValueError(f"regime.n_max_choices must be points of ias.fixed_ns={cfg.fixed_ns} (the "
                      f"accuracy to reach is fixed N = N_max's), got {criteria.n_max_choices}")
+  if cfg.design_samples and cfg.design_samples < max(criteria.n_max_choices):
+    raise ValueError(f"ias.design_samples must be 0 (n_max) or at least the largest of "
+                     f"regime.n_max_choices={criteria.n_max_choices}, got {cfg.design_samples}")
   models = ias_models.load_models(config)
   pools_dir = os.path.join(workdir, "pools")
   os.makedirs(os.path.join(pools_dir, "full"), exist_ok=True)
@@ -437,6 +443,7 @@ def run_ias_study(config, workdir: str) -> dict:
                           "prm": test.pool_split.prm_flops},
       "num_questions": {"design": cfg.design_questions, "validation": cfg.validation_questions,
                         "test": cfg.test_questions, "control": cfg.control_questions},
+      "design_samples": cfg.design_samples or cfg.n_max,
   })
   results = json.loads(json.dumps(results, default=_json_default))
   atomic_file.write_json(os.path.join(workdir, "results.json"), results)
