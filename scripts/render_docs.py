@@ -2,10 +2,9 @@ r"""Rewrites the results tables in the docs and the README from the committed re
 
   python scripts/render_docs.py
 
-IAS: docs/results/ias_quick/results.json -> docs/ias.md, README.md (`<!-- ias:... -->`).
-Label-free loop: docs/results/label_free/results.json -> docs/label_free.md, README.md
-(`<!-- label_free:... -->`). tests/test_ias_docs.py and tests/test_label_free_docs.py fail
-when the committed docs differ from what this renders.
+Each entry of RENDERS: a committed results.json, the module that renders it and the files
+whose `<!-- prefix:name -->` blocks it fills. tests/test_ias_docs.py and
+tests/test_label_free_docs.py fail when the committed docs differ from what this renders.
 """
 
 import json
@@ -15,31 +14,34 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
 
-from adaptive_jax.figures import ias_table, label_free_table  # noqa: E402
+from adaptive_jax.figures import doc_blocks, ias_table, label_free_table  # noqa: E402
 
-_IAS = flags.DEFINE_string("ias_results", "docs/results/ias_quick/results.json",
-                           "An IAS study's results.json, committed.")
-_LABEL_FREE = flags.DEFINE_string("label_free_results",
-                                  "docs/results/label_free/results.json",
-                                  "A label-free study's results.json, committed.")
+# (results file, table module, block prefix, files holding its blocks)
+RENDERS = (
+    ("docs/results/ias_quick/results.json", ias_table, "ias", ("docs/ias.md", "README.md")),
+    ("docs/results/label_free/results.json", label_free_table, "label_free",
+     ("docs/label_free.md", "README.md")),
+)
+
+
+def render_all(repo: pathlib.Path = REPO) -> dict[str, str]:
+  """{file: its text with every block rendered from the committed results}."""
+  texts = {}
+  for results, table, prefix, docs in RENDERS:
+    blocks = table.render(json.loads((repo / results).read_text()))
+    for name in docs:
+      text = texts.get(name, (repo / name).read_text())
+      texts[name] = doc_blocks.replace_blocks(text, blocks, prefix=prefix)
+  return texts
 
 
 def main(argv):
   del argv
-  for results, table, docs in ((_IAS.value, ias_table, ("docs/ias.md", "README.md")),
-                               (_LABEL_FREE.value, label_free_table,
-                                ("docs/label_free.md", "README.md"))):
-    if not (REPO / results).exists():
-      print(f"no {results}: {', '.join(docs)} left as they are")
-      continue
-    with open(REPO / results) as f:
-      blocks = table.render(json.load(f))
-    for name in docs:
-      path = REPO / name
-      path.write_text(table.replace_blocks(path.read_text(), blocks))
-      print(f"rendered {name} from {results}")
+  for name, text in render_all().items():
+    (REPO / name).write_text(text)
+    print(f"rendered {name}")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ def render(results: dict) -> dict:
           "tiers": tiers(results), "beams": beams(results)}
 
 
-def replace_blocks(text: str, blocks: dict) -> str:
-  """`text` with each `<!-- ias:name -->` ... `<!-- /ias:name -->` block's body replaced."""
-  return doc_blocks.replace_blocks(text, blocks, prefix="ias")
+def replace_blocks(text: str, blocks: dict, prefix: str = "ias") -> str:
+  """`text` with each `<!-- prefix:name -->` ... `<!-- /prefix:name -->` block's body replaced
+  (one prefix per rendered run)."""
+  return doc_blocks.replace_blocks(text, blocks, prefix=prefix)
