@@ -11,10 +11,10 @@ r"""Instance-adaptive sampling on CPU: a regime with headroom, pools, every meth
 First a design split (128 questions cycling over difficulties 1-8, 64 samples each at
 temperatures 0.7 and 1.0) chooses the regime - the difficulty mix, temperature and N_max -
 from fixed-N statistics alone, by the rule and the criteria of the `regime` section, fixed
-before any run. Then 256 validation and 512 test questions of the regime, and 256 control
+before any run. Then 256 validation and 512 test questions of the regime, and 128 control
 questions of the uniform 1-8 mix (the declared negative control), draw 32 samples each,
 scored by the base and calibrated PRMs, the learned step verifier and the rule verifier.
-Sized for 2 CPU cores (about 70 minutes of sampling, 48k samples): more questions rather than
+Sized for 2 CPU cores (about 65 minutes of sampling, 44k samples): more questions rather than
 more samples per question, since the ratios' intervals are over questions; on an accelerator
 raise n_max, fixed_ns, ias_n_maxes and regime.n_max_choices to 64.
 Fixed N is averaged over 100 random orders; IAS is swept over q x N_max x estimate, budget-
@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.design_questions = 128  # the regime is chosen on these (difficulties cycle)
   config.ias.validation_questions = 256  # every choice is made here
   config.ias.test_questions = 512  # read once
-  config.ias.control_questions = 256  # the uniform mix's test questions (0: no control)
+  config.ias.control_questions = 128  # the uniform mix's test questions (0: no control)
   # Question seeds, each split its own, apart from the calibration study's 10-14.
   config.ias.design_seed = 22
   config.ias.validation_seed = 20
