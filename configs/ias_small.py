@@ -8,15 +8,16 @@ r"""Instance-adaptive sampling on CPU: a regime with headroom, pools, every meth
   python -m benchmarks.ias --pools=workdir/ias_small/pools
   python -m experiments.ias_figures --workdir=workdir/ias_small --out_dir=docs/figures
 
-First a design split (128 questions cycling over difficulties 1-8, 64 samples each at
+First a design split (64 questions cycling over difficulties 1-8, 64 samples each at
 temperatures 0.7 and 1.0) chooses the regime - the difficulty mix, temperature and N_max -
 from fixed-N statistics alone, by the rule and the criteria of the `regime` section, fixed
-before any run. Then 256 validation and 512 test questions of the regime, and 128 control
+before any run. Then 256 validation and 512 test questions of the regime, and 64 control
 questions of the uniform 1-8 mix (the declared negative control), draw 32 samples each,
 scored by the base and calibrated PRMs, the learned step verifier and the rule verifier.
-Sized for 2 CPU cores (about 65 minutes of sampling, 44k samples): more questions rather than
-more samples per question, since the ratios' intervals are over questions; on an accelerator
-raise n_max, fixed_ns, ias_n_maxes and regime.n_max_choices to 64.
+Sized for 2 CPU cores (about an hour of sampling, 35k samples): the test and validation
+splits get the questions, since the ratios' intervals are over questions, and 32 samples each;
+on an accelerator raise n_max, fixed_ns, ias_n_maxes and regime.n_max_choices to 64 and the
+design and control splits to 256 and 512.
 Fixed N is averaged over 100 random orders; IAS is swept over q x N_max x estimate, budget-
 aware allocation (offline greedy and online in the loop) over the budget; the aggregation and
 each family's setting are chosen on validation (the cheapest reaching fixed N = N_max's
@@ -35,10 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.calibrate_config = "configs/calibrate_small.py"
 
   config.ias = ml_collections.ConfigDict()
-  config.ias.design_questions = 128  # the regime is chosen on these (difficulties cycle)
+  config.ias.design_questions = 64  # the regime is chosen on these (difficulties cycle)
   config.ias.validation_questions = 256  # every choice is made here
   config.ias.test_questions = 512  # read once
-  config.ias.control_questions = 128  # the uniform mix's test questions (0: no control)
+  config.ias.control_questions = 64  # the uniform mix's test questions (0: no control)
   # Question seeds, each split its own, apart from the calibration study's 10-14.
   config.ias.design_seed = 22
   config.ias.validation_seed = 20
