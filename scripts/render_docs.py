@@ -20,7 +20,8 @@ from adaptive_jax.figures import doc_blocks, ias_table, label_free_table  # noqa
 
 # (results file, table module, block prefix, files holding its blocks)
 RENDERS = (
-    ("docs/results/ias_quick/results.json", ias_table, "ias", ("docs/ias.md", "README.md")),
+    ("docs/results/ias_small/results.json", ias_table, "ias", ("docs/ias.md", "README.md")),
+    ("docs/results/ias_quick/results.json", ias_table, "ias_quick", ("docs/ias.md",)),
     ("docs/results/label_free/results.json", label_free_table, "label_free",
      ("docs/label_free.md", "README.md")),
 )

@@ -6,7 +6,8 @@ import pathlib
 from adaptive_jax.figures import ias_table
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "docs" / "results" / "ias_quick" / "results.json"
+RESULTS = REPO / "docs" / "results" / "ias_small" / "results.json"
+QUICK = REPO / "docs" / "results" / "ias_quick" / "results.json"
 
 
 def test_replace_blocks_rewrites_only_the_marked_bodies():
@@ -29,14 +30,19 @@ def test_committed_docs_match_the_committed_results():
   readme = (REPO / "README.md").read_text()
   assert "<!-- ias:brief -->" in readme and "<!-- ias:headline -->" in (
       REPO / "docs" / "ias.md").read_text()
+  # The main job's quick run, under its own prefix on the same page.
+  quick = ias_table.render(json.loads(QUICK.read_text()))
+  text = (REPO / "docs" / "ias.md").read_text()
+  assert ias_table.replace_blocks(text, quick, prefix="ias_quick") == text
+  assert quick["headline"] in text and quick["tiers"] in text
 
 
 def test_committed_pools_recompute_the_committed_headline():
   """`benchmarks.ias --pools` on the committed pools prints the results file's ratio lines."""
   from adaptive_jax.studies import ias_sweep
   from benchmarks import ias as ias_benchmark
-  lines = ias_benchmark.ratio_lines(str(RESULTS.parent / "pools"))
-  assert lines[-3:] == ias_sweep.headline_lines(json.loads(RESULTS.read_text()))
+  lines = ias_benchmark.ratio_lines(str(QUICK.parent / "pools"))
+  assert lines[-3:] == ias_sweep.headline_lines(json.loads(QUICK.read_text()))
 
 
 def test_the_headline_table_lists_every_method_and_both_ratios():
