@@ -1,6 +1,6 @@
 r"""The main job's stages in one config: Duo-LLM stages 1-3, policy, calibrated PRM, IAS.
 
-  python -m experiments.main                                   # quick: ~80 min on 2 CPU cores
+  python -m experiments.main                                   # quick: ~85 min on 2 CPU cores
   python -m experiments.main --config=configs/quick.py:small   # the documented small configs
   python -m experiments.main --paper --workdir=workdir/main_paper   # = configs/quick.py:paper
 
@@ -22,7 +22,7 @@ Sizes (the argument after the colon):
 
 Quick reductions, and each stage's wall time on 2 CPU cores (duo, oracle and router from a
 timed run of the whole job; policy, calibrate and IAS from runs of those stages with these
-configs; about 80 min in all):
+configs; about 85 min in all):
   duo        duo_small unchanged (600 steps)                                      6.7 min
   oracle     oracle_small unchanged                                               2.8 min
   router     router_small with budgets 2 and 6, 150 steps, one schedule (8, 4),   4.9 min
@@ -34,9 +34,9 @@ configs; about 80 min in all):
              questions (1536 / 256 / 64 / 96 / 128), 150 base-PRM steps (300), two
              learning rates tried on validation (3 x 2 settings): a noisier fit and a
              wide interval on the Brier ratio
-  ias        64 design / 32 validation / 64 test / 64 control questions            6.4 min
-             (256 / 256 / 512 / 512), pools of 16 (64), N_max 8 or 16, 20 orders
-             (100), beam search on 16 questions (64)
+  ias        64 design (64 samples each, as ias_small) / 32 validation / 64 test /  13.5 min
+             64 control questions (64 / 256 / 512 / 64), pools of 16 (32), N_max 8
+             or 16, 20 orders (100), beam search on 16 questions (32)
   label_free 3 rounds of 16 prompts (128), 4 samples each (8), 16 validation /      3.9 min
              32 test questions (64 / 128), 4 samples each (8), 8 steps a round (16),
              one learning rate per arm, the one the small run chose on validation
@@ -82,6 +82,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   ias.design_questions, ias.validation_questions = 64, 32
   ias.test_questions, ias.control_questions = 64, 64
   ias.n_max, ias.fixed_ns, ias.ias_n_maxes = 16, (1, 2, 4, 8, 16), (8, 16)
+  ias.design_samples = 64  # the regime's hopeless criterion counts among 64, as ias_small
   ias.budgets, ias.orders, ias.bootstrap_resamples = (1.0, 2.0, 4.0, 8.0), 20, 1000
   config.ias.regime.n_max_choices = (8, 16)
   config.ias.beam.questions = 16
