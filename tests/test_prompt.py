@@ -1,5 +1,7 @@
 """Every path that feeds the policy a prompt encodes it one way: EOS, then the text's ids."""
 
+import types
+
 import numpy as np
 
 from adaptive_jax.policy import data as policy_data
@@ -38,6 +40,7 @@ def test_sampling_scoring_fine_tuning_and_training_open_the_same_way(monkeypatch
   seen = []
   monkeypatch.setattr(evaluate, "sample_rows",
                       lambda params, ids, key, **kw: seen.extend(ids) or np.zeros((len(ids), 0)))
-  evaluate.complete(None, None, [format_prompt(problem)], TOK, key=None, max_new_tokens=1,
+  evaluate.complete(None, types.SimpleNamespace(max_len=512), [format_prompt(problem)], TOK,
+                    key=None, max_new_tokens=1,
                     policy=SamplingPolicy(temperature=0.0))
   assert seen == [expected]
