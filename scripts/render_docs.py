@@ -3,8 +3,8 @@ r"""Rewrites the results tables in the docs and the README from the committed re
   python scripts/render_docs.py
 
 Each entry of RENDERS: a committed results.json, the module that renders it and the files
-whose `<!-- prefix:name -->` blocks it fills. tests/test_ias_docs.py and
-tests/test_label_free_docs.py fail when the committed docs differ from what this renders.
+whose `<!-- prefix:name -->` blocks it fills. tests/test_render_docs.py (and the IAS and
+label-free docs tests) fail when the committed docs differ from what this renders.
 """
 
 import json

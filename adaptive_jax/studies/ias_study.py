@@ -1,9 +1,9 @@
 """Instance-adaptive sampling study: a regime chosen on a design split, pools, every method.
 
 1. Regime. A design split (its own seed; difficulties cycling over `design_difficulties`)
-   draws design_samples (default n_max) per question at each temperature; `regime.choose_regime` picks the
-   difficulty mix, temperature and N_max from those fixed-N statistics alone, against
-   criteria fixed in the config. Nothing of IAS is looked at.
+   draws `design_samples` (default n_max) per question at each temperature;
+   `regime.choose_regime` picks the difficulty mix, temperature and N_max from those fixed-N
+   statistics alone, against criteria fixed in the config. Nothing of IAS is looked at.
 2. Pools. The regime's validation and test questions, and a control test split on the
    uniform mix of every design difficulty (the declared negative control), each draw n_max
    samples per question once (`draws.build_pool`, saved as they go, resumable), scored by the
