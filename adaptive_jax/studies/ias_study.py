@@ -88,6 +88,11 @@ class IasConfig:
   bootstrap_resamples: int = 2000
   seed: int = 0
 
+  @property
+  def design_pool(self) -> int:
+    """Samples per design question and temperature."""
+    return self.design_samples or self.n_max
+
   def __post_init__(self):
     object.__setattr__(self, "design_difficulties",
                        check_difficulties("ias.design_difficulties", self.design_difficulties))
@@ -173,7 +178,7 @@ def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dic
 
 def design_pools(models: ias_models.Models, cfg: IasConfig, pools_dir: str):
   """({temperature: correct_QxN}, difficulty_Q) of the design split; unscored samples."""
-  samples = cfg.design_samples or cfg.n_max
+  samples = cfg.design_pool
   problems = arithmetic.problems(cfg.design_questions, cfg.design_seed, cfg.design_difficulties)
   gold_Q = np.array([p.answer for p in problems])
   data = _data(models, cfg, problems, cfg.design_seed)
@@ -385,7 +390,7 @@ def run_ias_study(config, workdir: str) -> dict:
   if not set(criteria.n_max_choices) <= set(cfg.fixed_ns):
     raise ValueError(f"regime.n_max_choices must be points of ias.fixed_ns={cfg.fixed_ns} (the "
                      f"accuracy to reach is fixed N = N_max's), got {criteria.n_max_choices}")
-  if cfg.design_samples and cfg.design_samples < max(criteria.n_max_choices):
+  if cfg.design_pool < max(criteria.n_max_choices):
     raise ValueError(f"ias.design_samples must be 0 (n_max) or at least the largest of "
                      f"regime.n_max_choices={criteria.n_max_choices}, got {cfg.design_samples}")
   models = ias_models.load_models(config)
@@ -443,7 +448,7 @@ def run_ias_study(config, workdir: str) -> dict:
                           "prm": test.pool_split.prm_flops},
       "num_questions": {"design": cfg.design_questions, "validation": cfg.validation_questions,
                         "test": cfg.test_questions, "control": cfg.control_questions},
-      "design_samples": cfg.design_samples or cfg.n_max,
+      "design_samples": cfg.design_pool,
   })
   results = json.loads(json.dumps(results, default=_json_default))
   atomic_file.write_json(os.path.join(workdir, "results.json"), results)

@@ -129,7 +129,6 @@ class LabelFreeConfig:
         temperature=self.temperature, rows=self.rows)
 
 
-
 def _live(models, cfg: LabelFreeConfig, temperature: float, score_fn) -> draws.LiveDraw:
   tok = models.tokenizer
   dec = decode.DecodeConfig(max_new_tokens=cfg.max_new_tokens,
@@ -153,8 +152,8 @@ class _Study:
     self.greedy = _live(self.models, cfg, 0.0, ias_models.unscored)
     self.loop = arithmetic.problems(cfg.rounds * cfg.prompts_per_round, cfg.loop_seed,
                                     cfg.difficulties)
-    self.splits = {"validation": arithmetic.problems(cfg.validation_questions, cfg.validation_seed,
-                                           cfg.difficulties),
+    self.splits = {"validation": arithmetic.problems(cfg.validation_questions,
+                                                     cfg.validation_seed, cfg.difficulties),
                    "test": arithmetic.problems(cfg.test_questions, cfg.test_seed,
                                                cfg.difficulties)}
     # FLOPs per token at the mean context: prompts, and the gold solutions' mean length as the
