@@ -6,8 +6,8 @@ per-question host loop doing the same draws.
 Ratios: DIR holds the compact pools an IAS study saved (`<workdir>/pools`: validation.npz,
 test.npz, control.npz and settings.json); `ias_sweep.evaluate` redoes every choice on
 validation and every ratio on test from them, with its paired bootstrap 90% interval. The
-lines are FLOPs of paper IAS (its setting chosen on validation; the learned step verifier
-selects) and of budget-aware online allocation over the fixed-N FLOPs at matched accuracy on
+lines are FLOPs of paper IAS (its setting and the selector chosen on validation: the learned
+step verifier or the policy's likelihood, best-of-N or weighted vote) and of budget-aware online allocation over the fixed-N FLOPs at matched accuracy on
 the regime's test questions, and of paper IAS on the uniform-mix control, each matched to
 fixed N with the same selector; before them, every family (IAS, offline and online budget)
 against the cheapest fixed method of any selector at its accuracy. Adaptive-Consistency,

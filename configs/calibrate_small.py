@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
   # base and the calibrated PRM in results.json["step_verifier"]. 0 steps: none.
   config.prm.step_verifier_steps = 600  # AdamW steps, binary cross-entropy on the step labels
   config.prm.step_verifier_adapter = "full"  # what trains besides the head, as base_adapter
+  # "prefixes": a row per solution prefix; "solutions": a row per solution with a label at each
+  # line end (the same labels, ~7.5x fewer rows on this task: 6593 solutions, 49227 lines).
+  config.prm.step_verifier_examples = "prefixes"
 
   # Calibration settings fit side by side; the lowest validation Brier of the calibrated mean
   # is kept (empty: prm's own value). Under 'head' each fit takes seconds.

@@ -9,7 +9,7 @@ r"""The label-free loop (TAO-style) on CPU: unlabelled questions, pseudo-labels,
 Three rounds; each round 128 fresh unlabelled prompts of difficulties 2-4 (the policy's
 range with headroom: pass@1 well below pass@64 in the policy's own evaluation, where
 difficulty 1 is solved and 5-8 rarely are), 8 samples each at temperature 0.7 for every
-label-free arm, the verifier the calibration study's learned step verifier. Each arm then
+label-free arm, scored by the drawing policy's own likelihood of each sample. Each arm then
 takes 16 AdamW steps of 16 rows (full fine-tuning; about two passes over the fine-tuning arms'
 one example per prompt, a quarter of GRPO's up to 1024 rows), at the learning rate it chose in
 round 1 on validation. After each round: 64
@@ -43,7 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
   # supervised (labelled reference), majority, best_of_n, budget_best_of_n, grpo, and
   # rule_best_of_n (the exact step checker selects: a ceiling, not label-free)
   lf.arms = ARMS
-  lf.reward = "verifier"  # the learned step verifier ("calibrated": the calibrated PRM's mean)
+  # The drawing policy's own likelihood of each sample (geometric-mean token probability):
+  # within-difficulty AUC of right vs wrong answers 0.81 on ias_small's validation pool, where
+  # the learned step verifier scores 0.51 ("verifier") and the calibrated PRM 0.54
+  # ("calibrated").
+  lf.reward = "likelihood"
   lf.temperature = 0.7
   lf.max_new_tokens = 128  # difficulty 4 solutions are ~90 bytes
   lf.samples_per_prompt = 8  # N: every label-free arm draws 128 x 8 samples a round

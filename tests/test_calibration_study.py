@@ -135,8 +135,13 @@ def test_step_verifier_steps_0_disables_it(policy_workdir, tmp_path):
   config.mc.calibration_questions = config.mc.test_questions = config.mc.conformal_questions = 1
   config.mc.base_questions = config.mc.validation_questions = 1
   config.prm.base_steps = config.prm.calibration_steps = config.prm.step_verifier_steps = 1
+  config.prm.step_verifier_examples = "solutions"  # a row per solution, read at line ends
   run_calibration_study(config, str(tmp_path))
   assert (tmp_path / "prm" / "step_verifier" / "prm.json").exists()
+  config.prm.step_verifier_examples = "lines"
+  with pytest.raises(ValueError, match="prm.step_verifier_examples"):
+    run_calibration_study(config, str(tmp_path))
+  config.prm.step_verifier_examples = "prefixes"
   config.prm.step_verifier_steps = 0
   results = run_calibration_study(config, str(tmp_path))  # the same MC records, resumed
   assert results["step_verifier"] == {"status": "disabled"}

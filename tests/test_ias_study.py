@@ -117,7 +117,8 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
   design, _ = pool_store.load_pool(str(tmp_path / "pools" / "full" / "design_t0.7.npz"))
   assert design.answers_QxN.shape == (8, 8)
   assert results["aggregation"] in ("best:verifier_last", "best:verifier_min",
-                                    "vote:verifier_last")
+                                    "vote:verifier_last", "best:likelihood", "vote:likelihood")
+  assert results["online_channel"] == results["aggregation"].split(":")[1]
   test = results["test"]
   assert set(test["methods"]) == {
       "ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
@@ -155,7 +156,8 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
   assert any(m["accuracy"] < m["coverage"] for m in test["methods"].values())
   assert set(results["headline"]) == {"ias", "budget", "ias_control"}
   assert set(results["tiers"]["auc_within_difficulty"]) == set(results["channels"])
-  assert results["channels"][-1] == "rule" and "verifier_last" in results["channels"]
+  assert results["channels"][-2:] == ["likelihood", "rule"]
+  assert "verifier_last" in results["channels"]
   beams = results["beam"]["variants"]
   assert set(beams) == {"fixed_K1_M2", "fixed_K2_M2", "ias_of_k", "ias_of_m"}
   # The compact pools recompute the same headline: the benchmark's path.
@@ -226,3 +228,35 @@ def test_regime_budgets_must_be_points_of_the_fixed_curve(workdirs, tmp_path):
   config.ias.design_samples = 2  # below regime.n_max_choices' 4
   with pytest.raises(ValueError, match=r"ias.design_samples must be 0 \(n_max\) or at least"):
     ias_study.run_ias_study(config, str(tmp_path))
+
+
+def test_likelihood_is_the_geometric_mean_probability_of_the_drawn_tokens():
+  """Against each row alone, unpadded, through the model's full forward and a Python sum."""
+  from flax import linen as nn
+
+  from adaptive_jax.nn.config import ModelConfig
+  from adaptive_jax.nn.transformer import Transformer
+  cfg = ModelConfig(vocab_size=32, num_layers=2, d_model=16, num_heads=2, head_dim=8,
+                    d_ff_big=32, d_ff_small=8, max_len=24, duo=False)
+  params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+  params = params["params"]
+  rows = [([1, 5, 9], [7, 3, 2, 4]), ([1, 12], [30]), ([1, 3, 8, 8, 2], [6, 6, 6, 4, 9, 9]),
+          ([1, 20], [])]
+  width, temperature = 12, 0.7
+  tokens_BxT = np.zeros((len(rows), width), np.int32)
+  for i, (prompt, drawn) in enumerate(rows):
+    tokens_BxT[i, :len(prompt) + len(drawn)] = prompt + drawn
+  got_B = ias_models.likelihood(params, cfg, jnp.asarray(tokens_BxT),
+                                jnp.array([len(p) for p, _ in rows]),
+                                jnp.array([len(d) for _, d in rows]), temperature)
+  for i, (prompt, drawn) in enumerate(rows):
+    if not drawn:
+      assert got_B[i] == 0.0
+      continue
+    seq = np.array([prompt + drawn], np.int32)
+    logits = np.asarray(Transformer(cfg).apply({"params": params}, seq), np.float64)[0]
+    total = 0.0
+    for t in range(len(prompt), len(prompt) + len(drawn)):
+      z = logits[t - 1] / temperature
+      total += z[seq[0, t]] - np.log(np.exp(z - z.max()).sum()) - z.max()
+    np.testing.assert_allclose(got_B[i], np.exp(total / len(drawn)), rtol=1e-4)

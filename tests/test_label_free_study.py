@@ -244,3 +244,21 @@ def test_configs_build_and_match_the_defaults():
     cfg = label_free_study.LabelFreeConfig(**section.label_free.to_dict())
     assert cfg.rounds >= 3 and set(cfg.arms) == set(label_free_study.ARMS)
     assert (cfg == small) == (size != "quick")
+
+
+def test_each_reward_scores_with_its_own_model(workdirs, tmp_path):
+  """reward='likelihood' (the shipped config's, run by `study` above) scores each round's
+  draws with that round's params; 'verifier' with the calibration study's step verifier."""
+  config = _config(*workdirs)
+  lf = config.label_free
+  assert lf.reward == "likelihood"
+  study = label_free_study._Study(config, label_free_study.LabelFreeConfig(**lf))
+  moved = {"moved": np.ones(2)}
+  assert study.data(moved, study.loop[:2], None)["scorer"] == {"likelihood": moved}
+  lf.reward, lf.arms, lf.rounds = "verifier", ("best_of_n",), 1
+  lf.learning_rates = (1e-3,)
+  study = label_free_study._Study(config, label_free_study.LabelFreeConfig(**lf))
+  assert study.data(moved, study.loop[:2], None)["scorer"] == {
+      "verifier": study.models.step_verifier}
+  results = label_free_study.run_label_free_study(config, str(tmp_path))
+  assert 0 <= results["arms"]["best_of_n"][0]["test"]["reward_brier"]["value"] <= 1

@@ -1,6 +1,7 @@
 """Sample pools on disk: the round trip, a killed build resumed, settings checked, the tokens
 kept, and the compact copy without confidences."""
 
+import dataclasses
 import os
 
 import jax
@@ -186,8 +187,8 @@ CHANGES = {
     "key": (lambda d: (LIVE, {**d, "key": jax.random.key(6)}, Q, N, ROWS), r"key: \[0 5\]"),
     "prompts": (lambda d: (LIVE, _other_prompts(d), Q, N, ROWS), "prompts: "),
     # Another policy (a retrained one): its pool is never taken for this one's.
-    "models": (lambda d: (LIVE, {**d, "policy": jax.tree.map(lambda x: x + 1e-3, d["policy"])},
-                          Q, N, ROWS), "models: "),
+    "policy": (lambda d: (LIVE, {**d, "policy": jax.tree.map(lambda x: x + 1e-3, d["policy"])},
+                          Q, N, ROWS), "policy: "),
 }
 
 
@@ -205,8 +206,42 @@ def test_resuming_with_other_settings_names_them(data, tmp_path, monkeypatch, ch
   with pytest.raises(ValueError, match=message) as raised:
     draws.build_pool(live, other_data, num_questions, n, rows=rows, path=path)
   assert not calls
-  others = {"rows", "num_questions", "n", "decode", "key", "prompts", "models"} - {change}
+  others = {"rows", "num_questions", "n", "decode", "key", "prompts", "policy", "scorer"} - {change}
   assert not any(f"{name}: " in str(raised.value).replace("build_", "") for name in others)
+
+
+def _scaled_score(scorer, tokens_BxT, prompt_len_B, length_B):
+  frac_B = jnp.sum(tokens_BxT > 10, -1) / (prompt_len_B + length_B)
+  return jnp.stack([frac_B * scorer["scale"], 1 - frac_B], -1)
+
+
+SCALED = dataclasses.replace(LIVE, score_fn=_scaled_score)
+_scale = lambda data, s: {**data, "scorer": {"scale": jnp.float32(s)}}
+
+
+def test_a_finished_pool_of_another_scorer_is_rescored_not_redrawn(data, tmp_path, monkeypatch):
+  path = str(tmp_path / "pool.npz")
+  old = draws.build_pool(SCALED, _scale(data, 0.5), Q, N, rows=ROWS, path=path)
+  fresh = draws.build_pool(SCALED, _scale(data, 0.25), Q, N, rows=ROWS)  # drawn, no file
+  assert not np.allclose(old.scores_QxNxC[..., 0], fresh.scores_QxNxC[..., 0])
+  calls = _count_steps(monkeypatch)
+  rescored = draws.build_pool(SCALED, _scale(data, 0.25), Q, N, rows=ROWS, path=path)
+  assert not calls  # nothing decoded
+  np.testing.assert_allclose(rescored.scores_QxNxC, fresh.scores_QxNxC, rtol=1e-6)
+  for name in set(draws.Pool._fields) - {"scores_QxNxC"}:
+    np.testing.assert_array_equal(getattr(rescored, name), getattr(fresh, name), err_msg=name)
+  # The file now holds the new scorer's scores: read back with it, nothing is rescored.
+  monkeypatch.setattr(draws, "rescore_pool", lambda *a, **k: pytest.fail("rescored again"))
+  again = draws.build_pool(SCALED, _scale(data, 0.25), Q, N, rows=ROWS, path=path)
+  np.testing.assert_array_equal(again.scores_QxNxC, rescored.scores_QxNxC)
+
+
+def test_an_unfinished_pool_of_another_scorer_is_not_resumed(data, tmp_path, monkeypatch):
+  path = str(tmp_path / "pool.npz")
+  _killed_build(monkeypatch, _scale(data, 0.5), path, chunks=1)
+  with pytest.raises(ValueError, match="scorer: ") as raised:
+    draws.build_pool(SCALED, _scale(data, 0.25), Q, N, rows=ROWS, path=path)
+  assert "policy: " not in str(raised.value)
 
 
 def test_tokens_decode_to_the_live_samplers_text(pool, data):

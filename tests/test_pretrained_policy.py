@@ -222,10 +222,11 @@ def test_ias_study_with_a_gguf_policy(tmp_path):
   # Calibrated under 'head': the base PRM is the calibrated one's base column, in one pass.
   assert models.base_in_calibrated
   tokens_BxT = jnp.asarray(np.random.default_rng(0).integers(3, 200, (3, 12)), jnp.int32)
-  args = ({"base": models.base, "calibrated": models.calibrated}, tokens_BxT,
-          jnp.array([2, 3, 4]), jnp.array([8, 9, 5]))
+  args = ({"base": models.base, "calibrated": models.calibrated, "policy": models.policy},
+          tokens_BxT, jnp.array([2, 3, 4]), jnp.array([8, 9, 5]))
   one_pass, two_passes = (ias_models.score_fn(models.prm_cfg, models.levels,
-                                              models.step_end_ids, shared)(*args)
+                                              models.step_end_ids, shared,
+                                              policy_cfg=models.policy_cfg)(*args)
                           for shared in (True, False))
   np.testing.assert_allclose(one_pass, two_passes, atol=1e-6)
   results = ias_study.run_ias_study(config, str(tmp_path / "ias"))

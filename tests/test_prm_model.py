@@ -65,6 +65,18 @@ def test_head_reads_the_prefix_up_to_the_last_real_token(model_and_params):
                              rtol=1e-5, atol=1e-6)
 
 
+def test_position_readout_is_the_readout_of_each_prefix(model_and_params):
+  _, params = model_and_params
+  tokens_1xT = encode_texts([TEXTS[1]], CFG.max_len)
+  positions_1xL = jnp.array([[2, 5, 7, tokens_1xT.shape[1] - 1]])
+  model = PRM(CFG)
+  got_1xLxF = model.apply({"params": params}, tokens_1xT, positions_1xL,
+                          method=PRM.position_readout)
+  for k, t in enumerate(np.asarray(positions_1xL[0])):
+    cut_1xF = model.apply({"params": params}, tokens_1xT[:, :t + 1], method=PRM.readout)
+    np.testing.assert_allclose(got_1xLxF[0, k], cut_1xF[0], rtol=1e-5, atol=1e-6)
+
+
 def test_calibrated_outputs_start_at_the_base_probability():
   records = _records(0, 6, (0.5, 0.5))
   base, _ = fit.train_base_prm(records, CFG, steps=0, batch_size=4, learning_rate=1e-3, seed=3)

@@ -140,3 +140,42 @@ def test_training_on_step_labels_lowers_their_bce():
       _bce(trained, examples), rtol=1e-3)
   with pytest.raises(ValueError, match="record 0 has no field 'response_correct'"):
     fit.train_base_prm(examples, CFG, steps=1, batch_size=8, learning_rate=3e-3, seed=0)
+
+
+def test_solution_examples_carry_every_prefix_label_of_step_examples():
+  """One row per distinct solution, read at its line ends, gives the labels of the prefix rows
+  (an independent path: step_examples cuts the text, encode_solutions reads token positions)."""
+  solutions = step_verifier.solution_examples(RECORDS)
+  assert len(solutions) == 4  # question 0: right, wrong from line 2, cut off; question 1
+  tokens_NxT, positions_NxL, labels_NxL, mask_NxL = step_verifier.encode_solutions(
+      solutions, CFG.max_len)
+  by_text = {e["text"]: e for e in step_verifier.step_examples(RECORDS)}
+  seen = set()
+  for i, e in enumerate(solutions):
+    for k in np.flatnonzero(mask_NxL[i]):
+      prefix = e["text"][:e["line_ends"][k]]
+      last = encode_records([{"text": prefix}], CFG.max_len)[0, -1]
+      assert last == tokens_NxT[i, positions_NxL[i, k]]
+      assert labels_NxL[i, k] == by_text[prefix]["label"]
+      seen.add(prefix)
+    assert e["final"] == by_text[e["text"]]["final"]
+  assert seen == set(by_text)  # every prefix row
+  # 4 + 4 + 3 + 2 lines: question 0's shared first lines are read in each of its solutions.
+  assert mask_NxL.sum() == 13 and len(by_text) == 10
+
+
+def test_dense_training_fits_the_loss_of_the_prefix_rows():
+  """At the start, the dense loss is the mean BCE of the prefix rows' own readouts (checked
+  through the first loss); training lowers that per-prefix BCE."""
+  solutions = step_verifier.solution_examples(RECORDS)
+  examples = step_verifier.step_examples(RECORDS)
+  tokens_NxT = encode_records(examples, CFG.max_len)
+  initial = fit.init_params(CFG, 0, tokens_NxT.shape[1], seed=0)
+  _, first = fit.train_step_verifier(solutions, CFG, steps=1, batch_size=256,
+                                     learning_rate=1e-2, seed=0, adapter="full")
+  # A batch of 256 draws from 4 rows with replacement: the loss is near the pooled BCE.
+  assert first[0] == pytest.approx(_bce(initial, examples), rel=0.15)
+  trained, losses = fit.train_step_verifier(solutions, CFG, steps=60, batch_size=4,
+                                            learning_rate=1e-2, seed=0, adapter="full")
+  assert np.all(np.isfinite(losses))
+  assert _bce(trained, examples) < 0.5 * _bce(initial, examples)

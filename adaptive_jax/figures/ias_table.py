@@ -12,7 +12,7 @@ TABLES = ("headline", "tiers", "beams")  # docs/ias.md; the README holds "brief"
 METHOD_LABELS = (
     ("ias", "IAS, paper rule (q, cap, estimate chosen on validation)"),
     ("offline", "budget-aware, offline greedy on p(1-p)^n"),
-    ("online", "budget-aware, online in the loop (verifier posterior)"),
+    ("online", "budget-aware, online in the loop (selector's score posterior)"),
     ("probe_confidence", "probe IAS: first sample's confidence"),
     ("probe_combined", "probe IAS: first sample's confidence + PRM + prior"),
     ("adaptive_consistency", "Adaptive-Consistency (vs majority vote)"),
@@ -27,6 +27,7 @@ CHANNEL_LABELS = {
     "calibrated_min": "calibrated PRM, minimum over steps",
     "base_last": "base PRM, last step",
     "base_min": "base PRM, minimum over steps",
+    "likelihood": "the policy's own likelihood of the sample (geometric-mean token probability)",
 }
 
 

@@ -32,7 +32,7 @@ from flax import traverse_util
 
 from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.prm import metrics
+from adaptive_jax.prm import metrics, step_verifier
 from adaptive_jax.prm.model import PRM, TOKENIZER, encode_records, probabilities, record_field
 
 _GRAD_CLIP = 1.0
@@ -158,17 +158,29 @@ def _readout(params, tokens_BxT, *, model_cfg: ModelConfig):
                               method=PRM.readout)
 
 
+def _position_features(params, model_cfg: ModelConfig, tokens_NxT: np.ndarray,
+                       positions_NxL: np.ndarray, batch_size: int = 64) -> np.ndarray:
+  """h_NxLx2D = `PRM.position_readout` of every row at its positions (frozen backbone)."""
+  read = jax.jit(lambda p, t, pos: PRM(model_cfg).apply(
+      {"params": {"backbone": p}}, t, pos, method=PRM.position_readout))
+  out = [read(params["backbone"], tokens_NxT[i:i + batch_size],
+              positions_NxL[i:i + batch_size]) for i in range(0, len(tokens_NxT), batch_size)]
+  return np.asarray(jnp.concatenate(out))
+
+
 def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter: str,
                  lora_rank: int, lora_alpha: float, learning_rate: float | optax.Schedule,
                  weight_decay: float,
                  tokens_NxT: np.ndarray, labels: dict, steps: int, batch_size: int, seed: int,
-                 run: str):
+                 run: str, positions_NxL: np.ndarray | None = None):
   """Trains `adapter` to minimize loss_fn(model outputs, batch) over `labels` (field -> [N]);
   returns (the params with any LoRA adapters merged in, losses_S).
 
   "head" trains only the `heads` leaves, on features computed once: the frozen backbone's
   `readout` of every record, so a step costs the output layer alone. "lora" and "full" also
   train the backbone's final norm (and more), so their steps run the backbone.
+  `positions_NxL`: read each row at these positions (`PRM.position_readout`) instead of at its
+  last real token; the outputs then come per position (logit_BxLx1 for a base PRM).
   """
   trainable = {"params": params}
   batch_key, lora_key = jax.random.split(jax.random.key(seed))
@@ -190,18 +202,27 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
                                                       alpha=lora_alpha, rank=lora_rank)}
     return params
 
-  if adapter == "head":
+  per_position = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
+  if adapter == "head" and positions_NxL is None:
     data = {"inputs": readout_features(params, model.cfg, tokens_NxT), **labels}
-    apply = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
-  else:
+    apply = lambda p, batch: per_position(p, batch["inputs"])
+  elif adapter == "head":
+    data = {"inputs": _position_features(params, model.cfg, tokens_NxT, positions_NxL),
+            **labels}
+    apply = lambda p, batch: per_position(p, batch["inputs"])
+  elif positions_NxL is None:
     data = {"inputs": tokens_NxT, **labels}
-    apply = lambda p, tokens: model.apply({"params": p}, tokens)
+    apply = lambda p, batch: model.apply({"params": p}, batch["inputs"])
+  else:
+    data = {"inputs": tokens_NxT, "positions": positions_NxL, **labels}
+    apply = lambda p, batch: per_position(p, model.apply(
+        {"params": p}, batch["inputs"], batch["positions"], method=PRM.position_readout))
   labels_tree = traverse_util.path_aware_map(
       lambda path, _: "train" if trains(path) else "freeze", trainable)
   tx = optax.multi_transform({"train": _adamw(learning_rate, weight_decay),
                               "freeze": optax.set_to_zero()}, labels_tree)
   trained, losses_S = _fit(
-      trainable, lambda t, batch: loss_fn(apply(merged(t), batch["inputs"]), batch), tx, data,
+      trainable, lambda t, batch: loss_fn(apply(merged(t), batch), batch), tx, data,
       steps=steps, batch_size=batch_size, key=batch_key, run=run)
   return jax.jit(merged)(trained), losses_S
 
@@ -235,6 +256,39 @@ def train_base_prm(records: Sequence[dict], model_cfg: ModelConfig, *, steps: in
                       weight_decay=weight_decay, tokens_NxT=tokens_NxT,
                       labels={"labels": labels_N}, steps=steps, batch_size=batch_size, seed=seed,
                       run=run)
+
+
+def train_step_verifier(examples: Sequence[dict], model_cfg: ModelConfig, *, steps: int,
+                        batch_size: int, learning_rate: float, seed: int,
+                        weight_decay: float = 1e-4, backbone_params=None, adapter: str = "full",
+                        lora_rank: int = 8, lora_alpha: float = 16.0, tokenizer=TOKENIZER,
+                        run: str = "step verifier"):
+  """(base PRM params, losses_S) trained on whole solutions, a label at every line end.
+
+  `examples`: `step_verifier.solution_examples`. Each row is one solution, read at the last
+  token of each of its lines (`PRM.position_readout`), with BCE against that line's label
+  averaged over the batch's real lines: the same features and labels `train_base_prm` fits on
+  `step_examples`, where a solution of L lines costs L rows. The params are a base PRM's, read
+  by `scoring.position_probabilities` at every step boundary as any base PRM.
+  """
+  _check_training(steps, batch_size, learning_rate)
+  _check_adapter(adapter)
+  tokens_NxT, positions_NxL, labels_NxL, mask_NxL = step_verifier.encode_solutions(
+      examples, model_cfg.max_len, tokenizer=tokenizer)
+  params = init_params(model_cfg, 0, tokens_NxT.shape[1], seed)
+  if backbone_params is not None:
+    params = {**params, "backbone": nn.meta.unbox(backbone_params)}
+
+  def loss_fn(logit_BxLx1, batch):
+    loss_BxL = optax.sigmoid_binary_cross_entropy(logit_BxLx1[..., 0], batch["labels"])
+    mask_BxL = batch["mask"].astype(jnp.float32)
+    return jnp.sum(loss_BxL * mask_BxL) / jnp.maximum(jnp.sum(mask_BxL), 1.0)
+
+  return _fit_adapter(params, PRM(model_cfg), loss_fn, ("head",), adapter=adapter,
+                      lora_rank=lora_rank, lora_alpha=lora_alpha, learning_rate=learning_rate,
+                      weight_decay=weight_decay, tokens_NxT=tokens_NxT,
+                      labels={"labels": labels_NxL, "mask": mask_NxL}, steps=steps,
+                      batch_size=batch_size, seed=seed, run=run, positions_NxL=positions_NxL)
 
 
 def calibrate_prm(base_params, records: Sequence[dict], model_cfg: ModelConfig, *,

@@ -76,6 +76,17 @@ class PRM(nn.Module):
     return jnp.concatenate([normed_BxTxD[jnp.arange(tokens_BxT.shape[0]), last_B], h_mean_BxD],
                            axis=-1)
 
+  def position_readout(self, tokens_BxT, positions_BxL=None):
+    """h = [h_t; mean of h_0..h_t] at every position t (h_BxTx2D), or at `positions_BxL` only
+    (h_BxLx2D): `readout` of the prefix cut after t, for all of them in one pass (the attention
+    is causal, so the states at t see nothing after t)."""
+    normed_BxTxD = self.backbone(tokens_BxT, output="hidden").astype(jnp.float32)
+    count_1xTx1 = jnp.arange(1, tokens_BxT.shape[1] + 1, dtype=jnp.float32)[None, :, None]
+    h_BxTxF = jnp.concatenate([normed_BxTxD, jnp.cumsum(normed_BxTxD, axis=1) / count_1xTx1], -1)
+    if positions_BxL is None:
+      return h_BxTxF
+    return jnp.take_along_axis(h_BxTxF, positions_BxL[..., None], axis=1)
+
   def outputs(self, h_Bx2D):
     """The output layers on `readout`'s features: logit_Bx1, or (quantile_logits_BxQ, mean_B)."""
     logit_Bx1 = self.head(h_Bx2D)

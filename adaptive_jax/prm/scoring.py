@@ -20,13 +20,6 @@ from adaptive_jax.prm.model import PRM, probabilities
 BASE = "base"
 
 
-def _per_position_features(module: PRM, tokens_BxT):
-  """h_BxTx2D = [h_t; mean of h_0..h_t] at every position: the PRM's features of each prefix."""
-  normed_BxTxD = module.backbone(tokens_BxT, output="hidden").astype(jnp.float32)
-  count_1xTx1 = jnp.arange(1, tokens_BxT.shape[1] + 1, dtype=jnp.float32)[None, :, None]
-  return jnp.concatenate([normed_BxTxD, jnp.cumsum(normed_BxTxD, axis=1) / count_1xTx1], -1)
-
-
 def channels(module: PRM, h_NxF):
   """probs_NxK of the PRM's output layers on features h_NxF (`readout`'s): for a calibrated
   PRM the Q quantiles, the mean, then the base probability; for a base PRM K = 1."""
@@ -51,7 +44,7 @@ def position_probabilities(params, tokens_BxT, *, model_cfg: ModelConfig, num_qu
 def _position_probabilities(params, tokens_BxT, *, model_cfg: ModelConfig, num_quantiles: int):
   batch, length = tokens_BxT.shape
   module = PRM(model_cfg, num_quantiles)
-  h_BxTxF = module.apply({"params": params}, tokens_BxT, method=_per_position_features)
+  h_BxTxF = module.apply({"params": params}, tokens_BxT, method=PRM.position_readout)
   probs_NxK = module.apply({"params": params}, h_BxTxF.reshape(batch * length, -1),
                            method=channels)
   return probs_NxK.reshape(batch, length, -1)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.stats
 
+from adaptive_jax.policy.prompt import encode_prompt
+from adaptive_jax.prm.model import TOKENIZER, encode_texts
 from adaptive_jax.tasks.step_checker import ANSWER_START, solution_lines, step_prefix_labels
 
 
@@ -64,6 +66,61 @@ def step_examples(records: Sequence[dict]) -> list[dict]:
                          "question_id": record["question_id"], "step": k,
                          "final": k == len(lines) and lines[-1].startswith(ANSWER_START)})
   return examples
+
+
+def solution_examples(records: Sequence[dict]) -> list[dict]:
+  """The same labels as `step_examples`, one example per distinct solution instead of per prefix.
+
+  Each is {"text": prompt + the solution's lines up to its first answer line, "line_ends": the
+  end offset in `text` of each line (past its "\n" where it has one), "labels": per line, 1.0
+  when the lines up to it are all correct, "difficulty", "question_id", "final": whether the
+  last line is the answer line}. A solution of L lines is read once for its L labels
+  (`encode_solutions`, `fit.train_step_verifier`), where `step_examples` makes L rows of it.
+  """
+  examples, seen = [], set()
+  for record in records:
+    text = record["text"]
+    prompt = text[:text.index("\n") + 1]
+    for rollout in record["rollouts"]:
+      solution = text[len(prompt):] + rollout
+      lines = solution_lines(solution)
+      if not lines:
+        continue
+      ends = _prefix_ends(solution, lines)
+      whole = prompt + solution[:ends[-1]]
+      if whole in seen:
+        continue
+      seen.add(whole)
+      examples.append({"text": whole, "line_ends": tuple(len(prompt) + e for e in ends),
+                       "labels": tuple(float(x) for x in step_prefix_labels(prompt, solution)),
+                       "difficulty": record["difficulty"], "question_id": record["question_id"],
+                       "final": lines[-1].startswith(ANSWER_START)})
+  return examples
+
+
+def encode_solutions(examples: Sequence[dict], max_len: int, *, tokenizer=TOKENIZER):
+  """(tokens_NxT, positions_NxL, labels_NxL, mask_NxL) of `solution_examples`: each text as the
+  PRM reads it (`model.encode_texts`), the token index of each line's last token, its label, and
+  which of the L = most lines entries are real. ValueError when the tokenizer merges a line's
+  last token with the next line's first (no token ends the line)."""
+  if not examples:
+    raise ValueError("examples must be non-empty")
+  tokens_NxT = encode_texts([e["text"] for e in examples], max_len, tokenizer=tokenizer)
+  num_lines = max(len(e["line_ends"]) for e in examples)
+  positions_NxL = np.zeros((len(examples), num_lines), np.int32)
+  labels_NxL = np.zeros((len(examples), num_lines), np.float32)
+  mask_NxL = np.zeros((len(examples), num_lines), bool)
+  for i, e in enumerate(examples):
+    if len(e["labels"]) != len(e["line_ends"]):
+      raise ValueError(f"example {i} has {len(e['labels'])} labels for "
+                       f"{len(e['line_ends'])} line_ends")
+    for k, end in enumerate(e["line_ends"]):
+      prefix = encode_prompt(tokenizer, e["text"][:end])
+      if list(tokens_NxT[i, :len(prefix)]) != prefix:
+        raise ValueError(f"example {i}: the tokenizer merges the end of line {k + 1} with the "
+                         "text after it, so no token ends that line")
+      positions_NxL[i, k], labels_NxL[i, k], mask_NxL[i, k] = len(prefix) - 1, e["labels"][k], True
+  return tokens_NxT, positions_NxL, labels_NxL, mask_NxL
 
 
 def mann_whitney(scores_N, labels_N) -> tuple[float, int]:

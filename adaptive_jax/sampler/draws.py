@@ -159,8 +159,10 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
   draws only the chunks not there, and the whole pool is then written to `path` and the parts
   deleted (`pool_store`). Sample (q, s) is a pure function of its key, so a resumed pool
   equals an uninterrupted one. A finished `path` is loaded without drawing. Every file records
-  rows, num_questions, n, live.dec, the key, the prompts and a digest of the policy's and
-  scorer's params; resuming with others raises a ValueError naming them.
+  rows, num_questions, n, live.dec, the key, the prompts and digests of the policy's and the
+  scorer's params; resuming with others raises a ValueError naming them, except a finished
+  pool whose scorer alone differs: its stored samples are rescored (`rescore_pool`) and the
+  file rewritten, so a new verifier costs one scoring pass, not a new draw.
   """
   from adaptive_jax.sampler import pool_store  # pool_store imports this module
   if rows < 1 or num_questions < 1 or n < 1:
@@ -168,8 +170,12 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
   settings = _build_settings(live, data, num_questions, n, rows) if path else {}
   if path and os.path.exists(path):
     pool, extra = pool_store.load_pool(path)
-    pool_store.check_settings(path, extra, settings)
+    pool_store.check_settings(path, extra, {k: v for k, v in settings.items()
+                                            if k != "build_scorer"})
     pool_store.remove_parts(path)  # left when a kill came between the final write and this
+    if not np.array_equal(extra.get("build_scorer"), settings["build_scorer"]):
+      pool = rescore_pool(live, data, pool, rows=rows)
+      pool_store.save_pool(path, pool, **settings)
     return pool
   pairs = np.array([(q, s) for q in range(num_questions) for s in range(n)], np.int32)
   parts = pool_store.load_parts(path, settings) if path else {}
@@ -224,14 +230,44 @@ def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int)
   for x in data["prompts"]:
     prompts.update(np.asarray(x, np.int32).tobytes())
     prompts.update(str(np.shape(x)).encode())
-  # The models that drew and scored: a pool of another policy or PRM is never resumed.
-  models = hashlib.sha256()
-  for x in jax.tree.leaves((data.get("policy"), data.get("scorer"))):
-    models.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+  # The models that drew and scored: a pool of another policy is never resumed; one of
+  # another scorer is rescored.
+  def digest(tree):
+    h = hashlib.sha256()
+    for x in jax.tree.leaves(tree):
+      h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+    return np.str_(h.hexdigest())
   return {"build_rows": np.int64(rows), "build_num_questions": np.int64(num_questions),
           "build_n": np.int64(n), "build_decode": np.str_(repr(live.dec)),
           "build_key": np.asarray(key), "build_prompts": np.str_(prompts.hexdigest()),
-          "build_models": np.str_(models.hexdigest())}
+          "build_policy": digest(data.get("policy")), "build_scorer": digest(data.get("scorer"))}
+
+
+def rescore_pool(live: LiveDraw, data, pool: Pool, *, rows: int) -> Pool:
+  """`pool` with scores_QxNxC recomputed from its stored tokens by live.score_fn on
+  data["scorer"], `rows` samples per call: the pool `build_pool` would draw with that scorer
+  (a pool's samples depend on the policy and the keys only, and none is truncated)."""
+  num_q, n = np.shape(pool.answers_QxN)
+  question_P = np.repeat(np.arange(num_q, dtype=np.int32), n)
+  tokens_PxM = np.asarray(pool.tokens_QxNxM).reshape(num_q * n, -1)
+  lengths_P = np.asarray(pool.lengths_QxN).reshape(-1)
+  out = []
+  for start in range(0, len(question_P), rows):
+    take = np.minimum(np.arange(start, start + rows), len(question_P) - 1)  # one shape
+    scores_BxC = _rescore_step(live, data["scorer"], data["prompts"], question_P[take],
+                               tokens_PxM[take], lengths_P[take])
+    out.append(np.asarray(scores_BxC)[:len(question_P) - start])
+  return pool._replace(scores_QxNxC=np.concatenate(out).reshape(num_q, n, -1))
+
+
+def _rescore_rows(live: LiveDraw, scorer, prompts: Prompts, question_B, tokens_BxM, lengths_B):
+  prompt_len_B = prompts.prompt_len_Q[question_B]
+  tokens_BxT = right_padded(prompts.prompt_QxP[question_B], prompt_len_B, tokens_BxM,
+                            lengths_B, live.dec.pad_id)
+  return live.score_fn(scorer, tokens_BxT, prompt_len_B, lengths_B)
+
+
+_rescore_step = jax.jit(_rescore_rows, static_argnums=0)
 
 
 def _pool_rows(live: LiveDraw, data, question_B, slot_B) -> dict[str, jax.Array]:

@@ -69,6 +69,9 @@ class McConfig:
     check_open_interval("mc", "temperature", self.temperature, 0.0)
 
 
+STEP_VERIFIER_EXAMPLES = ("prefixes", "solutions")
+
+
 @dataclasses.dataclass(frozen=True)
 class PrmConfig:
   model: ModelConfig  # or "policy" in the config: the policy's model
@@ -89,6 +92,9 @@ class PrmConfig:
   calibration_seed: int = 0  # the calibration's (LoRA init, batches): vary it with the base fixed
   step_verifier_steps: int = 0  # the step verifier's (step_verifier.py); 0: none
   step_verifier_adapter: str = "full"  # it shares the base PRM's other settings
+  # "prefixes": a row per solution prefix (step_verifier.step_examples); "solutions": a row
+  # per solution read at every line end (solution_examples), the same labels in 1/L the rows.
+  step_verifier_examples: str = "prefixes"
 
   def __post_init__(self):
     check_choice("prm", "base_max_difficulty", self.base_max_difficulty,
@@ -105,6 +111,8 @@ class PrmConfig:
     check_choice("prm", "adapter", self.adapter, fit.ADAPTERS)
     check_choice("prm", "base_adapter", self.base_adapter, fit.ADAPTERS)
     check_choice("prm", "step_verifier_adapter", self.step_verifier_adapter, fit.ADAPTERS)
+    check_choice("prm", "step_verifier_examples", self.step_verifier_examples,
+                 STEP_VERIFIER_EXAMPLES)
     for name in ("calibration_learning_rate", "learning_rate", "lora_alpha"):
       check_open_interval("prm", name, getattr(self, name), 0.0)
     if not self.levels:
@@ -328,11 +336,17 @@ def run_calibration_study(config: ml_collections.ConfigDict, workdir: str) -> di
       raise ValueError("prm.step_verifier_steps > 0, but the calibration split's MC records "
                        "hold no solution lines to train a step verifier on; set "
                        "prm.step_verifier_steps=0")
-    verifier, verifier_losses = fit.train_base_prm(
-        verifier_examples, prm.model, steps=prm.step_verifier_steps, batch_size=prm.batch_size,
-        learning_rate=prm.learning_rate, seed=prm.seed, backbone_params=backbone_params,
-        adapter=prm.step_verifier_adapter, lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha,
-        tokenizer=tokenizer, label_field="label", run="step verifier")
+    settings = dict(steps=prm.step_verifier_steps, batch_size=prm.batch_size,
+                    learning_rate=prm.learning_rate, seed=prm.seed,
+                    backbone_params=backbone_params, adapter=prm.step_verifier_adapter,
+                    lora_rank=prm.lora_rank, lora_alpha=prm.lora_alpha, tokenizer=tokenizer,
+                    run="step verifier")
+    if prm.step_verifier_examples == "solutions":
+      verifier, verifier_losses = fit.train_step_verifier(
+          step_verifier.solution_examples(cal), prm.model, **settings)
+    else:
+      verifier, verifier_losses = fit.train_base_prm(verifier_examples, prm.model,
+                                                     label_field="label", **settings)
     logging.info("step verifier: final loss %s", _last(verifier_losses))
   target = lambda records: np.array([r["target"] for r in records])
   y_cal, y_val, y_test = target(cal), target(val), target(test)

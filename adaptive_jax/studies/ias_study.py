@@ -150,7 +150,8 @@ def live_draw(models: ias_models.Models, cfg: IasConfig, temperature: float,
                             stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
                             confidence_top_k=cfg.confidence_top_k)
   score_fn = (ias_models.score_fn(models.prm_cfg, models.levels, models.step_end_ids,
-                        models.base_in_calibrated, models.step_verifier is not None)
+                                  models.base_in_calibrated, models.step_verifier is not None,
+                                  models.policy_cfg, temperature)
               if scored else ias_models.unscored)
   return draws.LiveDraw(models.policy_cfg, dec, score_fn,
                         functools.partial(extract_answer_ids, tokenizer=tokenizer),
@@ -168,7 +169,7 @@ def rule_scores(problems, pool: draws.Pool, tokenizer) -> np.ndarray:
 
 
 def _data(models: ias_models.Models, cfg: IasConfig, problems, seed: int) -> dict:
-  scorer = {"base": models.base, "calibrated": models.calibrated}
+  scorer = {"base": models.base, "calibrated": models.calibrated, "policy": models.policy}
   if models.step_verifier is not None:
     scorer["verifier"] = models.step_verifier
   return {"policy": models.policy, "prompts": ias_models.encode_prompts(problems, models.tokenizer),
@@ -254,10 +255,14 @@ def load_split(path: str) -> ias_eval.PoolSplit:
 
 
 def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSettings:
-  """What `ias_sweep.evaluate` sweeps; the headline selector is the learned step verifier
-  when there is one, else the calibrated PRM, its form (best or vote) chosen on validation."""
+  """What `ias_sweep.evaluate` sweeps. The headline selector is chosen on validation among the
+  learned step verifier (when there is one, else the calibrated PRM) and the policy's own
+  likelihood, each as best-of-N or a score-weighted vote; the online allocator reads the
+  chosen selector's channel."""
   learned = "verifier" if "verifier_last" in channels else "calibrated"
-  candidates = (f"best:{learned}_last", f"best:{learned}_min", f"vote:{learned}_last")
+  own = ias_models.LIKELIHOOD
+  candidates = (f"best:{learned}_last", f"best:{learned}_min", f"vote:{learned}_last",
+                f"best:{own}", f"vote:{own}")
   aggregations = ("majority", f"best:{ias_models.RULE}", "best:calibrated_last", "vote:calibrated_last",
                   "best:base_last") + tuple(a for a in candidates
                                             if not a.startswith(("best:calibrated_last",
@@ -266,7 +271,7 @@ def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSet
       fixed_ns=cfg.fixed_ns, orders=cfg.orders, aggregations=aggregations,
       candidates=candidates, qs=cfg.qs, ias_n_maxes=cfg.ias_n_maxes,
       ias_estimates=cfg.ias_estimates, budgets=cfg.budgets,
-      online_channel=f"{learned}_last", online_solved_at=cfg.online_solved_at,
+      online_channel=ias_sweep.SELECTED, online_solved_at=cfg.online_solved_at,
       online_hopeless_below=cfg.online_hopeless_below,
       online_prior_strength=cfg.online_prior_strength, online_estimate=cfg.online_estimate,
       match_n=match_n, per_round=cfg.per_round, rows=cfg.rows,

@@ -36,7 +36,7 @@ class SweepSettings:
   ias_n_maxes: tuple[int, ...]
   ias_estimates: tuple[str, ...]
   budgets: tuple[float, ...]  # samples per question on average
-  online_channel: str
+  online_channel: str  # a channel, or SELECTED: the channel of the chosen aggregation
   online_solved_at: tuple[float, ...]
   online_hopeless_below: float
   online_prior_strength: float
@@ -46,6 +46,20 @@ class SweepSettings:
   rows: int
   resamples: int
   seed: int
+
+
+SELECTED = "selected"
+
+
+def online_channel(s: SweepSettings, aggregation: str) -> str:
+  """The channel the online allocator reads: s.online_channel, or under SELECTED the channel
+  of `aggregation` ("best:<c>" or "vote:<c>")."""
+  if s.online_channel != SELECTED:
+    return s.online_channel
+  if ":" not in aggregation:
+    raise ValueError(f"online_channel={SELECTED!r} needs an aggregation that reads a channel "
+                     f"('best:<c>' or 'vote:<c>'), got {aggregation!r}")
+  return aggregation.split(":", 1)[1]
 
 
 def _ias_settings(s: SweepSettings):
@@ -121,6 +135,7 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
                                               s.aggregations, orders=s.orders, seed=s.seed)
   val_curves = curve(validation)
   aggregation = max(s.candidates, key=lambda a: (_mean_accuracy(val_curves[a]), a))
+  s = dataclasses.replace(s, online_channel=online_channel(s, aggregation))
   floor = ias_eval.fixed_accuracy_at(val_curves[aggregation], s.match_n)
   chosen, val_sweeps = {}, {}
   for family, settings_of in _FAMILIES.items():
@@ -140,7 +155,8 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
             "test_questions_for_halfwidth_0.2": int(np.ceil(num_val * (halfwidth / 0.2) ** 2))}
   test_curves = curve(test)
   best_test = best_fixed_curve(test_curves, test.channels)
-  results = {"aggregation": aggregation, "match_n": s.match_n, "sizing": sizing,
+  results = {"aggregation": aggregation, "online_channel": s.online_channel,
+             "match_n": s.match_n, "sizing": sizing,
              "validation_accuracy_floor": floor, "chosen": chosen,
              "validation": {"fixed": fixed_table(val_curves), "sweeps": val_sweeps},
              "test": {"fixed": fixed_table(test_curves), "sweeps": {}, "methods": {}},

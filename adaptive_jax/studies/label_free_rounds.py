@@ -61,10 +61,16 @@ class Candidates(NamedTuple):
   drawn_Q: np.ndarray
 
 
-def reward_score_fn(models: ias_models.Models, channel: str):
+def reward_score_fn(models: ias_models.Models, channel: str, temperature: float = 1.0):
   """A draws.ScoreFn with one channel: the verifier's probability at the sample's last step,
-  `channel` "verifier" (the learned step verifier) or "calibrated" (the calibrated PRM's mean).
+  `channel` "verifier" (the learned step verifier) or "calibrated" (the calibrated PRM's mean);
+  or "likelihood": the drawing policy's own geometric-mean token probability at `temperature`
+  (`ias_models.likelihood`; scorer["likelihood"] holds the policy's params).
   """
+  if channel == "likelihood":
+    return lambda scorer, tokens_BxT, prompt_len_B, length_B: ias_models.likelihood(
+        scorer["likelihood"], models.policy_cfg, tokens_BxT, prompt_len_B, length_B,
+        temperature)[:, None]
   if channel == "verifier" and models.step_verifier is None:
     raise ValueError("label_free.reward='verifier' needs the calibration study's step verifier "
                      "(calibrate prm.step_verifier_steps > 0); use 'calibrated'")

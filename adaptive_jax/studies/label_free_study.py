@@ -51,7 +51,7 @@ from adaptive_jax.typed_config import (
 )
 
 ARMS = arms_lib.ALL
-REWARDS = ("verifier", "calibrated")
+REWARDS = ("verifier", "calibrated", "likelihood")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,7 @@ class LabelFreeConfig:
   test_seed: int = 33
   difficulties: tuple[int, ...] = (2, 3, 4)
   arms: tuple[str, ...] = ARMS
-  reward: str = "verifier"
+  reward: str = "likelihood"
   temperature: float = 0.7
   max_new_tokens: int = 128
   samples_per_prompt: int = 8
@@ -144,9 +144,10 @@ class _Study:
   def __init__(self, config, cfg: LabelFreeConfig):
     self.cfg = cfg
     self.models = ias_models.load_models(config)
-    self.score_fn = rounds_lib.reward_score_fn(self.models, cfg.reward)
-    scorer_params = (self.models.step_verifier if cfg.reward == "verifier"
-                     else self.models.calibrated)
+    self.score_fn = rounds_lib.reward_score_fn(self.models, cfg.reward, cfg.temperature)
+    # "likelihood" reads the policy that draws (`data`), the others a calibration study's PRM.
+    scorer_params = {"verifier": self.models.step_verifier, "calibrated": self.models.calibrated,
+                     "likelihood": None}[cfg.reward]
     self.scorer = {cfg.reward: scorer_params}
     self.sampled = _live(self.models, cfg, cfg.temperature, self.score_fn)
     self.greedy = _live(self.models, cfg, 0.0, ias_models.unscored)
@@ -165,7 +166,8 @@ class _Study:
     self.prm_flops = forward_flops_per_token(self.models.prm_cfg, (prompt_len + length) / 2)
 
   def data(self, params, problems, key) -> dict:
-    return {"policy": params, "scorer": self.scorer, "score_cost": 1, "key": key,
+    scorer = ({"likelihood": params} if self.cfg.reward == "likelihood" else self.scorer)
+    return {"policy": params, "scorer": scorer, "score_cost": 1, "key": key,
             "prompts": ias_models.encode_prompts(problems, self.models.tokenizer)}
 
   def evaluate(self, params, split: str) -> dict:
