@@ -61,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.online_hopeless_below = 0.02  # online: a posterior mean that retires it
   config.ias.online_prior_strength = 2.0  # online: the prior estimate's weight, in samples
   config.ias.online_estimate = "combined"  # online: the prior estimate
+  # online: the selector's score mapped to P(correct) by an isotonic fit on validation samples
+  # (the policy's likelihood is no probability of being right; a learned verifier's need not be)
+  config.ias.online_calibrated = True
   config.ias.q = 0.99  # probe IAS's confidence (paper)
   config.ias.per_round = 4  # samples a question draws per round of the adaptive loop
   config.ias.rows = 256  # rows per round (static)

@@ -10,7 +10,7 @@ import pytest
 
 from adaptive_jax.sampler import decode, draws, pool_store
 from adaptive_jax.scaling import pass_at_k
-from adaptive_jax.studies import ias_models, ias_study, ias_sweep
+from adaptive_jax.studies import ias_eval, ias_models, ias_study, ias_sweep
 from adaptive_jax.tasks import arithmetic, step_checker
 from adaptive_jax.tasks.problem import format_completion, format_prompt
 from benchmarks import ias as ias_benchmark
@@ -118,7 +118,8 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
   assert design.answers_QxN.shape == (8, 8)
   assert results["aggregation"] in ("best:verifier_last", "best:verifier_min",
                                     "vote:verifier_last", "best:likelihood", "vote:likelihood")
-  assert results["online_channel"] == results["aggregation"].split(":")[1]
+  # The online allocator reads the chosen selector's channel mapped to P(correct).
+  assert results["online_channel"] == results["aggregation"].split(":")[1] + "_calibrated"
   test = results["test"]
   assert set(test["methods"]) == {
       "ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
@@ -260,3 +261,36 @@ def test_likelihood_is_the_geometric_mean_probability_of_the_drawn_tokens():
       z = logits[t - 1] / temperature
       total += z[seq[0, t]] - np.log(np.exp(z - z.max()).sum()) - z.max()
     np.testing.assert_allclose(got_B[i], np.exp(total / len(drawn)), rtol=1e-4)
+
+
+def _synthetic_split(scores_QxN, correct_QxN):
+  q, n = scores_QxN.shape
+  gold_Q = np.arange(q) + 100
+  answers_QxN = np.where(correct_QxN, gold_Q[:, None], -1).astype(np.int32)
+  pool = draws.Pool(answers_QxN=answers_QxN, scores_QxNxC=scores_QxN[..., None].astype(np.float32),
+                    confidence_QxNxM=np.zeros((q, n, 1), np.float32),
+                    lengths_QxN=np.ones((q, n), np.int32), stopped_QxN=np.ones((q, n), bool),
+                    prompt_len_Q=np.ones(q, np.int32), tokens_QxNxM=np.zeros((q, n, 1), np.int32))
+  return ias_eval.PoolSplit(pool=pool, channels=("likelihood",), gold_Q=gold_Q,
+                            difficulty_Q=np.ones(q, int), prompt_tokens_Q=np.ones(q),
+                            estimates={}, policy_flops=1.0, prm_flops=1.0)
+
+
+def test_online_channel_is_mapped_to_the_validation_success_rate():
+  """A score of 0.9 on every sample, 30% of them right: the isotonic map reads 0.3; a score that
+  separates right (0.8) from wrong (0.6) maps to 1 and 0. Appended as a channel of its own."""
+  rng = np.random.default_rng(0)
+  correct = rng.random((40, 5)) < 0.3
+  flat = _synthetic_split(np.full((40, 5), 0.9), correct)
+  np.testing.assert_allclose(ias_sweep.calibrated_channel(flat, "likelihood")(0.9),
+                             correct.mean(), atol=1e-6)
+  sharp = _synthetic_split(np.where(correct, 0.8, 0.6), correct)
+  mapped = ias_sweep.calibrated_channel(sharp, "likelihood")(np.array([0.6, 0.8]))
+  np.testing.assert_allclose(mapped, [0.0, 1.0])
+  more = ias_sweep.with_channel(sharp, "likelihood_calibrated", correct.astype(float))
+  assert more.channels == ("likelihood", "likelihood_calibrated")
+  np.testing.assert_array_equal(more.pool.scores_QxNxC[..., 1], correct)
+  settings = ias_study.sweep_settings(ias_study.IasConfig(), ("likelihood", "rule"), 16)
+  assert ias_sweep.online_channel(settings, "vote:likelihood") == "likelihood"
+  with pytest.raises(ValueError, match="online_channel='selected' needs an aggregation"):
+    ias_sweep.online_channel(settings, "majority")

@@ -75,6 +75,8 @@ class IasConfig:
   online_hopeless_below: float = 0.02
   online_prior_strength: float = 2.0
   online_estimate: str = "combined"
+  # Map the online allocator's channel to P(correct) on validation (isotonic) before it reads it.
+  online_calibrated: bool = True
   q: float = 0.99
   per_round: int = 4
   rows: int = 256
@@ -137,6 +139,9 @@ class IasConfig:
       for value in (values,) if isinstance(values, str) else values:
         if value not in ESTIMATES:
           raise ValueError(f"ias.{name} must name estimates in {ESTIMATES}, got {value!r}")
+    if not isinstance(self.online_calibrated, bool):
+      raise ValueError(f"ias.online_calibrated must be True or False, got "
+                       f"{self.online_calibrated!r}")
     if self.deepconf_warmup > self.n_max:
       raise ValueError(f"ias.deepconf_warmup must be <= n_max={self.n_max}, got "
                        f"{self.deepconf_warmup}")
@@ -274,6 +279,7 @@ def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSet
       online_channel=ias_sweep.SELECTED, online_solved_at=cfg.online_solved_at,
       online_hopeless_below=cfg.online_hopeless_below,
       online_prior_strength=cfg.online_prior_strength, online_estimate=cfg.online_estimate,
+      online_calibrated=cfg.online_calibrated,
       match_n=match_n, per_round=cfg.per_round, rows=cfg.rows,
       resamples=cfg.bootstrap_resamples, seed=cfg.seed)
 

@@ -11,6 +11,12 @@ validation and test questions, and the uniform-mix control's test questions) it
 3. on test (once): runs every setting of every family (the curves) and matches the chosen
    ones against the fixed curve with a paired bootstrap over questions;
 4. on the control: the chosen IAS and online settings, matched the same way.
+
+The online allocator reads a sample's score as the chance it is correct. Under
+`online_calibrated` its channel is first mapped to that chance by an isotonic fit of
+correctness on the channel over every validation sample (`calibrated_channel`; a monotone map,
+so no selection changes), and the mapped channel is appended to every split as
+"<channel>_calibrated": a likelihood or an uncalibrated verifier score becomes a probability.
 """
 
 import dataclasses
@@ -46,6 +52,7 @@ class SweepSettings:
   rows: int
   resamples: int
   seed: int
+  online_calibrated: bool = False  # map online_channel to P(correct) on validation first
 
 
 SELECTED = "selected"
@@ -60,6 +67,22 @@ def online_channel(s: SweepSettings, aggregation: str) -> str:
     raise ValueError(f"online_channel={SELECTED!r} needs an aggregation that reads a channel "
                      f"('best:<c>' or 'vote:<c>'), got {aggregation!r}")
   return aggregation.split(":", 1)[1]
+
+
+def calibrated_channel(validation: ias_eval.PoolSplit, channel: str):
+  """The isotonic map from `channel`'s score to the chance a sample is correct, fit on every
+  sample of the validation pool."""
+  from adaptive_jax.prm.calibration import IsotonicCalibration  # scikit-learn, on this path
+  scores = np.asarray(validation.pool.scores_QxNxC)[..., validation.channels.index(channel)]
+  return IsotonicCalibration.fit(scores.ravel(), validation.correct_QxN.ravel().astype(float))
+
+
+def with_channel(split: ias_eval.PoolSplit, name: str, scores_QxN) -> ias_eval.PoolSplit:
+  """`split` with one more score channel, `name`, appended last."""
+  scores = np.concatenate([np.asarray(split.pool.scores_QxNxC),
+                           np.asarray(scores_QxN, np.float32)[..., None]], -1)
+  return dataclasses.replace(split, pool=split.pool._replace(scores_QxNxC=scores),
+                             channels=(*split.channels, name))
 
 
 def _ias_settings(s: SweepSettings):
@@ -136,6 +159,14 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
   val_curves = curve(validation)
   aggregation = max(s.candidates, key=lambda a: (_mean_accuracy(val_curves[a]), a))
   s = dataclasses.replace(s, online_channel=online_channel(s, aggregation))
+  scored_channels = test.channels  # the pools' own, before any appended for the allocator
+  if s.online_calibrated:
+    to_probability = calibrated_channel(validation, s.online_channel)
+    name = f"{s.online_channel}_calibrated"
+    calibrate = lambda split: split and with_channel(split, name, to_probability(
+        np.asarray(split.pool.scores_QxNxC)[..., split.channels.index(s.online_channel)]))
+    validation, test, control = calibrate(validation), calibrate(test), calibrate(control)
+    s = dataclasses.replace(s, online_channel=name)
   floor = ias_eval.fixed_accuracy_at(val_curves[aggregation], s.match_n)
   chosen, val_sweeps = {}, {}
   for family, settings_of in _FAMILIES.items():
@@ -193,7 +224,7 @@ def evaluate(validation: ias_eval.PoolSplit, test: ias_eval.PoolSplit,
           "matched": ias_eval.match(control_curves[aggregation], run, resamples=s.resamples,
                                     seed=s.seed)}
     results["headline"]["ias_control"] = results["control"]["methods"]["ias"]["matched"]
-  results["tiers"] = tiers(test, test_curves)
+  results["tiers"] = tiers(test, test_curves, scored_channels)
   return results
 
 
@@ -214,9 +245,10 @@ def best_fixed_lines(results: dict) -> list[str]:
                              results["best_fixed"][family]) for family in _FAMILIES]
 
 
-def tiers(split: ias_eval.PoolSplit, curves: dict) -> dict:
+def tiers(split: ias_eval.PoolSplit, curves: dict, channels=None) -> dict:
   """Each selector's test accuracy along the fixed curve (coverage: the perfect selector, an
-  oracle) and each score channel's within-difficulty AUC of correct vs wrong answered samples."""
+  oracle) and each score channel's (of `channels`, by default all) within-difficulty AUC of
+  correct vs wrong answered samples."""
   answered_QxN = np.asarray(split.pool.answers_QxN) != selection.NO_ANSWER
   correct_QxN = split.correct_QxN
   difficulty_QxN = np.broadcast_to(split.difficulty_Q[:, None], correct_QxN.shape)
@@ -224,7 +256,8 @@ def tiers(split: ias_eval.PoolSplit, curves: dict) -> dict:
   # Samples with an answer: a sample that never answers is wrong whatever its score says.
   auc = {name: step_verifier.within_difficulty_auc(
       scores_QxNxC[..., c][answered_QxN], correct_QxN[answered_QxN],
-      difficulty_QxN[answered_QxN])["pooled"] for c, name in enumerate(split.channels)}
+      difficulty_QxN[answered_QxN])["pooled"]
+      for name, c in ((n, split.channels.index(n)) for n in channels or split.channels)}
   ks = curves["coverage"]["ks"]
   return {"ks": list(ks), "auc_within_difficulty": auc,
           "accuracy": {name: [float(x) for x in c["correct_KxQ"].mean(1)]
