@@ -11,19 +11,24 @@ from adaptive_jax.label_free import arms
 LABELS = {
     "supervised": "supervised on gold (labelled reference)",
     "majority": "majority-vote fine-tuning (TTRL's pseudo-label)",
-    "best_of_n": "verifier best-of-N fine-tuning",
-    "budget_best_of_n": "verifier best-of-N, budget-aware allocation",
-    "grpo": "GRPO, verifier reward (TAO)",
+    "best_of_n": "{reward} best-of-N fine-tuning",
+    "budget_best_of_n": "{reward} best-of-N, budget-aware allocation",
+    "grpo": "GRPO, {reward} reward (TAO)",
     "rule_best_of_n": "exact step checker best-of-N (ceiling)",
 }
+# What scores the samples, by label_free.reward.
+REWARD_NAMES = {"verifier": "step verifier", "calibrated": "calibrated PRM",
+                "likelihood": "policy likelihood"}
 MARKERS = "osD^vP"
 
 
 def plot(results: dict, path: str) -> str:
   """Test pass@1 (90% interval bars) after each round of each arm, round 0 the start policy;
-  dotted lines: the start policy's verifier-selected best-of-n on test."""
+  dotted lines: the start policy's best-of-n on test, selected by the loop's reward."""
   fig, ax = plt.subplots(figsize=(7.5, 5.6))
   start = results["start"]["test"]["pass@1"]
+  cfg = results["config"]
+  reward = REWARD_NAMES.get(cfg.get("reward", "verifier"), cfg.get("reward"))
   for i, (arm, records) in enumerate(results["arms"].items()):
     rounds = [0] + [r["round"] for r in records]
     metrics = [start] + [r["test"]["pass@1"] for r in records]
@@ -32,15 +37,15 @@ def plot(results: dict, path: str) -> str:
             [max(m["interval"][1] - m["value"], 0) for m in metrics]]
     shift = (i - len(results["arms"]) / 2) * 0.04  # bars side by side, not on top
     ax.errorbar([r + shift for r in rounds], values, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
-                capsize=3, label=LABELS.get(arm, arm), ls="-" if arm in arms.LABEL_FREE else "--")
+                capsize=3, label=LABELS.get(arm, arm).format(reward=reward),
+                ls="-" if arm in arms.LABEL_FREE else "--")
   bon = results["start"]["best_of_n"]
-  cfg = results["config"]
   labelled = []  # annotate a line only where it stands clear of those already named
   for k, acc in sorted(zip(bon["ks"], bon["verifier"]), key=lambda x: x[1]):
     ax.axhline(acc, color="gray", ls=":", lw=1)
     if all(abs(acc - other) > 0.006 for other in labelled):
       names = [f"{n}" for n, a in zip(bon["ks"], bon["verifier"]) if abs(a - acc) <= 0.006]
-      ax.annotate(f"start, verifier best-of-{'/'.join(names)}", (cfg["rounds"] + 0.15, acc),
+      ax.annotate(f"start, {reward} best-of-{'/'.join(names)}", (cfg["rounds"] + 0.15, acc),
                   xytext=(0, 2), textcoords="offset points", fontsize=7, color="gray",
                   ha="right")
       labelled.append(acc)
