@@ -294,3 +294,9 @@ def test_online_channel_is_mapped_to_the_validation_success_rate():
   assert ias_sweep.online_channel(settings, "vote:likelihood") == "likelihood"
   with pytest.raises(ValueError, match="online_channel='selected' needs an aggregation"):
     ias_sweep.online_channel(settings, "majority")
+
+
+def test_likelihood_needs_a_sampling_temperature():
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    ias_models.likelihood({}, None, jnp.zeros((1, 4), jnp.int32), jnp.array([2]), jnp.array([2]),
+                          0.0)

@@ -25,7 +25,7 @@ import itertools
 import numpy as np
 
 from adaptive_jax.allocation.online import BudgetAllocation
-from adaptive_jax.prm import step_verifier
+from adaptive_jax.prm import calibration, step_verifier
 from adaptive_jax.sampler import selection
 from adaptive_jax.scaling import matched
 from adaptive_jax.studies import ias_eval
@@ -72,9 +72,8 @@ def online_channel(s: SweepSettings, aggregation: str) -> str:
 def calibrated_channel(validation: ias_eval.PoolSplit, channel: str):
   """The isotonic map from `channel`'s score to the chance a sample is correct, fit on every
   sample of the validation pool."""
-  from adaptive_jax.prm.calibration import IsotonicCalibration  # scikit-learn, on this path
   scores = np.asarray(validation.pool.scores_QxNxC)[..., validation.channels.index(channel)]
-  return IsotonicCalibration.fit(scores.ravel(), validation.correct_QxN.ravel().astype(float))
+  return calibration.IsotonicCalibration.fit(scores.ravel(), validation.correct_QxN.ravel().astype(float))
 
 
 def with_channel(split: ias_eval.PoolSplit, name: str, scores_QxN) -> ias_eval.PoolSplit:
