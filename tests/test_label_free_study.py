@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -246,19 +247,19 @@ def test_configs_build_and_match_the_defaults():
     assert (cfg == small) == (size != "quick")
 
 
-def test_each_reward_scores_with_its_own_model(workdirs, tmp_path):
-  """reward='likelihood' (the shipped config's, run by `study` above) scores each round's
-  draws with that round's params; 'verifier' with the calibration study's step verifier."""
+def test_each_reward_scores_with_its_own_model(workdirs):
+  """reward='likelihood' (the shipped config's, run end to end by `study` above) scores each
+  round's draws with that round's params; 'verifier' with the calibration study's step
+  verifier, through the same draw (its score: the verifier's probability at the last step)."""
   config = _config(*workdirs)
   lf = config.label_free
   assert lf.reward == "likelihood"
   study = label_free_study._Study(config, label_free_study.LabelFreeConfig(**lf))
   moved = {"moved": np.ones(2)}
   assert study.data(moved, study.loop[:2], None)["scorer"] == {"likelihood": moved}
-  lf.reward, lf.arms, lf.rounds = "verifier", ("best_of_n",), 1
-  lf.learning_rates = (1e-3,)
+  lf.reward = "verifier"
   study = label_free_study._Study(config, label_free_study.LabelFreeConfig(**lf))
-  assert study.data(moved, study.loop[:2], None)["scorer"] == {
-      "verifier": study.models.step_verifier}
-  results = label_free_study.run_label_free_study(config, str(tmp_path))
-  assert 0 <= results["arms"]["best_of_n"][0]["test"]["reward_brier"]["value"] <= 1
+  data = study.data(study.models.policy, study.loop[:2], jax.random.key(0))
+  assert data["scorer"] == {"verifier": study.models.step_verifier}
+  cand = label_free_rounds.draw(study.sampled, data, np.array([2, 2]), 2, rows=8)
+  assert np.all((cand.reward_QxN >= 0) & (cand.reward_QxN <= 1))
