@@ -107,13 +107,14 @@ def _check_adapter(adapter: str):
     raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
 
 
-def _in_batches(fn, tokens_NxT: np.ndarray, batch_size: int) -> np.ndarray:
-  """fn(tokens_BxT) over row batches, concatenated. The last batch is padded with copies of the
-  first row, so every batch has one shape: one compile."""
-  num = len(tokens_NxT)
+def _in_batches(fn, *arrays_N: np.ndarray, batch_size: int) -> np.ndarray:
+  """fn(*row batches of arrays_N) over row batches, concatenated. The last batch is padded with
+  copies of the first row, so every batch has one shape: one compile."""
+  num = len(arrays_N[0])
   batch_size = min(batch_size, num)
-  tokens_NxT = np.concatenate([tokens_NxT, np.repeat(tokens_NxT[:1], -num % batch_size, 0)])
-  out = [fn(tokens_NxT[i:i + batch_size]) for i in range(0, len(tokens_NxT), batch_size)]
+  arrays_N = [np.concatenate([x, np.repeat(x[:1], -num % batch_size, 0)]) for x in arrays_N]
+  out = [fn(*(x[i:i + batch_size] for x in arrays_N))
+         for i in range(0, len(arrays_N[0]), batch_size)]
   return np.asarray(jnp.concatenate(out))[:num]
 
 
@@ -144,7 +145,7 @@ def readout_features(params, model_cfg: ModelConfig, tokens_NxT: np.ndarray,
     _features_cache.move_to_end(key)
     return _features_cache[key]
   features = _in_batches(lambda t: _readout(params, t, model_cfg=model_cfg), tokens_NxT,
-                         batch_size)
+                         batch_size=batch_size)
   _features_cache[key] = features
   while len(_features_cache) > _FEATURES_CACHED:
     _features_cache.popitem(last=False)
@@ -161,11 +162,14 @@ def _readout(params, tokens_BxT, *, model_cfg: ModelConfig):
 def _position_features(params, model_cfg: ModelConfig, tokens_NxT: np.ndarray,
                        positions_NxL: np.ndarray, batch_size: int = 64) -> np.ndarray:
   """h_NxLx2D = `PRM.position_readout` of every row at its positions (frozen backbone)."""
-  read = jax.jit(lambda p, t, pos: PRM(model_cfg).apply(
-      {"params": {"backbone": p}}, t, pos, method=PRM.position_readout))
-  out = [read(params["backbone"], tokens_NxT[i:i + batch_size],
-              positions_NxL[i:i + batch_size]) for i in range(0, len(tokens_NxT), batch_size)]
-  return np.asarray(jnp.concatenate(out))
+  return _in_batches(lambda t, pos: _position_readout(params, t, pos, model_cfg=model_cfg),
+                     tokens_NxT, positions_NxL, batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg",))
+def _position_readout(params, tokens_BxT, positions_BxL, *, model_cfg: ModelConfig):
+  return PRM(model_cfg).apply({"params": {"backbone": params["backbone"]}}, tokens_BxT,
+                              positions_BxL, method=PRM.position_readout)
 
 
 def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter: str,
@@ -203,12 +207,10 @@ def _fit_adapter(params, model: PRM, loss_fn, heads: tuple[str, ...], *, adapter
     return params
 
   per_position = lambda p, h: model.apply({"params": p}, h, method=PRM.outputs)
-  if adapter == "head" and positions_NxL is None:
-    data = {"inputs": readout_features(params, model.cfg, tokens_NxT), **labels}
-    apply = lambda p, batch: per_position(p, batch["inputs"])
-  elif adapter == "head":
-    data = {"inputs": _position_features(params, model.cfg, tokens_NxT, positions_NxL),
-            **labels}
+  if adapter == "head":
+    features = (readout_features(params, model.cfg, tokens_NxT) if positions_NxL is None else
+                _position_features(params, model.cfg, tokens_NxT, positions_NxL))
+    data = {"inputs": features, **labels}
     apply = lambda p, batch: per_position(p, batch["inputs"])
   elif positions_NxL is None:
     data = {"inputs": tokens_NxT, **labels}

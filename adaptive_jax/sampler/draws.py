@@ -59,15 +59,21 @@ class LiveDraw:
     out = self.sample(data, question_B, slot_B, min_confidence_B)
     return self.finish(data, question_B, valid_B, out)
 
+  def score(self, scorer, prompts: Prompts, question_B, tokens_BxM, lengths_B):
+    """scores_BxC of samples (their new tokens) of questions question_B: score_fn on the
+    prompt followed by the sample, right padded."""
+    prompt_len_B = prompts.prompt_len_Q[question_B]
+    tokens_BxT = right_padded(prompts.prompt_QxP[question_B], prompt_len_B, tokens_BxM,
+                              lengths_B, self.dec.pad_id)
+    return self.score_fn(scorer, tokens_BxT, prompt_len_B, lengths_B)
+
   def finish(self, data, question_B, valid_B, out: decode.SampleOutput) -> Draws:
     prompts = data["prompts"]
     prompt_len_B = prompts.prompt_len_Q[question_B]
-    tokens_BxT = right_padded(prompts.prompt_QxP[question_B], prompt_len_B, out.tokens_BxM,
-                              out.lengths_B, self.dec.pad_id)
     kept_B = valid_B & ~out.truncated_B
     # A truncated trace is never scored (a replayed pool could not know its partial scores).
-    scores_BxC = jnp.where(kept_B[:, None], self.score_fn(data["scorer"], tokens_BxT,
-                                                           prompt_len_B, out.lengths_B), 0.0)
+    scores_BxC = jnp.where(kept_B[:, None], self.score(data["scorer"], prompts, question_B,
+                                                        out.tokens_BxM, out.lengths_B), 0.0)
     answer_B = jnp.where(kept_B, self.answer_fn(out.tokens_BxM), selection.NO_ANSWER)
     lowest_B = confidence.lowest_group_confidence(out.confidence_BxM, out.lengths_B,
                                                   self.group_window)
@@ -254,20 +260,13 @@ def rescore_pool(live: LiveDraw, data, pool: Pool, *, rows: int) -> Pool:
   out = []
   for start in range(0, len(question_P), rows):
     take = np.minimum(np.arange(start, start + rows), len(question_P) - 1)  # one shape
-    scores_BxC = _rescore_step(live, data["scorer"], data["prompts"], question_P[take],
-                               tokens_PxM[take], lengths_P[take])
+    scores_BxC = _score_step(live, data["scorer"], data["prompts"], question_P[take],
+                             tokens_PxM[take], lengths_P[take])
     out.append(np.asarray(scores_BxC)[:len(question_P) - start])
   return pool._replace(scores_QxNxC=np.concatenate(out).reshape(num_q, n, -1))
 
 
-def _rescore_rows(live: LiveDraw, scorer, prompts: Prompts, question_B, tokens_BxM, lengths_B):
-  prompt_len_B = prompts.prompt_len_Q[question_B]
-  tokens_BxT = right_padded(prompts.prompt_QxP[question_B], prompt_len_B, tokens_BxM,
-                            lengths_B, live.dec.pad_id)
-  return live.score_fn(scorer, tokens_BxT, prompt_len_B, lengths_B)
-
-
-_rescore_step = jax.jit(_rescore_rows, static_argnums=0)
+_score_step = jax.jit(LiveDraw.score, static_argnums=0)
 
 
 def _pool_rows(live: LiveDraw, data, question_B, slot_B) -> dict[str, jax.Array]:

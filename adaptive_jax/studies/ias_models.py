@@ -3,6 +3,7 @@ how they score a sample and a question, and the combined estimate fit on calibra
 """
 
 import dataclasses
+import functools
 import os
 
 import flax.linen as nn
@@ -11,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax.allocation import combined
+from adaptive_jax.label_free.update import token_logprobs
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy.load import load_policy
 from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.prm import mc_data, saved, scoring
@@ -68,24 +69,20 @@ def likelihood(policy, policy_cfg: ModelConfig, tokens_BxT, prompt_len_B, length
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0 (the distribution the samples were drawn from), "
                      f"got {temperature!r}")
-  logits_BxTxV = Transformer(policy_cfg).apply({"params": policy}, tokens_BxT)
-  logp_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1].astype(jnp.float32) / temperature)
-  logp_BxT = jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], -1)[..., 0]
-  t_T = jnp.arange(1, tokens_BxT.shape[1])  # the position of each predicted token
+  logp_BxT = token_logprobs(policy_cfg, policy, tokens_BxT, temperature)  # of token t + 1
+  t_T = jnp.arange(1, tokens_BxT.shape[1] + 1)  # the position of the token each column scores
   drawn_BxT = (t_T >= prompt_len_B[:, None]) & (t_T < (prompt_len_B + length_B)[:, None])
   mean_B = jnp.sum(jnp.where(drawn_BxT, logp_BxT, 0.0), -1) / jnp.maximum(length_B, 1)
   return jnp.where(length_B > 0, jnp.exp(mean_B), 0.0)
 
 
 def score_fn(prm_cfg: ModelConfig, levels, step_end_ids_S: tuple[int, ...],
-             base_in_calibrated: bool = False, with_verifier: bool = False,
-             policy_cfg: ModelConfig | None = None, temperature: float = 1.0):
+             base_in_calibrated: bool = False, with_verifier: bool = False, *,
+             policy_cfg: ModelConfig, temperature: float = 1.0):
   """score(scorer, tokens_BxT, prompt_len_B, length_B) -> scores_BxC, the channels of
   `Models.channels` but the rule verifier's; `scorer` = {"calibrated", "base", "verifier" (with
   `with_verifier`), "policy"} params. `policy_cfg` and `temperature`: the policy that drew the
   samples and the temperature it drew them at (the likelihood channel)."""
-  if policy_cfg is None:
-    raise ValueError("policy_cfg is required: the likelihood channel reads the policy")
   cols = scoring.columns(levels)
 
   def score(scorer, tokens_BxT, prompt_len_B, length_B):
@@ -136,10 +133,8 @@ def question_features(models: Models, prompts_text: list[str]) -> dict:
       num_quantiles=len(models.levels)))[rows, last_N]
   base = np.asarray(scoring.position_probabilities(
       models.base, tokens_NxT, model_cfg=models.prm_cfg, num_quantiles=0))[rows, last_N, 0]
-  logits_NxTxV = jax.jit(lambda p, t: Transformer(models.policy_cfg).apply({"params": p}, t))(
-      models.policy, tokens_NxT)
-  logprob_NxT = np.asarray(jnp.take_along_axis(jax.nn.log_softmax(logits_NxTxV[:, :-1]),
-                                               tokens_NxT[:, 1:, None], -1)[..., 0])
+  logprob_NxT = np.asarray(jax.jit(functools.partial(token_logprobs, models.policy_cfg))(
+      models.policy, tokens_NxT))[:, :-1]
   real_NxT = np.arange(1, tokens_NxT.shape[1])[None, :] <= last_N[:, None]
   cols = scoring.columns(models.levels)
   return {

@@ -156,7 +156,7 @@ def live_draw(models: ias_models.Models, cfg: IasConfig, temperature: float,
                             confidence_top_k=cfg.confidence_top_k)
   score_fn = (ias_models.score_fn(models.prm_cfg, models.levels, models.step_end_ids,
                                   models.base_in_calibrated, models.step_verifier is not None,
-                                  models.policy_cfg, temperature)
+                                  policy_cfg=models.policy_cfg, temperature=temperature)
               if scored else ias_models.unscored)
   return draws.LiveDraw(models.policy_cfg, dec, score_fn,
                         functools.partial(extract_answer_ids, tokenizer=tokenizer),
