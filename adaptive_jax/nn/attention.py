@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
+from adaptive_jax.nn.quantize import kernel
 from adaptive_jax.nn.rope import apply_rope
 
 # Fan-in initialization of [D, N, H] (in: D) and [N, H, D] (in: N*H) projection kernels.
@@ -36,12 +37,12 @@ class Attention(nn.Module):
     cfg = self.cfg
     q_shape = (cfg.d_model, cfg.num_heads, cfg.head_dim)
     kv_shape = (cfg.d_model, cfg.kv_heads, cfg.head_dim)
-    qkv_init = nn.with_logical_partitioning(_QKV_INIT, ("embed", "heads", "kv"))
-    self.query = self.param("query", qkv_init, q_shape, cfg.weight_dtype)
-    self.key = self.param("key", qkv_init, kv_shape, cfg.weight_dtype)
-    self.value = self.param("value", qkv_init, kv_shape, cfg.weight_dtype)
-    self.out = self.param("out", nn.with_logical_partitioning(_OUT_INIT, ("heads", "kv", "embed")),
-                          (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
+    qkv_axes = ("embed", "heads", "kv")
+    self.query = kernel(self, "query", _QKV_INIT, qkv_axes, q_shape, cfg)
+    self.key = kernel(self, "key", _QKV_INIT, qkv_axes, kv_shape, cfg)
+    self.value = kernel(self, "value", _QKV_INIT, qkv_axes, kv_shape, cfg)
+    self.out = kernel(self, "out", _OUT_INIT, ("heads", "kv", "embed"),
+                      (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg)
     if cfg.qkv_bias:  # only then: models without biases keep their param trees
       bias_init = nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv"))
       self.query_bias = self.param("query_bias", bias_init, q_shape[1:], cfg.weight_dtype)

@@ -8,6 +8,7 @@ from adaptive_jax.typed_config import check_choice, check_int, from_mapping, is_
 
 DTYPES = ("float32", "bfloat16", "float16")
 FFN_IMPLS = ("masked", "dispatch")
+WEIGHT_QUANTS = ("none", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,10 @@ class ModelConfig:
   tie_embeddings: bool = True
   dtype: str = "float32"  # activations; bfloat16 on TPU/GPU
   param_dtype: str = "float32"
+  # "int8": kernels and the token embedding stored as int8 with a float32 scale per output
+  # channel (nn/quantize.py), dequantized to `dtype` where they are used; norms, biases and
+  # routers stay in param_dtype. Inference only: made by `quantize.quantize_params`.
+  weight_quant: str = "none"
   remat: bool = False  # rematerialize each layer in the backward pass
   # A Duo FFN under hard routes: "masked" (each FFN on the whole batch if any token uses it,
   # then a per-token select) or "dispatch" (each FFN on its own tokens, nn/dispatch.py), with
@@ -76,6 +81,7 @@ class ModelConfig:
     if not isinstance(self.qkv_bias, bool):
       raise ValueError(f"model.qkv_bias must be a bool, got {self.qkv_bias!r}")
     check_choice("model", "ffn_impl", self.ffn_impl, FFN_IMPLS)
+    check_choice("model", "weight_quant", self.weight_quant, WEIGHT_QUANTS)
     for name in ("dispatch_small_fraction", "dispatch_big_fraction"):
       value = getattr(self, name)
       if not is_number(value) or not 0 <= value <= 1:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from adaptive_jax.nn.config import ModelConfig
+from adaptive_jax.nn.quantize import kernel
 
 
 def _forward(x_BxTxD, gate_DxF, up_DxF, down_FxD):
@@ -67,12 +68,9 @@ class SwiGLU(nn.Module):
   def weights(self):
     cfg = self.cfg
     init = nn.initializers.lecun_normal()
-    gate = self.param("gate", nn.with_logical_partitioning(init, ("embed", "mlp")),
-                      (cfg.d_model, self.d_ff), cfg.weight_dtype)
-    up = self.param("up", nn.with_logical_partitioning(init, ("embed", "mlp")),
-                    (cfg.d_model, self.d_ff), cfg.weight_dtype)
-    down = self.param("down", nn.with_logical_partitioning(init, ("mlp", "embed")),
-                      (self.d_ff, cfg.d_model), cfg.weight_dtype)
+    gate = kernel(self, "gate", init, ("embed", "mlp"), (cfg.d_model, self.d_ff), cfg)
+    up = kernel(self, "up", init, ("embed", "mlp"), (cfg.d_model, self.d_ff), cfg)
+    down = kernel(self, "down", init, ("mlp", "embed"), (self.d_ff, cfg.d_model), cfg)
     return tuple(w.astype(cfg.activation_dtype) for w in (gate, up, down))
 
   def __call__(self, x_BxTxD):

@@ -47,6 +47,9 @@ def init_lora(backbone_params, *, rank: int, key, targets: Sequence[str] = tuple
   for i, (path, w) in enumerate(sorted(flat.items())):
     if not _adapted(path, targets):
       continue
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+      raise ValueError(f"lora target {'/'.join(path)} is {w.dtype} (model.weight_quant int8?); "
+                       "adapters train on float params")
     num_in = INPUT_AXES[path[-1]]
     fan_in = int(np.prod(w.shape[1:1 + num_in]))
     fan_out = int(np.prod(w.shape[1 + num_in:]))
@@ -70,6 +73,9 @@ def merge_lora(backbone_params, lora, *, alpha: float, rank: int):
     if path not in flat:
       raise ValueError(f"lora adapter {name!r} has no kernel in the params")
     w = flat[path]
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+      raise ValueError(f"lora adapter {name!r}: its kernel is {w.dtype} (model.weight_quant "
+                       "int8?); merge adapters into float params, then quantize")
     delta_LxIxO = jnp.einsum("lir,lro->lio", ab["a"], ab["b"]) * (alpha / rank)
     flat[path] = w + delta_LxIxO.reshape(w.shape).astype(w.dtype)
   return traverse_util.unflatten_dict(flat)

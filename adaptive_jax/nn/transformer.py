@@ -30,6 +30,7 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.ffn import SwiGLU
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache, causal_access
+from adaptive_jax.nn.quantize import Int8Embed, kernel
 
 OUTPUTS = ("logits", "last_logits", "hidden")
 
@@ -101,11 +102,14 @@ class Transformer(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embed = nn.Embed(
-        cfg.vocab_size, cfg.d_model, dtype=cfg.activation_dtype, param_dtype=cfg.weight_dtype,
-        embedding_init=nn.with_logical_partitioning(
-            nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
-            ("vocab", "embed")))
+    if cfg.weight_quant == "int8":
+      self.embed = Int8Embed(cfg.vocab_size, cfg.d_model, cfg.activation_dtype)
+    else:
+      self.embed = nn.Embed(
+          cfg.vocab_size, cfg.d_model, dtype=cfg.activation_dtype, param_dtype=cfg.weight_dtype,
+          embedding_init=nn.with_logical_partitioning(
+              nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
+              ("vocab", "embed")))
     layer = nn.remat(DecoderLayer, prevent_cse=False) if cfg.remat else DecoderLayer
     self.layers = nn.scan(layer, variable_axes={"params": 0, "intermediates": 0},
                           split_rngs={"params": True},
@@ -113,10 +117,8 @@ class Transformer(nn.Module):
                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     self.final_norm = rms_norm(cfg)
     if not cfg.tie_embeddings:
-      self.unembed = self.param(
-          "unembed", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                  ("embed", "vocab")),
-          (cfg.d_model, cfg.vocab_size), cfg.weight_dtype)
+      self.unembed = kernel(self, "unembed", nn.initializers.lecun_normal(), ("embed", "vocab"),
+                            (cfg.d_model, cfg.vocab_size), cfg)
 
   def embed_tokens(self, tokens_BxT):
     # Embeddings start at std 1/sqrt(D); scaling by sqrt(D) gives unit-size inputs while tied

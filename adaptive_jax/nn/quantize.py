@@ -1,0 +1,109 @@
+"""Weight-only int8: kernels stored as int8 with one float32 scale per output channel.
+
+Batch-1 decode reads every weight once per token, so it runs at the speed weights stream from
+memory: int8 reads a quarter of float32's bytes. Symmetric, per output channel: for a kernel
+W and its output channel c, scale_c = max |W[..., c]| / 127 over the input axes and
+q = round(W / scale_c) in [-127, 127]; the model computes with q * scale in the activation
+dtype. (GGUF's Q8_0 keeps one scale per block of 32 weights; one per channel is the
+weight-only int8 of AQT and of gemma's int8 checkpoints: the scale multiplies the matmul's
+output, and the error per weight is at most scale / 2.)
+
+`ModelConfig.weight_quant = "int8"` gives the model int8 params (`kernel`, `Int8Embed`);
+`quantize_params` turns a float params tree into them. Norms, biases and routers stay in
+their float dtype.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The input axes of each kernel (unstacked), reduced for its per-output-channel scale. The
+# token embedding [V, D] is also the tied output projection, whose output channel is the
+# vocabulary row: one scale per row.
+INPUT_AXES = {"query": (0,), "key": (0,), "value": (0,), "out": (0, 1), "gate": (0,),
+              "up": (0,), "down": (0,), "unembed": (0,), "embedding": (1,)}
+SCALE = "_scale"
+
+
+def quantize_int8(w, input_axes: tuple[int, ...]):
+  """(q int8, scale float32 with the input axes kept as 1) with w ~= q * scale."""
+  w = np.asarray(w, np.float32)
+  scale = np.abs(w).max(axis=input_axes, keepdims=True) / 127.0
+  scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # an all-zero channel stays 0
+  q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+  return q, scale
+
+
+def dequantize(q, scale, dtype):
+  return q.astype(dtype) * scale.astype(dtype)
+
+
+def _scale_axes(logical_axes, input_axes):
+  return tuple(None if i in input_axes else a for i, a in enumerate(logical_axes))
+
+
+def kernel(module: nn.Module, name: str, init, logical_axes: tuple[str, ...], shape, cfg):
+  """The kernel `name` of `module`: the float param itself, or, under int8, int8 `name` and
+  float32 `name_scale` params dequantized to the activation dtype."""
+  if cfg.weight_quant == "none":
+    return module.param(name, nn.with_logical_partitioning(init, logical_axes), shape,
+                        cfg.weight_dtype)
+  axes = INPUT_AXES[name]
+  q = module.param(name, nn.with_logical_partitioning(nn.initializers.zeros, logical_axes),
+                   shape, jnp.int8)
+  scale_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))
+  scale = module.param(name + SCALE, nn.with_logical_partitioning(
+      nn.initializers.ones, _scale_axes(logical_axes, axes)), scale_shape, jnp.float32)
+  return dequantize(q, scale, cfg.activation_dtype)
+
+
+class Int8Embed(nn.Module):
+  """nn.Embed's lookup and `attend` over an int8 table with one scale per row."""
+  num_embeddings: int
+  features: int
+  dtype: jnp.dtype
+  logical_axes: tuple[str, str] = ("vocab", "embed")
+
+  def setup(self):
+    shape = (self.num_embeddings, self.features)
+    self.embedding = self.param("embedding", nn.with_logical_partitioning(
+        nn.initializers.zeros, self.logical_axes), shape, jnp.int8)
+    self.embedding_scale = self.param("embedding" + SCALE, nn.with_logical_partitioning(
+        nn.initializers.ones, (self.logical_axes[0], None)), (self.num_embeddings, 1),
+        jnp.float32)
+
+  def __call__(self, tokens_BxT):
+    rows = jnp.take(self.embedding, tokens_BxT, axis=0)
+    return dequantize(rows, jnp.take(self.embedding_scale, tokens_BxT, axis=0), self.dtype)
+
+  def attend(self, x_BxTxD):
+    return jnp.einsum("btd,vd->btv", x_BxTxD,
+                      dequantize(self.embedding, self.embedding_scale, self.dtype))
+
+
+def quantize_params(cfg, params):
+  """(cfg with weight_quant "int8", params of that model) from a float model's params: every
+  kernel of INPUT_AXES becomes int8 plus its scale; the rest is kept as it is."""
+  if cfg.weight_quant != "none":
+    raise ValueError(f"model.weight_quant is {cfg.weight_quant!r}; quantize_params takes a "
+                     "float model (weight_quant 'none')")
+  params = nn.meta.unbox(params)
+
+  def convert(tree, stacked):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, Mapping):
+        out[key] = convert(value, int(stacked or key == "layers"))
+      elif key in INPUT_AXES:
+        axes = tuple(a + stacked for a in INPUT_AXES[key])
+        q, scale = quantize_int8(jax.device_get(value), axes)
+        out[key], out[key + SCALE] = jnp.asarray(q), jnp.asarray(scale)
+      else:
+        out[key] = value
+    return out
+
+  return dataclasses.replace(cfg, weight_quant="int8"), convert(params, 0)
