@@ -13,7 +13,7 @@ from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.kv_cache import KVCache, causal_access
-from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params
+from adaptive_jax.nn.transformer import DecoderLayer, Transformer, layer_params, unstack_layers
 from tests import reference_transformer
 
 CFG = ModelConfig(vocab_size=50, num_layers=3, d_model=16, num_heads=2, head_dim=8, d_ff_big=32,
@@ -125,13 +125,21 @@ def test_layer_by_layer_application_equals_full_call(tokens_and_params):
                              atol=1e-5)
 
 
-def test_cached_calls_equal_the_full_forward(tokens_and_params):
+@pytest.mark.parametrize("unstacked", [False, True])
+def test_cached_calls_equal_the_full_forward(tokens_and_params, unstacked):
   """Prefill a prefix into a KV cache, then feed the rest one token at a time: every
-  position's logits equal the full forward's, under per-token routes."""
+  position's logits equal the full forward's, under per-token routes; the same with the layer
+  stack split (`unstack_layers`)."""
   tokens, params = tokens_and_params
   route = routing.random_routes(jax.random.key(4), (2, 7, CFG.num_layers), p_big=0.4, p_skip=0.3)
   model = Transformer(CFG)
   full_BxTxV = model.apply({"params": params}, tokens, route_BxTxL=route)
+  if unstacked:
+    params = unstack_layers(params)
+    assert len(params["layers"]) == CFG.num_layers and unstack_layers(params) is params
+    chex.assert_trees_all_equal(params["layers"][1], layer_params(tokens_and_params[1], 1))
+    with pytest.raises(ValueError, match="the full forward needs the scanned stack"):
+      model.apply({"params": params}, tokens, route_BxTxL=route)
   cache = KVCache.zeros(CFG, batch=2, num_slots=9)  # room to spare: unused slots stay unread
   prefill_Bx3xV, cache = model.apply({"params": params}, tokens[:, :3], route_BxTxL=route[:, :3],
                                      cache=cache)

@@ -107,3 +107,19 @@ def quantize_params(cfg, params):
     return out
 
   return dataclasses.replace(cfg, weight_quant="int8"), convert(params, 0)
+
+
+WEIGHT_FORMATS = ("float32", "bfloat16", "int8")
+
+
+def convert_weights(cfg, params, weights: str, field: str = "weights"):
+  """(cfg, params) of a float32 model held as `weights`: "float32" as it is; "bfloat16"
+  params and activations (the accelerator path; flax's RMSNorm takes its statistics in
+  float32 and the logits come out float32);
+  "int8" weight-only int8 with float32 activations (`quantize_params`)."""
+  if weights not in WEIGHT_FORMATS:
+    raise ValueError(f"{field} must be one of {WEIGHT_FORMATS}, got {weights!r}")
+  if weights == "int8":
+    return quantize_params(cfg, params)
+  cfg = dataclasses.replace(cfg, dtype=weights, param_dtype=weights)
+  return cfg, jax.tree.map(lambda x: jnp.asarray(x, weights), nn.meta.unbox(params))

@@ -159,6 +159,9 @@ class Transformer(nn.Module):
       raise ValueError("cache_access needs a cache")
     if cache is not None and segment_ids_BxT is not None:
       raise ValueError("segment_ids_BxT (packed rows) cannot be used with a cache")
+    if cache is None and isinstance(self.variables.get("params", {}).get("layers"), tuple):
+      raise ValueError("params with unstacked layers (unstack_layers) serve calls with a "
+                       "cache; the full forward needs the scanned stack")
     route_in = self._route_inputs(route_BxTxL, weights_BxTxLxR)
     batch, num_tokens = tokens_BxT.shape
     if cache is not None and cache_access is None:
@@ -224,5 +227,27 @@ class Transformer(nn.Module):
 
 
 def layer_params(params, layer: int):
-  """The params of one decoder layer, sliced out of the scanned stack."""
+  """The params of one decoder layer: sliced out of the scanned stack, or the layer's own tree
+  where `unstack_layers` split the stack."""
+  if isinstance(params["layers"], tuple):
+    return params["layers"][layer]
   return jax.tree.map(lambda p: p[layer], params["layers"])
+
+
+def unstack_layers(params):
+  """`params` with the scanned layer stack split into a tuple of per-layer trees, for the
+  cached calls (prefill, decode), which walk the layers one by one.
+
+  Inside a compiled function, a layer's slice of the stack is a copy: a decode step that
+  slices every layer reads every weight twice and writes it once (on 2 CPU cores, SmolLM2's
+  batch-1 decode ran at half the speed). Split once, outside the loop that reads the layers
+  (`decode.sample` does, in its jitted body before the decode loop: one copy per call); the
+  full forward (`cache=None`) needs the stack.
+  """
+  if isinstance(params["layers"], tuple):
+    return params
+  params = nn.meta.unbox(params)
+  layers = params["layers"]
+  num_layers = jax.tree.leaves(layers)[0].shape[0]
+  return {**params, "layers": tuple(jax.tree.map(lambda p: p[l], layers)
+                                    for l in range(num_layers))}

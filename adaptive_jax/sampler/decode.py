@@ -44,7 +44,7 @@ import numpy as np
 from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
-from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.nn.transformer import Transformer, unstack_layers
 from adaptive_jax.sampler.confidence import token_confidence
 
 
@@ -326,7 +326,7 @@ def sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B=None,
 @jax.jit(static_argnames=("cfg", "dec"))
 def _sample(params, prompt_BxP, prompt_len_B, key_B, min_confidence_B, prefix_cache, *,
             cfg: ModelConfig, dec: DecodeConfig) -> SampleOutput:
-  params = nn.meta.unbox(params)
+  params = unstack_layers(params)  # once per call, not in every step
   state = start(cfg, dec, params, prompt_BxP, prompt_len_B, key_B, min_confidence_B,
                 prefix_cache)
   state = jax.lax.while_loop(lambda s: running(dec, s), lambda s: advance(cfg, dec, params, s),

@@ -22,11 +22,12 @@ from adaptive_jax import data as data_lib
 from adaptive_jax.data import pipeline
 from adaptive_jax.data.tokenizer import MIN_VOCAB_SIZE
 from adaptive_jax.models import smollm2, text_eval
+from adaptive_jax.nn import quantize
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.sampler import decode
 from adaptive_jax.train.state import count_params
 from adaptive_jax.train.trained import load_trained
-from adaptive_jax.typed_config import check_int, from_mapping
+from adaptive_jax.typed_config import check_choice, check_int, from_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PretrainedEvalConfig:
   domains: tuple[str, ...] = ("shakespeare", "python_stdlib")
   num_tokens: int = 4096
   windows: tuple[int, ...] = (2048, 128)
+  weights: tuple[str, ...] = ("float32",)
   tokens_per_call: int = 2048
   questions: tuple[str, ...] = ("What is the capital of France?",)
   max_new_tokens: int = 48
@@ -46,12 +48,18 @@ class PretrainedEvalConfig:
       check_int("eval", name, getattr(self, name))
     for w in self.windows:
       check_int("eval", "windows entry", w)
+    for w in self.weights:
+      check_choice("eval", "weights entry", w, quantize.WEIGHT_FORMATS)
+    if not self.weights or self.weights[0] != "float32":
+      raise ValueError(f"eval.weights must start with 'float32' (the reference the others are "
+                       f"read against), got {tuple(self.weights)!r}")
     for domain in self.domains:
       if domain not in pipeline.HELD_OUT_SPLITS:
         raise ValueError(f"eval.domains entries must be in {tuple(pipeline.HELD_OUT_SPLITS)}, "
                          f"got {domain!r}")
     object.__setattr__(self, "domains", tuple(self.domains))
     object.__setattr__(self, "windows", tuple(self.windows))
+    object.__setattr__(self, "weights", tuple(self.weights))
     object.__setattr__(self, "questions", tuple(self.questions))
 
 
@@ -134,15 +142,20 @@ def run_study(config: ml_collections.ConfigDict, workdir: str,
     duo = (duo_cfg, duo_params, duo_tokenizer)
     results["duo"] = {"workdir": duo_workdir, "num_params": count_params(duo_params),
                       "window": duo_cfg.max_len, "routes": "all big"}
-  smollm2_logprobs = functools.partial(dense_logprobs, model.params, cfg=model.cfg)
+  smollm2_logprobs = {}
+  for weights in cfg.weights:
+    w_cfg, w_params = quantize.convert_weights(model.cfg, model.params, weights, "eval.weights")
+    smollm2_logprobs[weights] = functools.partial(dense_logprobs, w_params, cfg=w_cfg)
   separator_id = model.tokenizer.token_id("<|endoftext|>")  # SmolLM2's document separator
   for domain in cfg.domains:
     documents = held_out_documents(domain, cfg.data_dir, model.tokenizer, cfg.num_tokens)
     row = {"num_documents": len(documents),
            "num_bytes": sum(len(d.encode("utf-8")) for d in documents), "scores": {}}
-    for window in cfg.windows:
-      row["scores"][f"smollm2@{window}"] = _score("smollm2", documents, model.tokenizer,
-                                                  separator_id, smollm2_logprobs, window, cfg)
+    for weights, logprob_fn in smollm2_logprobs.items():
+      name = "smollm2" if weights == "float32" else f"smollm2 {weights}"
+      for window in cfg.windows:
+        row["scores"][f"{name}@{window}"] = _score(name, documents, model.tokenizer,
+                                                   separator_id, logprob_fn, window, cfg)
     if duo is not None:
       duo_cfg, duo_params, duo_tokenizer = duo
       row["scores"][f"duo_all_big@{duo_cfg.max_len}"] = _score(
