@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   # SmolLM2's windows: its pretraining context, and the from-scratch Duo's 128 for a
   # like-for-like row.
   config.eval.windows = (2048, 128)
+  # Weight formats scored (nn/quantize.py): float32 first, the reference; then weight-only int8
+  # and bfloat16 params and activations.
+  config.eval.weights = ("float32", "int8", "bfloat16")
   config.eval.tokens_per_call = 2048  # windows per forward call = this // window
   config.eval.questions = (
       "What is the capital of France?",

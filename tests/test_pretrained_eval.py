@@ -113,3 +113,9 @@ def test_config_loads_and_bad_fields_are_named():
     PretrainedEvalConfig(domains=("wikipedia",))
   with pytest.raises(ValueError, match="eval.windows"):
     PretrainedEvalConfig(windows=(2048, 0))
+  assert cfg.weights == ("float32", "int8", "bfloat16")
+  with pytest.raises(ValueError, match=r"eval.weights entry must be one of \('float32', "
+                                       r"'bfloat16', 'int8'\), got 'int4'"):
+    PretrainedEvalConfig(weights=("float32", "int4"))
+  with pytest.raises(ValueError, match="eval.weights must start with 'float32'"):
+    PretrainedEvalConfig(weights=("int8",))

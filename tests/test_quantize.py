@@ -114,3 +114,20 @@ def test_bad_quantization_inputs_are_named():
     quantize.quantize_params(qcfg, qparams)
   with pytest.raises(ValueError, match="lora target layers/attention/query is int8"):
     lora.init_lora(qparams, rank=2, key=jax.random.key(0), targets=("query",))
+
+
+def test_convert_weights_gives_each_format():
+  params = _params(DENSE)
+  cfg16, params16 = quantize.convert_weights(DENSE, params, "bfloat16")
+  assert cfg16.dtype == cfg16.param_dtype == "bfloat16"
+  assert {x.dtype for x in jax.tree.leaves(params16)} == {jnp.dtype(jnp.bfloat16)}
+  logits16 = Transformer(cfg16).apply({"params": params16}, TOKENS_BxT)
+  logits = Transformer(DENSE).apply({"params": params}, TOKENS_BxT)
+  assert logits16.dtype == jnp.float32
+  assert np.abs(logits16 - logits).max() <= 0.05 * np.abs(logits).max()
+  cfg8, _ = quantize.convert_weights(DENSE, params, "int8")
+  assert cfg8.weight_quant == "int8"
+  assert quantize.convert_weights(DENSE, params, "float32")[0] == DENSE
+  with pytest.raises(ValueError, match=r"--weights must be one of \('float32', 'bfloat16', "
+                                       r"'int8'\), got 'fp8'"):
+    quantize.convert_weights(DENSE, params, "fp8", "--weights")
