@@ -90,6 +90,7 @@ class LlamaCpp:
 
   def __init__(self, path, prompt, steps: int, threads: int):
     import llama_cpp  # the [anchors] extra
+    self.api = llama_cpp
     self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(prompt) + steps + 8,
                                n_batch=len(prompt), n_threads=threads,
                                n_threads_batch=threads, verbose=False)
@@ -97,7 +98,10 @@ class LlamaCpp:
     self.prefill()
 
   def _next(self) -> int:
-    return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+    """Argmax of the last evaluated position's logits (read where llama.cpp keeps them)."""
+    logits = np.ctypeslib.as_array(self.api.llama_get_logits_ith(self.llm.ctx, -1),
+                                   shape=(self.llm.n_vocab(),))
+    return int(np.argmax(logits))
 
   def prefill(self) -> int:
     self.llm.reset()

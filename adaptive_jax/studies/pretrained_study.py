@@ -175,11 +175,11 @@ def results_table(results: dict) -> str:
   """Perplexity and bits per byte per domain and model, then the greedy answers."""
   lines = [f"{results['model']} ({results['num_params'] / 1e6:.1f}M parameters) on held-out "
            f"text; bits/byte compares across tokenizers",
-           f"{'domain':<14} {'model@window':<18} {'docs':>5} {'bytes':>7} {'tokens':>7} "
+           f"{'domain':<14} {'model@window':<22} {'docs':>5} {'bytes':>7} {'tokens':>7} "
            f"{'bytes/tok':>9} {'ppl':>8} {'bits/byte':>9}"]
   for domain, row in results["domains"].items():
     for name, s in row["scores"].items():
-      lines.append(f"{domain:<14} {name:<18} {row['num_documents']:>5} {s['num_bytes']:>7} "
+      lines.append(f"{domain:<14} {name:<22} {row['num_documents']:>5} {s['num_bytes']:>7} "
                    f"{s['num_tokens']:>7} {s['num_bytes'] / s['num_tokens']:>9.2f} "
                    f"{s['perplexity']:>8.3f} {s['bits_per_byte']:>9.4f}")
   if "duo" in results:
