@@ -1,7 +1,7 @@
 r"""SmolLM2-135M throughput: prefill and decode tokens/s, against a measured matmul peak, the
 machine's memory bandwidth, and llama.cpp on the same GGUF file.
 
-  python -m benchmarks.pretrained --prompt_len=32 --decode_steps=16 --batch=64 --repeats=3
+  python -m benchmarks.pretrained --prompt_len=32 --decode_steps=64 --batch=64 --repeats=3
   pip install -e ".[anchors]"   # llama-cpp-python, built from source: the llama.cpp lines
 
 Ours: the model from the GGUF (`smollm2.load`, dequantized to float32), held as each of
@@ -49,7 +49,7 @@ from adaptive_jax.train.state import count_params
 from benchmarks.timing import time_interleaved
 
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "P: prompt tokens per sequence.")
-_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "S: decode steps timed after prefill.")
+_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 64, "S: decode steps timed after prefill.")
 _BATCH = flags.DEFINE_integer("batch", 64, "The large batch (batch 1 is timed too); the last "
                               "line is its decode.")
 _WEIGHTS = flags.DEFINE_list("weights", list(quantize.WEIGHT_FORMATS),

@@ -53,8 +53,12 @@ class Attention(nn.Module):
     """Queries [B, T, N, H], keys and values [B, T, K, H]; queries and keys rotated."""
     cfg = self.cfg
     def project(name):
-      y_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD,
-                             getattr(self, name).astype(cfg.activation_dtype))
+      # One [D, N*H] matmul, then the heads split off the output: written as a 3-axis einsum,
+      # XLA's CPU layouts copied the kernel in every decode step to suit the attention after.
+      kernel_DxNxH = getattr(self, name).astype(cfg.activation_dtype)
+      d, n, h = kernel_DxNxH.shape
+      y_BxTxNxH = jnp.einsum("btd,dk->btk", x_BxTxD, kernel_DxNxH.reshape(d, n * h)).reshape(
+          *x_BxTxD.shape[:2], n, h)
       if cfg.qkv_bias:
         y_BxTxNxH += getattr(self, f"{name}_bias").astype(cfg.activation_dtype)
       return y_BxTxNxH
@@ -64,7 +68,10 @@ class Attention(nn.Module):
     return q_BxTxNxH, rope(project("key")), project("value")
 
   def project_out(self, o_BxTxNxH):
-    out_BxTxD = jnp.einsum("btnh,nhd->btd", o_BxTxNxH, self.out.astype(self.cfg.activation_dtype))
+    # Heads merged on the (small) activation, not on the kernel: see `qkv`.
+    n, h, d = self.out.shape
+    out_BxTxD = jnp.einsum("btk,kd->btd", o_BxTxNxH.reshape(*o_BxTxNxH.shape[:2], n * h),
+                           self.out.reshape(n * h, d).astype(self.cfg.activation_dtype))
     return nn.with_logical_constraint(out_BxTxD, ("batch", "length", "embed"))
 
   def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT=None):

@@ -30,7 +30,7 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.ffn import SwiGLU
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache, causal_access
-from adaptive_jax.nn.quantize import Int8Embed, kernel
+from adaptive_jax.nn.quantize import Int8Embed, dequantize, kernel
 
 OUTPUTS = ("logits", "last_logits", "hidden")
 
@@ -132,7 +132,14 @@ class Transformer(nn.Module):
     """Final norm and (tied) output projection; float32 logits_BxTxV."""
     x_BxTxD = self.final_norm(x_BxTxD)
     if self.cfg.tie_embeddings:
-      logits_BxTxV = self.embed.attend(x_BxTxD)
+      # The table as it is stored ([V, D], contracted on D): flax's `attend` multiplies by
+      # its transpose, which XLA on CPU materialized in every decode step.
+      embedding_VxD = self.embed.embedding
+      if self.cfg.weight_quant == "int8":
+        embedding_VxD = dequantize(embedding_VxD, self.embed.embedding_scale,
+                                   self.cfg.activation_dtype)
+      logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD,
+                                embedding_VxD.astype(self.cfg.activation_dtype))
     else:
       logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD,
                                 self.unembed.astype(self.cfg.activation_dtype))
