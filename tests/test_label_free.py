@@ -13,6 +13,7 @@ from adaptive_jax.label_free import gains, pseudo_labels, update
 from adaptive_jax.label_free.prompts import UnlabelledPrompt, require_unlabelled, unlabelled
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy import logprobs
 from adaptive_jax.policy.lora_fine_tune import completion_loss
 from adaptive_jax.sampler.selection import NO_ANSWER
 from adaptive_jax.studies import label_free_rounds
@@ -113,7 +114,7 @@ def _tiny():
 def test_token_logprobs_equal_the_logits():
   cfg, params = _tiny()
   tokens = jax.random.randint(jax.random.key(1), (3, 8), 0, 16)
-  logp = np.asarray(update.token_logprobs(cfg, params, tokens))
+  logp = np.asarray(logprobs.token_logprobs(cfg, params, tokens))
   logits = np.asarray(Transformer(cfg).apply({"params": params}, tokens), np.float64)
   for b in range(3):
     for t in range(7):
@@ -127,7 +128,7 @@ def test_grpo_log_probabilities_follow_the_sampling_temperature():
   cfg, params = _tiny()
   tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 16)
   logits = np.asarray(Transformer(cfg).apply({"params": params}, tokens), np.float64) / 0.5
-  logp = np.asarray(update.token_logprobs(cfg, params, tokens, 0.5))
+  logp = np.asarray(logprobs.token_logprobs(cfg, params, tokens, 0.5))
   for b in range(2):
     for t in range(7):
       row = logits[b, t]
@@ -147,7 +148,7 @@ def test_grpo_loss_against_numpy():
   mask[3, 3] = 1
   adv = np.array([1.0, -0.5, 2.0, -1.0], np.float32)
   # At the policy that drew the samples and the reference: ratio 1, KL 0, loss -mean(A).
-  logp = update.token_logprobs(cfg, params, tokens)
+  logp = logprobs.token_logprobs(cfg, params, tokens)
   loss, kl = update.grpo_loss(cfg, params, tokens, mask, adv, logp, logp, clip=0.2,
                               kl_weight=0.1)
   assert abs(float(loss) + adv.mean()) < 1e-5 and abs(float(kl)) < 1e-6
@@ -173,7 +174,7 @@ def test_updates_move_the_policy_the_right_way():
                                    learning_rate=1e-2, key=jax.random.key(0))
   assert len(losses) == 20 and float(completion_loss(cfg, tuned, tokens, mask)) < 0.5 * before
   # GRPO: a positive advantage raises the row's log-probability, a negative one lowers it.
-  seq = lambda p: np.asarray((update.token_logprobs(cfg, p, jnp.asarray(tokens)) * mask).sum(1))
+  seq = lambda p: np.asarray((logprobs.token_logprobs(cfg, p, jnp.asarray(tokens)) * mask).sum(1))
   start = seq(params)
   moved, log = update.grpo(params, params, cfg, tokens, mask, np.array([1.0, -1.0]), steps=5,
                            batch_size=2, learning_rate=1e-2, clip=0.2, kl_weight=0.0,

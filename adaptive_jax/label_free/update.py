@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.transformer import Transformer
+from adaptive_jax.policy.logprobs import token_logprobs
 from adaptive_jax.policy.lora_fine_tune import completion_loss
 
 ROW_MULTIPLE = 32  # rows are padded to a multiple of this: few compiled widths
@@ -42,16 +42,6 @@ def example_rows(prompt_ids, completion_ids, pad_id: int, *, multiple: int = ROW
     tokens_NxT[i, :len(p) + len(c)] = np.concatenate([p, c])
     mask_NxT[i, len(p) - 1:len(p) + len(c) - 1] = 1.0
   return tokens_NxT, mask_NxT
-
-
-def token_logprobs(cfg: ModelConfig, params, tokens_NxT, temperature: float = 1.0):
-  """logp_NxT[t] = log p(token t + 1 | tokens <= t) under softmax(logits / temperature); the
-  last column is 0."""
-  logits_NxTxV = Transformer(cfg).apply({"params": params}, tokens_NxT).astype(jnp.float32)
-  logits_NxTxV = logits_NxTxV / temperature
-  logp_NxT = jnp.take_along_axis(jax.nn.log_softmax(logits_NxTxV[:, :-1]),
-                                 tokens_NxT[:, 1:, None], -1)[..., 0]
-  return jnp.pad(logp_NxT, ((0, 0), (0, 1)))
 
 
 _token_logprobs = jax.jit(token_logprobs, static_argnums=(0, 3))

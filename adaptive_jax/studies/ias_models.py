@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax.allocation import combined
-from adaptive_jax.label_free.update import token_logprobs
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.load import load_policy
+from adaptive_jax.policy.logprobs import token_logprobs
 from adaptive_jax.policy.prompt import encode_prompt
 from adaptive_jax.prm import mc_data, saved, scoring
 from adaptive_jax.prm.model import encode_texts
