@@ -21,12 +21,14 @@ import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.kv_cache import KVCache, causal_access
+from adaptive_jax.nn.transformer import unstack_layers
 from adaptive_jax.prm.model import PRM
 from adaptive_jax.prm.scoring import channels
 from adaptive_jax.typed_config import check_int
@@ -69,7 +71,11 @@ class PrefixScorer:
                max_rows: int = 64, max_bytes: int = 2 << 30):
     for name, value in (("chunk", chunk), ("max_rows", max_rows), ("max_bytes", max_bytes)):
       check_int("prefix_scorer", name, value)
-    self.params, self.cfg, self.num_quantiles = params, cfg, num_quantiles
+    # Every call runs the cached backbone: its layers split once here, not copied out of the
+    # stack in each call (transformer.unstack_layers).
+    params = nn.meta.unbox(params)
+    self.params = {**params, "backbone": unstack_layers(params["backbone"])}
+    self.cfg, self.num_quantiles = cfg, num_quantiles
     self.chunk, self.max_rows, self.max_bytes = chunk, max_rows, max_bytes
     self._bytes = 0
     self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
