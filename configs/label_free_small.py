@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   lf.grpo_learning_rates = (3e-5, 1e-4)
   lf.grpo_clip = 0.2
   lf.grpo_kl = 0.04
+  lf.lora_rank = 0  # full fine-tuning (label_free_smollm2.py: LoRA adapters)
+  lf.lora_alpha = 32.0
   lf.eval_samples = 8  # per evaluation question: pass@1, pass@8, distinct answers, Brier
   lf.best_of_n_orders = 20  # random orders of the start policy's best-of-n curve
   lf.rows = 256  # rows per decode call

@@ -3,14 +3,18 @@ the fine-tuning and GRPO updates against hand computations, and the headline's g
 
 import collections
 import dataclasses
+import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from adaptive_jax.label_free import gains, pseudo_labels, update
 from adaptive_jax.label_free.prompts import UnlabelledPrompt, require_unlabelled, unlabelled
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
 from adaptive_jax.policy import logprobs
@@ -184,6 +188,49 @@ def test_updates_move_the_policy_the_right_way():
   assert len(log["loss"]) == 5 and log["kl"][0] == pytest.approx(0.0, abs=1e-6)
   # The caller's params are not donated away.
   assert float(completion_loss(cfg, params, tokens, mask)) == pytest.approx(before)
+
+
+def test_lora_updates_move_low_rank_adapters_only():
+  """With a LoraSpec the returned params are the start plus rank-r deltas on the adapted
+  kernels (norms and embeddings exactly kept), and the first step is full fine-tuning's."""
+  cfg, params = _tiny()
+  tokens, mask = update.example_rows([[1, 5], [1, 6]], [[7, 8, 2], [9, 10, 2]], 0, multiple=8)
+  spec = update.LoraSpec(rank=2, alpha=4.0)
+  before = float(completion_loss(cfg, params, tokens, mask))
+  tuned, losses = update.fine_tune(params, cfg, tokens, mask, steps=20, batch_size=2,
+                                   learning_rate=3e-2, key=jax.random.key(0), lora_spec=spec)
+  _, full_losses = update.fine_tune(params, cfg, tokens, mask, steps=1, batch_size=2,
+                                    learning_rate=3e-2, key=jax.random.key(0))
+  assert losses[0] == pytest.approx(full_losses[0], rel=1e-6)  # B = 0: the start params
+  assert float(completion_loss(cfg, tuned, tokens, mask)) < 0.5 * before
+  flat_before, flat_after = (traverse_util.flatten_dict(nn.meta.unbox(p))
+                             for p in (params, tuned))
+  for path, w in flat_before.items():
+    delta = np.asarray(flat_after[path]) - np.asarray(w)
+    if path[0] == "layers" and path[-1] in lora.INPUT_AXES:
+      num_in = lora.INPUT_AXES[path[-1]]
+      for layer in delta.reshape(delta.shape[0], -1, int(np.prod(delta.shape[1 + num_in:]))):
+        assert 0 < np.linalg.matrix_rank(layer, tol=1e-6) <= 2, path
+    else:
+      assert not delta.any(), path
+  # GRPO with adapters: the first loss is full GRPO's, and it moves the rows the right way.
+  seq = lambda p: np.asarray((logprobs.token_logprobs(cfg, p, jnp.asarray(tokens)) * mask).sum(1))
+  grpo = functools.partial(update.grpo, params, params, cfg, tokens, mask, np.array([1.0, -1.0]),
+                           batch_size=2, learning_rate=3e-2, clip=0.2, kl_weight=0.0,
+                           temperature=1.0, key=jax.random.key(0))
+  moved, log = grpo(steps=5, lora_spec=spec)
+  _, full_log = grpo(steps=1)
+  assert log["loss"][0] == pytest.approx(full_log["loss"][0], rel=1e-6)
+  after, start = seq(moved), seq(params)
+  assert after[0] > start[0] and after[1] < start[1]
+
+
+@pytest.mark.parametrize("rank, alpha, message", [
+    (0, 4.0, "lora rank must be an integer >= 1, got 0"),
+    (2, 0.0, "lora alpha must be a finite number > 0, got 0.0")])
+def test_bad_lora_spec_is_named(rank, alpha, message):
+  with pytest.raises(ValueError, match=message):
+    update.LoraSpec(rank=rank, alpha=alpha)
 
 
 def _record(per_question, val):

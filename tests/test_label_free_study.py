@@ -144,6 +144,8 @@ def test_report_and_figure(study, tmp_path):
     ("learning_rates", (), "label_free.learning_rates must be a non-empty tuple"),
     ("budget_n_max", 1, "label_free.budget_n_max must be an integer >= 8"),
     ("difficulties", (0,), "label_free.difficulties"),
+    ("lora_rank", -1, "label_free.lora_rank must be an integer >= 0"),
+    ("lora_alpha", 0.0, "label_free.lora_alpha must be a number > 0"),
 ])
 def test_bad_config_names_the_field(field, value, match):
   values = label_free_small.get_config().label_free.to_dict()
@@ -184,18 +186,19 @@ def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
   seen = {}
 
   def fake_fine_tune(params, cfg, tokens, mask, **kwargs):
-    seen["tokens"], seen["mask"] = tokens, mask
+    seen["tokens"], seen["mask"], seen["lora_spec"] = tokens, mask, kwargs["lora_spec"]
     return params, [1.0]
 
   def fake_grpo(params, ref, cfg, tokens, mask, advantage, **kwargs):
     seen["tokens"], seen["mask"], seen["advantage"] = tokens, mask, advantage
-    seen["temperature"] = kwargs["temperature"]
+    seen["temperature"], seen["lora_spec"] = kwargs["temperature"], kwargs["lora_spec"]
     return params, {"loss": [1.0], "kl": [0.0]}
 
   monkeypatch.setattr(label_free_rounds, "draw", fake_draw)
   monkeypatch.setattr(label_free_rounds.update, "fine_tune", fake_fine_tune)
   monkeypatch.setattr(label_free_rounds.update, "grpo", fake_grpo)
-  settings = label_free_study.LabelFreeConfig(samples_per_prompt=n, budget_n_max=4).settings(1e-3)
+  settings = label_free_study.LabelFreeConfig(samples_per_prompt=n, budget_n_max=4,
+                                              lora_rank=4, lora_alpha=8.0).settings(1e-3)
   drawn_round = label_free_rounds.draw_round(arm, models.policy, models, prompts, None, {},
                                              settings)
   out = label_free_rounds.update_round(arm, models.policy, models.policy, models, prompts,
@@ -229,6 +232,7 @@ def test_round_trains_on_the_chosen_samples(workdirs, monkeypatch, arm):
     assert seen["tokens"][row, :len(expect)].tolist() == expect
     assert seen["mask"][row].sum() == length and seen["mask"][row, len(ids[q]) - 1] == 1
   assert len(seen["tokens"]) == len(pairs)
+  assert seen["lora_spec"] == label_free_rounds.update.LoraSpec(rank=4, alpha=8.0)
   if arm == "budget_best_of_n":
     assert drawn["Q"].sum() <= 2 * n and (drawn["Q"] >= 1).all()
     assert drawn_round.estimate_Q is not None

@@ -248,6 +248,19 @@ def test_ias_smollm2_config_matches_its_calibration_run():
   assert cfg.n_max == max(cfg.fixed_ns) == max(config.regime.n_max_choices)
 
 
+def test_label_free_smollm2_config_matches_its_calibration_run():
+  from adaptive_jax.studies import label_free_study
+  from configs import label_free_smollm2
+  config, calibrate = label_free_smollm2.get_config(), calibrate_smollm2.get_config()
+  assert config.pretrained_policy == calibrate.pretrained_policy
+  assert config.fine_tune == calibrate.fine_tune
+  cfg = label_free_study.LabelFreeConfig(**config.label_free)
+  settings = cfg.settings(cfg.learning_rates[0])
+  assert settings.lora_spec.rank == calibrate.fine_tune.lora_rank == 16
+  assert set(cfg.difficulties) <= set(calibrate.mc.difficulties)
+  assert cfg.max_new_tokens == calibrate.mc.max_new_tokens
+
+
 def test_matched_from_scratch_config_shares_the_smollm2_run_sizes():
   from configs import calibrate_small_matched
   matched, smol = calibrate_small_matched.get_config(), calibrate_smollm2.get_config()

@@ -9,22 +9,57 @@ log-probabilities at the temperature T that drew the samples (logits / T):
   ratio = exp(logp_t - old_t),  pg = -min(ratio A_i, clip(ratio, 1 - c, 1 + c) A_i),
   kl = exp(ref_t - logp_t) - (ref_t - logp_t) - 1        (k3, >= 0; 0 at the reference)
   loss = mean_i [ mean_t (pg + beta kl) ]
-old = the policy that drew the samples, ref = the start policy. Full fine-tuning: every
-weight trains, with AdamW at a constant learning rate.
+old = the policy that drew the samples, ref = the start policy. AdamW at a constant
+learning rate trains every weight (full fine-tuning), or, given a `LoraSpec`, low-rank
+adapters on every attention and FFN kernel of the round's starting params (B = 0: the first
+step starts at them), merged into the params the update returns.
 """
 
+import dataclasses
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.policy.logprobs import token_logprobs
 from adaptive_jax.policy.lora_fine_tune import completion_loss
 
 ROW_MULTIPLE = 32  # rows are padded to a multiple of this: few compiled widths
+_LORA_KEY = 0x7FFFFFFF  # fold_in data of the adapters' initialization (batches use 0..steps-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+  """Low-rank adapters of `rank` on every kernel `nn.lora` adapts, scaled alpha / rank."""
+  rank: int
+  alpha: float
+
+  def __post_init__(self):
+    if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+      raise ValueError(f"lora rank must be an integer >= 1, got {self.rank!r}")
+    if not (isinstance(self.alpha, (int, float)) and np.isfinite(self.alpha) and self.alpha > 0):
+      raise ValueError(f"lora alpha must be a finite number > 0, got {self.alpha!r}")
+
+
+def _start(params, spec: LoraSpec | None, key):
+  """(trainable, backbone): a copy of the params (their steps donate it), or fresh adapters
+  over the params."""
+  if spec is None:
+    return jax.tree.map(jnp.array, params), None
+  params = nn.meta.unbox(params)
+  return lora.init_lora(params, rank=spec.rank, key=jax.random.fold_in(key, _LORA_KEY)), params
+
+
+def _params(spec: LoraSpec | None, trainable, backbone):
+  """The model params a loss reads: the trainable tree itself, or the adapters merged."""
+  if spec is None:
+    return trainable
+  return lora.merge_lora(backbone, trainable, alpha=spec.alpha, rank=spec.rank)
 
 
 def example_rows(prompt_ids, completion_ids, pad_id: int, *, multiple: int = ROW_MULTIPLE):
@@ -73,20 +108,22 @@ def _optimizer(learning_rate: float):
   return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=0.0))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
-def _sft_step(cfg, learning_rate, params, opt_state, tokens_BxT, mask_BxT):
-  loss, grads = jax.value_and_grad(lambda p: completion_loss(cfg, p, tokens_BxT, mask_BxT))(params)
-  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, loss
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+def _sft_step(cfg, learning_rate, spec, trainable, opt_state, backbone, tokens_BxT, mask_BxT):
+  loss, grads = jax.value_and_grad(lambda t: completion_loss(
+      cfg, _params(spec, t, backbone), tokens_BxT, mask_BxT))(trainable)
+  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, trainable)
+  return optax.apply_updates(trainable, updates), opt_state, loss
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5, 6))
-def _grpo_step(cfg, learning_rate, clip, kl_weight, temperature, params, opt_state, batch):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6, 7))
+def _grpo_step(cfg, learning_rate, clip, kl_weight, temperature, spec, trainable, opt_state,
+               backbone, batch):
   (loss, kl), grads = jax.value_and_grad(
-      lambda p: grpo_loss(cfg, p, *batch, clip=clip, kl_weight=kl_weight,
-                          temperature=temperature), has_aux=True)(params)
-  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, loss, kl
+      lambda t: grpo_loss(cfg, _params(spec, t, backbone), *batch, clip=clip,
+                          kl_weight=kl_weight, temperature=temperature), has_aux=True)(trainable)
+  updates, opt_state = _optimizer(learning_rate).update(grads, opt_state, trainable)
+  return optax.apply_updates(trainable, updates), opt_state, loss, kl
 
 
 def _batches(num_rows: int, steps: int, batch_size: int, key):
@@ -96,36 +133,38 @@ def _batches(num_rows: int, steps: int, batch_size: int, key):
 
 
 def fine_tune(params, cfg: ModelConfig, tokens_NxT, mask_NxT, *, steps: int, batch_size: int,
-              learning_rate: float, key):
-  """(params, losses): `steps` AdamW steps of completion cross entropy on the rows."""
-  params = jax.tree.map(jnp.array, params)  # a copy: the steps donate their input
-  opt_state = _optimizer(learning_rate).init(params)
+              learning_rate: float, key, lora_spec: LoraSpec | None = None):
+  """(params, losses): `steps` AdamW steps of completion cross entropy on the rows (every
+  weight, or `lora_spec`'s adapters, merged into the returned params)."""
+  trainable, backbone = _start(params, lora_spec, key)
+  opt_state = _optimizer(learning_rate).init(trainable)
   losses = []
   for idx_B in _batches(len(tokens_NxT), steps, batch_size, key):
-    params, opt_state, loss = _sft_step(cfg, learning_rate, params, opt_state,
-                                        jnp.asarray(tokens_NxT[idx_B]),
-                                        jnp.asarray(mask_NxT[idx_B]))
+    trainable, opt_state, loss = _sft_step(cfg, learning_rate, lora_spec, trainable, opt_state,
+                                           backbone, jnp.asarray(tokens_NxT[idx_B]),
+                                           jnp.asarray(mask_NxT[idx_B]))
     losses.append(float(loss))
-  return params, losses
+  return _params(lora_spec, trainable, backbone), losses
 
 
 def grpo(params, ref_params, cfg: ModelConfig, tokens_NxT, mask_NxT, advantage_N, *, steps: int,
          batch_size: int, learning_rate: float, clip: float, kl_weight: float,
-         temperature: float, key):
+         temperature: float, key, lora_spec: LoraSpec | None = None):
   """(params, {'loss': [...], 'kl': [...]}): `steps` GRPO steps on rows that `params` drew at
-  `temperature`."""
+  `temperature` (every weight, or `lora_spec`'s adapters, merged into the returned params)."""
   tokens_NxT = jnp.asarray(tokens_NxT)
   old_NxT = _chunked_logprobs(cfg, params, tokens_NxT, temperature, batch_size)
   ref_NxT = _chunked_logprobs(cfg, ref_params, tokens_NxT, temperature, batch_size)
-  params = jax.tree.map(jnp.array, params)
-  opt_state = _optimizer(learning_rate).init(params)
+  trainable, backbone = _start(params, lora_spec, key)
+  opt_state = _optimizer(learning_rate).init(trainable)
   log = {"loss": [], "kl": []}
   for idx_B in _batches(len(old_NxT), steps, batch_size, key):
     batch = (tokens_NxT[idx_B], jnp.asarray(mask_NxT[idx_B]),
              jnp.asarray(advantage_N[idx_B], jnp.float32), jnp.asarray(old_NxT[idx_B]),
              jnp.asarray(ref_NxT[idx_B]))
-    params, opt_state, loss, kl = _grpo_step(cfg, learning_rate, clip, kl_weight, temperature,
-                                             params, opt_state, batch)
+    trainable, opt_state, loss, kl = _grpo_step(cfg, learning_rate, clip, kl_weight,
+                                                temperature, lora_spec, trainable, opt_state,
+                                                backbone, batch)
     log["loss"].append(float(loss))
     log["kl"].append(float(kl))
-  return params, log
+  return _params(lora_spec, trainable, backbone), log

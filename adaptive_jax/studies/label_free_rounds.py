@@ -50,6 +50,7 @@ class UpdateSettings:
   grpo_kl: float
   temperature: float  # the samples' (GRPO's log-probabilities are taken at it)
   rows: int  # rows per decode call
+  lora_spec: update.LoraSpec | None = None  # None: full fine-tuning
 
 
 class Candidates(NamedTuple):
@@ -178,7 +179,8 @@ def update_round(arm: str, params, start_params, models: ias_models.Models, prom
                            np.array([advantage_QxN[i, s] for i, s in kept]),
                            steps=settings.steps, batch_size=settings.batch_size,
                            learning_rate=settings.learning_rate, clip=settings.grpo_clip,
-                           kl_weight=settings.grpo_kl, temperature=settings.temperature, key=key)
+                           kl_weight=settings.grpo_kl, temperature=settings.temperature, key=key,
+                           lora_spec=settings.lora_spec)
     return RoundOutput(new, np.full(q, -1), train_forward_tokens(settings, tokens_NxT.shape[1])
                        + 2 * tokens_NxT.size, {**log, "rows": len(kept)})
   if arm == "majority":
@@ -195,7 +197,8 @@ def update_round(arm: str, params, start_params, models: ias_models.Models, prom
                                              models.tokenizer.pad_id)
   new, losses = update.fine_tune(params, models.policy_cfg, tokens_KxT, mask_KxT,
                                  steps=settings.steps, batch_size=settings.batch_size,
-                                 learning_rate=settings.learning_rate, key=key)
+                                 learning_rate=settings.learning_rate, key=key,
+                                 lora_spec=settings.lora_spec)
   return RoundOutput(new, chosen_Q, train_forward_tokens(settings, tokens_KxT.shape[1]),
                      {"loss": losses, "rows": len(kept_K)})
 

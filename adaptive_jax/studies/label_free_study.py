@@ -78,6 +78,8 @@ class LabelFreeConfig:
   grpo_learning_rates: tuple[float, ...] = (3e-5, 1e-4)  # on validation, then kept
   grpo_clip: float = 0.2
   grpo_kl: float = 0.04
+  lora_rank: int = 0  # 0: full fine-tuning; else LoRA adapters of this rank, every round
+  lora_alpha: float = 32.0
   eval_samples: int = 8
   best_of_n_orders: int = 20
   rows: int = 256
@@ -113,6 +115,9 @@ class LabelFreeConfig:
       if not is_number(value) or not 0 <= value <= high:
         raise ValueError(f"label_free.{name} must be a number in [0, {high:g}], got {value!r}")
     check_choice("label_free", "reward", self.reward, REWARDS)
+    check_int("label_free", "lora_rank", self.lora_rank, minimum=0)
+    if not is_number(self.lora_alpha) or not self.lora_alpha > 0:
+      raise ValueError(f"label_free.lora_alpha must be a number > 0, got {self.lora_alpha!r}")
     arms = tuple(self.arms) if isinstance(self.arms, (tuple, list)) else ()
     if not arms or len(set(arms)) != len(arms) or not set(arms) <= set(ARMS):
       raise ValueError(f"label_free.arms must be distinct names from {ARMS}, got {self.arms!r}")
@@ -126,7 +131,9 @@ class LabelFreeConfig:
         samples_per_prompt=self.samples_per_prompt, budget_n_max=self.budget_n_max,
         min_score=self.min_score, steps=self.steps, batch_size=self.batch_size,
         learning_rate=learning_rate, grpo_clip=self.grpo_clip, grpo_kl=self.grpo_kl,
-        temperature=self.temperature, rows=self.rows)
+        temperature=self.temperature, rows=self.rows,
+        lora_spec=(update.LoraSpec(self.lora_rank, float(self.lora_alpha)) if self.lora_rank
+                   else None))
 
 
 def _live(models, cfg: LabelFreeConfig, temperature: float, score_fn) -> draws.LiveDraw:
@@ -243,7 +250,8 @@ def _supervised_update(study: _Study, params, problems, key, learning_rate: floa
   settings = study.cfg.settings(learning_rate)
   params, losses = update.fine_tune(params, study.models.policy_cfg, tokens_NxT, mask_NxT,
                                     steps=settings.steps, batch_size=settings.batch_size,
-                                    learning_rate=learning_rate, key=key)
+                                    learning_rate=learning_rate, key=key,
+                                    lora_spec=settings.lora_spec)
   return (params, {"loss": losses, "rows": len(problems)},
           rounds_lib.train_forward_tokens(settings, tokens_NxT.shape[1]))
 
