@@ -24,8 +24,15 @@ DUO = ModelConfig(vocab_size=48, num_layers=2, d_model=32, num_heads=2, head_dim
 TOKENS_BxT = jax.random.randint(jax.random.key(0), (2, 12), 0, 48)
 
 
+def _forward(cfg, params, **kwargs):
+  """Logits of the model, compiled once per call (not op by op)."""
+  return jax.jit(lambda p, t, kw: Transformer(cfg).apply({"params": p}, t, **kw))(
+      params, TOKENS_BxT, kwargs)
+
+
 def _params(cfg, **kwargs):
-  params = Transformer(cfg).init(jax.random.key(1), TOKENS_BxT, **kwargs)["params"]
+  params = jax.jit(lambda key, t, kw: Transformer(cfg).init(key, t, **kw))(
+      jax.random.key(1), TOKENS_BxT, kwargs)["params"]
   # Norm scales and biases off their init, so every param matters.
   return jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(2), x.shape),
                       nn.meta.unbox(params))
@@ -73,16 +80,17 @@ def test_int8_model_is_the_float_model_on_its_rounded_weights(cfg):
   qcfg, qparams = quantize.quantize_params(cfg, params)
   assert qcfg.weight_quant == "int8" and dataclasses.replace(qcfg, weight_quant="none") == cfg
   # Exactly the tree the int8 model initializes.
-  init = nn.meta.unbox(Transformer(qcfg).init(jax.random.key(1), TOKENS_BxT, **kwargs)["params"])
+  init = nn.meta.unbox(jax.eval_shape(lambda: Transformer(qcfg).init(
+      jax.random.key(1), TOKENS_BxT, **kwargs))["params"])
   shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
   assert shapes(init) == shapes(qparams)
 
-  logits = Transformer(qcfg).apply({"params": qparams}, TOKENS_BxT, **kwargs)
-  reference = Transformer(cfg).apply({"params": _dequantized(qparams)}, TOKENS_BxT, **kwargs)
+  logits = _forward(qcfg, qparams, **kwargs)
+  reference = _forward(cfg, _dequantized(qparams), **kwargs)
   np.testing.assert_allclose(logits, reference, atol=1e-5)
   # ... and near the unrounded model (8 bits per weight; measured 2% of the largest logit on
   # these 32-wide layers; SmolLM2's held-out perplexity is docs/pretrained.md's measure).
-  original = Transformer(cfg).apply({"params": params}, TOKENS_BxT, **kwargs)
+  original = _forward(cfg, params, **kwargs)
   assert np.abs(logits - original).max() <= 0.05 * np.abs(original).max()
 
   float_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
@@ -93,15 +101,16 @@ def test_int8_model_is_the_float_model_on_its_rounded_weights(cfg):
 def test_int8_cached_decode_equals_its_full_forward():
   qcfg, qparams = quantize.quantize_params(DENSE, _params(DENSE))
   model, tokens_1xT = Transformer(qcfg), TOKENS_BxT[:1]
-  full_TxV = model.apply({"params": qparams}, tokens_1xT)[0]
+  full_TxV = _forward(qcfg, qparams)[0]
   cache = KVCache.zeros(qcfg, 1, tokens_1xT.shape[1])
-  logits_1xV, cache = model.apply({"params": qparams}, tokens_1xT[:, :6], cache=cache,
-                                  output="last_logits")
+  step = jax.jit(lambda p, t, c, a: model.apply({"params": p}, t, cache=c, cache_access=a,
+                                                output="last_logits"))
+  logits_1xV, cache = step(qparams, tokens_1xT[:, :6], cache,
+                           causal_access(0, 1, 6, cache.num_slots))
   steps = [logits_1xV[0]]
   for t in range(6, tokens_1xT.shape[1]):
-    access = causal_access(t, 1, 1, cache.num_slots)
-    logits_1xV, cache = model.apply({"params": qparams}, tokens_1xT[:, t:t + 1], cache=cache,
-                                    cache_access=access, output="last_logits")
+    access = causal_access(jnp.asarray(t), 1, 1, cache.num_slots)
+    logits_1xV, cache = step(qparams, tokens_1xT[:, t:t + 1], cache, access)
     steps.append(logits_1xV[0])
   np.testing.assert_allclose(np.stack(steps), full_TxV[5:], atol=1e-5)
 
@@ -121,8 +130,7 @@ def test_convert_weights_gives_each_format():
   cfg16, params16 = quantize.convert_weights(DENSE, params, "bfloat16")
   assert cfg16.dtype == cfg16.param_dtype == "bfloat16"
   assert {x.dtype for x in jax.tree.leaves(params16)} == {jnp.dtype(jnp.bfloat16)}
-  logits16 = Transformer(cfg16).apply({"params": params16}, TOKENS_BxT)
-  logits = Transformer(DENSE).apply({"params": params}, TOKENS_BxT)
+  logits16, logits = _forward(cfg16, params16), _forward(DENSE, params)
   assert logits16.dtype == jnp.float32
   assert np.abs(logits16 - logits).max() <= 0.05 * np.abs(logits).max()
   cfg8, _ = quantize.convert_weights(DENSE, params, "int8")

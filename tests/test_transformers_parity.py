@@ -74,7 +74,8 @@ def _torch_logits(model, tokens_BxT) -> np.ndarray:
 
 
 def _our_logits(cfg, params, tokens_BxT) -> np.ndarray:
-  logits = Transformer(cfg).apply({"params": params}, jnp.asarray(tokens_BxT))
+  logits = jax.jit(lambda p, t: Transformer(cfg).apply({"params": p}, t))(
+      params, jnp.asarray(tokens_BxT))
   return np.asarray(logits, np.float32)
 
 
