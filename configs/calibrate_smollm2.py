@@ -17,6 +17,22 @@ import ml_collections
 
 from configs import calibrate_small
 
+WORKDIR = "workdir/calibrate_smollm2"
+
+
+def read_policy_from_this_run(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` (a study of the from-scratch policy) reading instead the SmolLM2 policy this
+  calibration study fine-tunes: its source, pretrained-policy and fine-tune sections (which
+  must match the run's) and this run's workdir."""
+  calibrate = get_config()
+  del config.policy_workdir, config.policy_config
+  config.policy_source = calibrate.policy_source
+  config.pretrained_policy = calibrate.pretrained_policy
+  config.fine_tune = calibrate.fine_tune
+  config.calibrate_workdir = WORKDIR
+  config.calibrate_config = "configs/calibrate_smollm2.py"
+  return config
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = calibrate_small.get_config()

@@ -16,14 +16,8 @@ from configs import calibrate_smollm2, ias_small
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ias_small.get_config()
+  config = calibrate_smollm2.read_policy_from_this_run(ias_small.get_config())
   calibrate = calibrate_smollm2.get_config()
-  del config.policy_workdir, config.policy_config
-  config.policy_source = calibrate.policy_source
-  config.pretrained_policy = calibrate.pretrained_policy  # must match the calibration run's
-  config.fine_tune = calibrate.fine_tune
-  config.calibrate_workdir = "workdir/calibrate_smollm2"
-  config.calibrate_config = "configs/calibrate_smollm2.py"
 
   config.ias.design_difficulties = tuple(calibrate.mc.difficulties)
   config.ias.design_questions = 32

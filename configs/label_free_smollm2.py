@@ -22,14 +22,8 @@ from configs import calibrate_smollm2, label_free_small
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = label_free_small.get_config()
+  config = calibrate_smollm2.read_policy_from_this_run(label_free_small.get_config())
   calibrate = calibrate_smollm2.get_config()
-  del config.policy_workdir, config.policy_config
-  config.policy_source = calibrate.policy_source
-  config.pretrained_policy = calibrate.pretrained_policy  # must match the calibration run's
-  config.fine_tune = calibrate.fine_tune
-  config.calibrate_workdir = "workdir/calibrate_smollm2"
-  config.calibrate_config = "configs/calibrate_smollm2.py"
 
   lf = config.label_free
   lf.prompts_per_round = 64

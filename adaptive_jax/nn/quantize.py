@@ -62,7 +62,8 @@ def kernel(module: nn.Module, name: str, init, logical_axes: tuple[str, ...], sh
 
 
 class Int8Embed(nn.Module):
-  """nn.Embed's lookup and `attend` over an int8 table with one scale per row."""
+  """nn.Embed's lookup over an int8 table with one scale per row (the tied output projection
+  reads the table in `Transformer.logits`)."""
   num_embeddings: int
   features: int
   dtype: jnp.dtype
@@ -79,10 +80,6 @@ class Int8Embed(nn.Module):
   def __call__(self, tokens_BxT):
     rows = jnp.take(self.embedding, tokens_BxT, axis=0)
     return dequantize(rows, jnp.take(self.embedding_scale, tokens_BxT, axis=0), self.dtype)
-
-  def attend(self, x_BxTxD):
-    return jnp.einsum("btd,vd->btv", x_BxTxD,
-                      dequantize(self.embedding, self.embedding_scale, self.dtype))
 
 
 def quantize_params(cfg, params):

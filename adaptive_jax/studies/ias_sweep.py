@@ -73,7 +73,8 @@ def calibrated_channel(validation: ias_eval.PoolSplit, channel: str):
   """The isotonic map from `channel`'s score to the chance a sample is correct, fit on every
   sample of the validation pool."""
   scores = np.asarray(validation.pool.scores_QxNxC)[..., validation.channels.index(channel)]
-  return calibration.IsotonicCalibration.fit(scores.ravel(), validation.correct_QxN.ravel().astype(float))
+  return calibration.IsotonicCalibration.fit(scores.ravel(),
+                                             validation.correct_QxN.ravel().astype(float))
 
 
 def with_channel(split: ias_eval.PoolSplit, name: str, scores_QxN) -> ias_eval.PoolSplit:
