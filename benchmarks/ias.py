@@ -10,7 +10,9 @@ lines are FLOPs of paper IAS (its setting and the selector chosen on validation:
 step verifier or the policy's likelihood, best-of-N or weighted vote) and of budget-aware online allocation over the fixed-N FLOPs at matched accuracy on
 the regime's test questions, and of paper IAS on the uniform-mix control, each matched to
 fixed N with the same selector; before them, every family (IAS, offline and online budget)
-against the cheapest fixed method of any selector at its accuracy. Adaptive-Consistency,
+against the cheapest fixed method of any selector at its accuracy, and each headline method's
+accuracy minus fixed N's at equal FLOPs with its interval (decisive where the fixed curve is
+flat and the ratio at matched accuracy swings). Adaptive-Consistency,
 DeepConf and probe IAS read token confidences, which the compact pools leave out, and beam
 search draws its own samples: their ratios are in the study's results.json only. Without
 --pools only the timing runs.
@@ -79,6 +81,8 @@ def ratio_lines(folder: str) -> list[str]:
           "against the cheapest fixed method at the same accuracy (any selector but the rule "
           "verifier; majority vote included):",
           *ias_sweep.best_fixed_lines(results),
+          "accuracy minus fixed N's (same selector) at equal FLOPs:",
+          *ias_sweep.gain_lines(results),
           "against fixed N with the same selector:",
           *ias_sweep.headline_lines(results)]
 

@@ -64,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
   # online: the selector's score mapped to P(correct) by an isotonic fit on validation samples
   # (the policy's likelihood is no probability of being right; a learned verifier's need not be)
   config.ias.online_calibrated = True
+  # online: caps on one question's samples (as IAS's n_max), swept with the budget; 32: none
+  config.ias.online_n_maxes = (4, 8, 16, 32)
   config.ias.q = 0.99  # probe IAS's confidence (paper)
   config.ias.per_round = 4  # samples a question draws per round of the adaptive loop
   config.ias.rows = 256  # rows per round (static)

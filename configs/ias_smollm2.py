@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ias.n_max = 16
   config.ias.fixed_ns = (1, 2, 4, 8, 16)
   config.ias.ias_n_maxes = (8, 16)
+  config.ias.online_n_maxes = (4, 8, 16)
   config.ias.budgets = (1.0, 2.0, 4.0, 8.0)
   config.ias.orders = 20
   config.ias.rows = 128

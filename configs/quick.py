@@ -82,6 +82,7 @@ def _quick(config: ml_collections.ConfigDict) -> None:
   ias.design_questions, ias.validation_questions = 64, 32
   ias.test_questions, ias.control_questions = 64, 64
   ias.n_max, ias.fixed_ns, ias.ias_n_maxes = 16, (1, 2, 4, 8, 16), (8, 16)
+  ias.online_n_maxes = (4, 8, 16)
   ias.design_samples = 64  # the regime's hopeless criterion counts among 64, as ias_small
   ias.budgets, ias.orders, ias.bootstrap_resamples = (1.0, 2.0, 4.0, 8.0), 20, 1000
   config.ias.regime.n_max_choices = (8, 16)

@@ -45,7 +45,7 @@ def test_committed_pools_recompute_the_committed_headline():
   assert lines[-3:] == ias_sweep.headline_lines(json.loads(QUICK.read_text()))
 
 
-def test_the_headline_table_lists_every_method_and_both_ratios():
+def test_the_headline_table_lists_every_method_both_ratios_and_the_gain():
   results = json.loads(RESULTS.read_text())
   table = ias_table.headline(results)
   for name in results["test"]["methods"]:
@@ -54,6 +54,8 @@ def test_the_headline_table_lists_every_method_and_both_ratios():
   ias = results["test"]["methods"]["ias"]
   assert f"{ias['matched']['ratio']:.2f}" in table
   assert f"{ias['matched_best_fixed']['ratio']:.2f}" in table
+  lo, hi = ias["matched"]["accuracy_gain_interval"]
+  assert f"{ias['matched']['accuracy_gain_at_equal_flops']:+.3f} [{lo:+.3f}, {hi:+.3f}]" in table
 
 
 def test_the_brief_table_is_the_headline_restricted_to_the_allocation_families():

@@ -1,5 +1,6 @@
 """The IAS study end to end on a tiny policy and PRM: every method, compute, matched ratios."""
 
+import dataclasses
 import itertools
 import json
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adaptive_jax.sampler import decode, draws, pool_store
+from adaptive_jax.sampler import decode, draws, host_loop, pool_store
 from adaptive_jax.scaling import pass_at_k
 from adaptive_jax.studies import ias_eval, ias_models, ias_study, ias_sweep
 from adaptive_jax.tasks import arithmetic, step_checker
@@ -30,6 +31,7 @@ def _config(policy_dir, calibrate_dir):
   ias.control_questions, ias.design_difficulties, ias.temperatures = 8, (1, 2), (0.7,)
   ias.n_max, ias.fixed_ns, ias.ias_n_maxes, ias.orders = 4, (1, 2, 4), (2, 4), 3
   ias.qs, ias.budgets, ias.online_solved_at = (0.5, 0.99), (1.0, 2.0), (0.5,)
+  ias.online_n_maxes = (2, 4)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
   config.regime.n_max_choices = (2, 4)
@@ -125,6 +127,8 @@ def test_study_chooses_a_regime_and_runs_every_method(study):
       "ias", "offline", "online", "adaptive_consistency", "deepconf_low", "deepconf_high",
       "probe_confidence", "probe_combined"}
   assert len(test["sweeps"]["ias"]) == 3 * 2 * 2  # estimates x qs x caps
+  assert len(test["sweeps"]["online"]) == 2 * 1 * 2  # budgets x solved_at x caps
+  assert all(p["samples"] <= p["n_max"] for p in test["sweeps"]["online"])
   # By brute force on the test pool: the fake policy's success rates differ by difficulty.
   compact = ias_study.load_split(str(tmp_path / "pools" / "test.npz"))
   correct_QxN, difficulty_Q = compact.correct_QxN.astype(bool), compact.difficulty_Q
@@ -300,3 +304,37 @@ def test_likelihood_needs_a_sampling_temperature():
   with pytest.raises(ValueError, match="temperature must be > 0"):
     ias_models.likelihood({}, None, jnp.zeros((1, 4), jnp.int32), jnp.array([2]), jnp.array([2]),
                           0.0)
+
+
+def test_online_cap_limits_each_question_and_matches_the_host_loop():
+  """Scores that never reach solved_at and a budget of 5 per question: with cap 2 every
+  question draws exactly 2 (the rest of the budget is left), without a cap the budget is spent;
+  the capped run equals the host loop's round-by-round reference with targets of 2."""
+  rng = np.random.default_rng(1)
+  q, n = 12, 8
+  split = _synthetic_split(rng.uniform(0.05, 0.4, (q, n)), rng.random((q, n)) < 0.3)
+  split = dataclasses.replace(split, estimates={"combined": np.full(q, 0.3)})
+  cfg = ias_study.IasConfig(n_max=n, fixed_ns=(1, 2, 4, 8), ias_n_maxes=(8,), per_round=2,
+                            rows=8, budgets=(5.0,), online_solved_at=(0.9,),
+                            online_hopeless_below=0.0, online_n_maxes=(2, 8))
+  settings = dataclasses.replace(ias_study.sweep_settings(cfg, split.channels, 8),
+                                 online_channel="likelihood")
+  points = ias_sweep._online_settings(settings)
+  assert [p["n_max"] for p in points] == [2, 8]
+  capped = ias_sweep._run(split, "online", points[0], "best:likelihood", settings)
+  np.testing.assert_array_equal(capped.samples_Q, np.full(q, 2))
+  uncapped = ias_sweep._run(split, "online", points[1], "best:likelihood", settings)
+  assert uncapped.samples_Q.sum() == 5 * q and uncapped.samples_Q.max() > 2
+  allocation = ias_sweep.BudgetAllocation(budget=5 * q, channel=0, solved_at=0.9,
+                                          hopeless_below=0.0, prior_strength=2.0)
+  loop = ias_eval.LoopConfig(n_max=n, per_round=2, rows=8, num_channels=1)
+  host = host_loop.run_host_budget(
+      ias_eval._REPLAY, {"pool": split.pool, "score_cost": 1,
+                         "prior_Q": jnp.full(q, 0.3, jnp.float32)},
+      np.full(q, 2, np.int32), loop=loop, allocation=allocation)
+  np.testing.assert_array_equal(host["drawn_Q"], capped.samples_Q)
+  # Without caps the online family sweeps budgets x solved_at only, each with the pool's size.
+  plain = ias_sweep._online_settings(dataclasses.replace(settings, online_n_maxes=()))
+  assert plain == [{"per_question": 5.0, "solved_at": 0.9}]
+  with pytest.raises(ValueError, match=r"ias.online_n_maxes must be integers in \[1, n_max=8\]"):
+    ias_study.IasConfig(n_max=8, fixed_ns=(8,), ias_n_maxes=(8,), online_n_maxes=(16,))

@@ -91,7 +91,9 @@ def _loop_bootstrap(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_c
                                    method_flops_Q[i], method_correct_Q[i]) for i in index_RxQ]
   log_R = np.log([r["ratio"] for r in results])
   lo, hi = np.quantile(log_R, [(1 - level) / 2, (1 + level) / 2])
-  return np.exp([lo, hi]), (hi - lo) / 2, np.mean([r["above_curve"] for r in results])
+  gain = np.quantile([r["accuracy_gain_at_equal_flops"] for r in results],
+                     [(1 - level) / 2, (1 + level) / 2])
+  return np.exp([lo, hi]), (hi - lo) / 2, np.mean([r["above_curve"] for r in results]), gain
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -107,9 +109,11 @@ def test_bootstrap_matches_per_resample_loop(binary):
     method_correct_Q = (rng.random(q) < 0.62).astype(float)
   result = matched.paired_bootstrap(flops_KxQ, correct_KxQ, method_flops_Q, method_correct_Q,
                                     resamples=300, seed=5, level=0.8)
-  interval, halfwidth, above = _loop_bootstrap(flops_KxQ, correct_KxQ, method_flops_Q,
-                                               method_correct_Q, 300, 5, 0.8)
+  interval, halfwidth, above, gain = _loop_bootstrap(flops_KxQ, correct_KxQ, method_flops_Q,
+                                                     method_correct_Q, 300, 5, 0.8)
   np.testing.assert_allclose(result["interval"], interval, rtol=1e-12)
+  np.testing.assert_allclose(result["accuracy_gain_interval"], gain, rtol=1e-9, atol=1e-12)
+  assert gain[0] < gain[1]
   assert result["log_ratio_halfwidth"] == pytest.approx(halfwidth, rel=1e-9, abs=1e-12)
   assert result["above_curve_fraction"] == above
   if binary:
@@ -148,6 +152,13 @@ def test_ratio_line():
       "ias = 0.512 [0.400, 0.679] (above the fixed curve)")
   with pytest.raises(ValueError, match="result"):
     matched.ratio_line("ias", {"ratio": 1.0, "above_curve": False})
+
+
+def test_gain_line():
+  result = {"accuracy_gain_at_equal_flops": 0.0123, "accuracy_gain_interval": [-0.02, 0.0456]}
+  assert matched.gain_line("ias", result) == "ias = +0.012 [-0.020, +0.046]"
+  with pytest.raises(ValueError, match="accuracy_gain_interval"):
+    matched.gain_line("ias", {"accuracy_gain_at_equal_flops": 0.0})
 
 
 def _valid():

@@ -12,7 +12,8 @@ TABLES = ("headline", "tiers", "beams")  # docs/ias.md; the README holds "brief"
 METHOD_LABELS = (
     ("ias", "IAS, paper rule (q, cap, estimate chosen on validation)"),
     ("offline", "budget-aware, offline greedy on p(1-p)^n"),
-    ("online", "budget-aware, online in the loop (selector's score posterior)"),
+    ("online", "budget-aware, online in the loop (selector's score posterior; budget and cap "
+                "chosen on validation)"),
     ("probe_confidence", "probe IAS: first sample's confidence"),
     ("probe_combined", "probe IAS: first sample's confidence + PRM + prior"),
     ("adaptive_consistency", "Adaptive-Consistency (vs majority vote)"),
@@ -42,12 +43,21 @@ def _ratio(matched: dict | None) -> str:
   return text + " (above every fixed N)" if matched["above_curve"] else text
 
 
+def _gain(matched: dict | None) -> str:
+  """Accuracy minus the fixed curve's at the method's FLOPs, with its interval."""
+  if not matched or "accuracy_gain_interval" not in matched:
+    return ""
+  lo, hi = matched["accuracy_gain_interval"]
+  return f"{matched['accuracy_gain_at_equal_flops']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def _row(label: str, m: dict, *, ratio: bool = True) -> str:
   interval = m.get("accuracy_interval")
   accuracy = f"{m['accuracy']:.3f}" + (f" {_interval(*interval)}" if interval else "")
   return (f"| {label} | {accuracy} | {m['samples']:.1f} | {m['flops'] / 1e9:.2f} | "
           f"{_ratio(m.get('matched')) if ratio else ''} | "
-          f"{_ratio(m.get('matched_best_fixed')) if ratio else ''} |")
+          f"{_ratio(m.get('matched_best_fixed')) if ratio else ''} | "
+          f"{_gain(m.get('matched')) if ratio else ''} |")
 
 
 # The README's brief table: the allocation families and the control's IAS.
@@ -77,8 +87,8 @@ def headline(results: dict, brief: bool = False) -> str:
       f"{ns[-1]} samples each; selection by `{aggregation}` (chosen on validation).",
       "",
       "| method | accuracy [90%] | samples | GFLOPs | FLOPs / fixed N, same selector [90%] "
-      "| FLOPs / cheapest fixed method [90%] |",
-      "| --- | --- | --- | --- | --- | --- |",
+      "| FLOPs / cheapest fixed method [90%] | accuracy - fixed N's at equal FLOPs [90%] |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
       _row(f"fixed N = 1, {aggregation}", fixed[ns[0]][aggregation], ratio=False),
       _row(f"fixed N = {n}, {aggregation} (validation accuracy "
            f"{results['validation_accuracy_floor']:.3f}: the bar a setting must reach)",

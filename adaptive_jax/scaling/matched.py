@@ -141,7 +141,9 @@ def paired_bootstrap(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_
   The resamples are `bootstrap.resample_counts(Q, resamples, seed)`, the same questions for
   the fixed curve and the method (paired). Adds `interval` [lo, hi] (the ratio's
   (1 -+ level) / 2 quantiles, taken on the log ratio), `log_ratio_halfwidth`
-  ((log hi - log lo) / 2) and `above_curve_fraction` (the share of resamples above the curve).
+  ((log hi - log lo) / 2), `above_curve_fraction` (the share of resamples above the curve) and
+  `accuracy_gain_interval` (the same quantiles of the accuracy gain at equal FLOPs: where the
+  fixed curve is flat the ratio at matched accuracy swings widely, this difference does not).
   """
   point = matched_ratio(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_correct_Q)
   values_VxQ, k = _check_inputs(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q,
@@ -152,9 +154,11 @@ def paired_bootstrap(fixed_flops_KxQ, fixed_correct_KxQ, method_flops_Q, method_
   counts_RxQ = bootstrap.resample_counts(q, resamples=resamples, seed=seed)
   fields = _ratios(counts_RxQ @ values_VxQ.T / q, k)
   log_lo, log_hi = bootstrap.percentile_interval(np.log(fields["ratio"]), level)
+  gain_lo, gain_hi = bootstrap.percentile_interval(fields["accuracy_gain_at_equal_flops"], level)
   return {**point, "interval": [float(np.exp(log_lo)), float(np.exp(log_hi))],
           "log_ratio_halfwidth": float((log_hi - log_lo) / 2),
-          "above_curve_fraction": float(fields["above_curve"].mean())}
+          "above_curve_fraction": float(fields["above_curve"].mean()),
+          "accuracy_gain_interval": [float(gain_lo), float(gain_hi)]}
 
 
 def ratio_line(name: str, result: dict) -> str:
@@ -165,3 +169,12 @@ def ratio_line(name: str, result: dict) -> str:
   lo, hi = result["interval"]
   note = " (above the fixed curve)" if result["above_curve"] else ""
   return f"{name} = {result['ratio']:.3f} [{lo:.3f}, {hi:.3f}]{note}"
+
+
+def gain_line(name: str, result: dict) -> str:
+  """"{name} = +gain [lo, hi]": accuracy minus the fixed curve's at equal FLOPs, 3 decimals."""
+  if "accuracy_gain_interval" not in result:
+    raise ValueError("result must be a paired_bootstrap result (with an "
+                     f"`accuracy_gain_interval`), got keys {sorted(result)}")
+  lo, hi = result["accuracy_gain_interval"]
+  return f"{name} = {result['accuracy_gain_at_equal_flops']:+.3f} [{lo:+.3f}, {hi:+.3f}]"

@@ -77,6 +77,8 @@ class IasConfig:
   online_estimate: str = "combined"
   # Map the online allocator's channel to P(correct) on validation (isotonic) before it reads it.
   online_calibrated: bool = True
+  # Online: caps on one question's samples, swept beside the budget (as IAS's); (): no cap.
+  online_n_maxes: tuple[int, ...] = ()
   q: float = 0.99
   per_round: int = 4
   rows: int = 256
@@ -129,9 +131,9 @@ class IasConfig:
     if not is_number(self.online_hopeless_below) or not 0 <= self.online_hopeless_below < 1:
       raise ValueError(f"ias.online_hopeless_below must be in [0, 1) (0: never give up), got "
                        f"{self.online_hopeless_below!r}")
-    for name in ("fixed_ns", "ias_n_maxes"):
+    for name in ("fixed_ns", "ias_n_maxes", "online_n_maxes"):
       values = getattr(self, name)
-      if not values or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_max
+      if (not values and name != "online_n_maxes") or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_max
                            for n in values):
         raise ValueError(f"ias.{name} must be integers in [1, n_max={self.n_max}], got {values}")
     for name in ("ias_estimates", "online_estimate"):
@@ -279,7 +281,7 @@ def sweep_settings(cfg: IasConfig, channels, match_n: int) -> ias_sweep.SweepSet
       online_channel=ias_sweep.SELECTED, online_solved_at=cfg.online_solved_at,
       online_hopeless_below=cfg.online_hopeless_below,
       online_prior_strength=cfg.online_prior_strength, online_estimate=cfg.online_estimate,
-      online_calibrated=cfg.online_calibrated,
+      online_calibrated=cfg.online_calibrated, online_n_maxes=cfg.online_n_maxes,
       match_n=match_n, per_round=cfg.per_round, rows=cfg.rows,
       resamples=cfg.bootstrap_resamples, seed=cfg.seed)
 

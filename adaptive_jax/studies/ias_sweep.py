@@ -53,6 +53,7 @@ class SweepSettings:
   resamples: int
   seed: int
   online_calibrated: bool = False  # map online_channel to P(correct) on validation first
+  online_n_maxes: tuple[int, ...] = ()  # caps on one question's samples; (): the pool's size
 
 
 SELECTED = "selected"
@@ -96,8 +97,11 @@ def _offline_settings(s: SweepSettings):
 
 
 def _online_settings(s: SweepSettings):
-  return [{"per_question": b, "solved_at": t} for b, t in itertools.product(s.budgets,
-                                                                            s.online_solved_at)]
+  """Budget x solved_at x cap; a cap (as IAS's n_max) keeps the allocator from pouring the
+  budget into a few questions whose selector gains nothing past it. No caps: the pool's size."""
+  caps = s.online_n_maxes or (None,)
+  return [{"per_question": b, "solved_at": t, **({} if n is None else {"n_max": n})}
+          for b, t, n in itertools.product(s.budgets, s.online_solved_at, caps)]
 
 
 def _run(split: ias_eval.PoolSplit, family: str, setting: dict, aggregation: str,
@@ -117,7 +121,8 @@ def _run(split: ias_eval.PoolSplit, family: str, setting: dict, aggregation: str
       budget=max(int(round(setting["per_question"] * num_q)), num_q),
       channel=split.channels.index(s.online_channel), solved_at=setting["solved_at"],
       hopeless_below=s.online_hopeless_below, prior_strength=s.online_prior_strength)
-  return ias_eval.run_method(split, aggregation, allocation=allocation,
+  target_Q = np.full(num_q, min(setting.get("n_max", n), n), np.int32)
+  return ias_eval.run_method(split, aggregation, allocation=allocation, target_Q=target_Q,
                              prior_Q=split.estimates[s.online_estimate], **loop)
 
 
@@ -237,6 +242,15 @@ def headline_lines(results: dict) -> list[str]:
   """The benchmark's ratio lines, `r [lo, hi]`, from `evaluate`'s results."""
   return [matched.ratio_line(name, results["headline"][key]) for name, key in HEADLINE_LINES
           if key in results["headline"]]
+
+
+def gain_lines(results: dict) -> list[str]:
+  """Each headline method's accuracy minus fixed N's (same selector) at equal FLOPs, `+g [lo, hi]`:
+  where the fixed curve is flat this difference stays decisive while the ratio swings."""
+  return [matched.gain_line(name.replace("flops/fixed_flops_at_matched_accuracy",
+                                         "accuracy-fixed_accuracy_at_equal_flops"),
+                            results["headline"][key])
+          for name, key in HEADLINE_LINES if key in results["headline"]]
 
 
 def best_fixed_lines(results: dict) -> list[str]:
