@@ -16,7 +16,12 @@ sys.path.insert(0, str(REPO))
 
 from absl import app  # noqa: E402
 
-from adaptive_jax.figures import doc_blocks, ias_table, label_free_table  # noqa: E402
+from adaptive_jax.figures import (  # noqa: E402
+    calibration_table,
+    doc_blocks,
+    ias_table,
+    label_free_table,
+)
 
 # (results file, table module, block prefix, files holding its blocks)
 RENDERS = (
@@ -24,6 +29,8 @@ RENDERS = (
     ("docs/results/ias_quick/results.json", ias_table, "ias_quick", ("docs/ias.md",)),
     ("docs/results/label_free/results.json", label_free_table, "label_free",
      ("docs/label_free.md", "README.md")),
+    ("docs/results/calibrate_ias/results.json", calibration_table, "calibrate_ias",
+     ("docs/calibrated_prm.md",)),
 )
 
 
