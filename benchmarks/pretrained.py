@@ -6,7 +6,8 @@ machine's memory bandwidth, and llama.cpp on the same GGUF file.
 
 Ours: the model from the GGUF (`smollm2.load`, dequantized to float32), held as each of
 --weights (`quantize.convert_weights`: float32; bfloat16 params and activations; weight-only
-int8 with float32 activations), through the on-device sampler (`sampler.decode`), greedy, no
+int8 with float32 activations, multiplied by XLA after dequantizing and, as "int8
+cpu-matvec", by the int8 kernels of nn/int8_matvec.py), through the on-device sampler (`sampler.decode`), greedy, no
 stop tokens, on random prompts of --prompt_len tokens. Prefill is `decode.start` (the prompt
 through every layer into the KV cache, one token drawn); decode is --decode_steps calls of
 `decode.advance` under one `lax.fori_loop`, from the prefilled state, the layer stack split
@@ -32,6 +33,7 @@ Last lines:
   decode_flops/matmul_peak = r              # ours, --batch, float32
 """
 
+import dataclasses
 import functools
 import os
 
@@ -138,16 +140,21 @@ def main(argv):
   rng = np.random.default_rng(0)
   prompts = {b: rng.integers(3, model.cfg.vocab_size, (b, p)) for b in sorted({1, batch})}
   runs, tokens, flops, decode_bytes = {}, {}, {}, {}
+  formats = {}  # label -> (cfg, params): int8 twice, multiplied by XLA and by the int8 kernels
   for weights in _WEIGHTS.value:
     cfg, params = quantize.convert_weights(model.cfg, model.params, weights, "--weights")
+    formats[weights] = cfg, params
+    if weights == "int8":
+      formats["int8 cpu-matvec"] = dataclasses.replace(cfg, int8_matvec="cpu"), params
+  for label, (cfg, params) in formats.items():
     dec = decode.DecodeConfig(max_new_tokens=s + 1,
                               policy=decode.SamplingPolicy(temperature=0.0))
-    for b in sorted({1, batch}) if weights == "float32" else [1]:
+    for b in sorted({1, batch}) if label == "float32" else [1]:
       prompt_BxP = jnp.asarray(prompts[b], jnp.int32)
       prompt_len_B = jnp.full(b, p, jnp.int32)
       key_B = jax.random.split(jax.random.key(0), b)
       state = prefill(params, prompt_BxP, prompt_len_B, key_B, cfg=cfg, dec=dec)
-      name = f"{weights} batch {b}"
+      name = f"{label} batch {b}"
       runs[f"prefill {name}"] = functools.partial(prefill, params, prompt_BxP, prompt_len_B,
                                                   key_B, cfg=cfg, dec=dec)
       runs[f"decode {name}"] = functools.partial(decode_steps, params, state, cfg=cfg, dec=dec,
@@ -196,9 +203,9 @@ def main(argv):
     print(line)
   rate = lambda name: tokens[name] / seconds[name]
   fraction = {w: sum(decode_bytes[f"decode {w} batch 1"]) * rate(f"decode {w} batch 1")
-              / bandwidth for w in _WEIGHTS.value}
+              / bandwidth for w in formats}
   nearest = max(fraction, key=fraction.get)
-  fastest = max(_WEIGHTS.value, key=lambda w: rate(f"decode {w} batch 1"))
+  fastest = max(formats, key=lambda w: rate(f"decode {w} batch 1"))
   print(f"batch-1 decode: nearest the memory limit {nearest}, fastest {fastest}")
   print(f"decode_bytes_per_s/memory_bandwidth = {fraction[nearest]:.3f}")
   if llamacpp is None:

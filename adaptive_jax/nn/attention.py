@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
-from adaptive_jax.nn.quantize import kernel
+from adaptive_jax.nn.quantize import as_matrix, kernel, project, shape_of
 from adaptive_jax.nn.rope import apply_rope
 
 # Fan-in initialization of [D, N, H] (in: D) and [N, H, D] (in: N*H) projection kernels.
@@ -52,26 +52,26 @@ class Attention(nn.Module):
   def qkv(self, x_BxTxD, positions_BxT):
     """Queries [B, T, N, H], keys and values [B, T, K, H]; queries and keys rotated."""
     cfg = self.cfg
-    def project(name):
+    def projected(name):
       # One [D, N*H] matmul, then the heads split off the output: written as a 3-axis einsum,
       # XLA's CPU layouts copied the kernel in every decode step to suit the attention after.
-      kernel_DxNxH = getattr(self, name).astype(cfg.activation_dtype)
-      d, n, h = kernel_DxNxH.shape
-      y_BxTxNxH = jnp.einsum("btd,dk->btk", x_BxTxD, kernel_DxNxH.reshape(d, n * h)).reshape(
-          *x_BxTxD.shape[:2], n, h)
+      kernel_DxNxH = getattr(self, name)
+      d, n, h = shape_of(kernel_DxNxH)
+      y_BxTxNxH = project(x_BxTxD, as_matrix(kernel_DxNxH, d, n * h),
+                          cfg.activation_dtype).reshape(*x_BxTxD.shape[:2], n, h)
       if cfg.qkv_bias:
         y_BxTxNxH += getattr(self, f"{name}_bias").astype(cfg.activation_dtype)
       return y_BxTxNxH
     rope = lambda x: apply_rope(x, positions_BxT, theta=cfg.rope_theta, scaling=cfg.rope_scaling)
-    q_BxTxNxH = nn.with_logical_constraint(rope(project("query")),
+    q_BxTxNxH = nn.with_logical_constraint(rope(projected("query")),
                                            ("batch", "length", "heads", "kv"))
-    return q_BxTxNxH, rope(project("key")), project("value")
+    return q_BxTxNxH, rope(projected("key")), projected("value")
 
   def project_out(self, o_BxTxNxH):
     # Heads merged on the (small) activation, not on the kernel: see `qkv`.
-    n, h, d = self.out.shape
-    out_BxTxD = jnp.einsum("btk,kd->btd", o_BxTxNxH.reshape(*o_BxTxNxH.shape[:2], n * h),
-                           self.out.reshape(n * h, d).astype(self.cfg.activation_dtype))
+    n, h, d = shape_of(self.out)
+    out_BxTxD = project(o_BxTxNxH.reshape(*o_BxTxNxH.shape[:2], n * h),
+                        as_matrix(self.out, n * h, d), self.cfg.activation_dtype)
     return nn.with_logical_constraint(out_BxTxD, ("batch", "length", "embed"))
 
   def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT=None):

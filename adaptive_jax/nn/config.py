@@ -9,6 +9,7 @@ from adaptive_jax.typed_config import check_choice, check_int, from_mapping, is_
 DTYPES = ("float32", "bfloat16", "float16")
 FFN_IMPLS = ("masked", "dispatch")
 WEIGHT_QUANTS = ("none", "int8")
+INT8_MATVECS = ("xla", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,11 @@ class ModelConfig:
   # channel (nn/quantize.py), dequantized to `dtype` where they are used; norms, biases and
   # routers stay in param_dtype. Inference only: made by `quantize.quantize_params`.
   weight_quant: str = "none"
+  # How int8 kernels multiply (weight_quant "int8", float32 activations, a dense model):
+  # "xla" dequantizes then multiplies (any batch); "cpu" streams the int8 weights through the
+  # custom calls of nn/int8_matvec.py where a product has at most INT8_MATVEC_ROWS rows (batch-1
+  # decode on CPU: a quarter of float32's bytes), and dequantizes for larger ones.
+  int8_matvec: str = "xla"
   remat: bool = False  # rematerialize each layer in the backward pass
   # A Duo FFN under hard routes: "masked" (each FFN on the whole batch if any token uses it,
   # then a per-token select) or "dispatch" (each FFN on its own tokens, nn/dispatch.py), with
@@ -82,6 +88,13 @@ class ModelConfig:
       raise ValueError(f"model.qkv_bias must be a bool, got {self.qkv_bias!r}")
     check_choice("model", "ffn_impl", self.ffn_impl, FFN_IMPLS)
     check_choice("model", "weight_quant", self.weight_quant, WEIGHT_QUANTS)
+    check_choice("model", "int8_matvec", self.int8_matvec, INT8_MATVECS)
+    if self.int8_matvec == "cpu" and (self.weight_quant != "int8" or self.duo
+                                      or self.dtype != "float32"):
+      raise ValueError("model.int8_matvec='cpu' needs model.weight_quant='int8', "
+                       "model.duo=False and model.dtype='float32' (its kernels take float32 "
+                       f"rows); got weight_quant={self.weight_quant!r}, duo={self.duo!r}, "
+                       f"dtype={self.dtype!r}")
     for name in ("dispatch_small_fraction", "dispatch_big_fraction"):
       value = getattr(self, name)
       if not is_number(value) or not 0 <= value <= 1:

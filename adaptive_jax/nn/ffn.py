@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from adaptive_jax.nn.config import ModelConfig
-from adaptive_jax.nn.quantize import kernel
+from adaptive_jax.nn.quantize import Int8Kernel, kernel, project
 
 
 def _forward(x_BxTxD, gate_DxF, up_DxF, down_FxD):
@@ -71,7 +71,15 @@ class SwiGLU(nn.Module):
     gate = kernel(self, "gate", init, ("embed", "mlp"), (cfg.d_model, self.d_ff), cfg)
     up = kernel(self, "up", init, ("embed", "mlp"), (cfg.d_model, self.d_ff), cfg)
     down = kernel(self, "down", init, ("mlp", "embed"), (self.d_ff, cfg.d_model), cfg)
+    if isinstance(gate, Int8Kernel):  # int8_matvec "cpu": multiplied by `project`
+      return gate.matrix(*gate.q.shape), up.matrix(*up.q.shape), down.matrix(*down.q.shape)
     return tuple(w.astype(cfg.activation_dtype) for w in (gate, up, down))
 
   def __call__(self, x_BxTxD):
-    return swiglu(x_BxTxD, *self.weights())
+    weights = self.weights()
+    if isinstance(weights[0], Int8Kernel):  # inference only: no custom backward
+      gate, up, down = weights
+      dtype = self.cfg.activation_dtype
+      h_BxTxF = jax.nn.silu(project(x_BxTxD, gate, dtype)) * project(x_BxTxD, up, dtype)
+      return project(h_BxTxF, down, dtype)
+    return swiglu(x_BxTxD, *weights)

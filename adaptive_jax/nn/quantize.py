@@ -10,11 +10,14 @@ output, and the error per weight is at most scale / 2.)
 
 `ModelConfig.weight_quant = "int8"` gives the model int8 params (`kernel`, `Int8Embed`);
 `quantize_params` turns a float params tree into them. Norms, biases and routers stay in
-their float dtype.
+their float dtype. Under `ModelConfig.int8_matvec = "cpu"` a kernel stays an `Int8Kernel`
+(int8 values and scale, apart) and `project` multiplies it: through the int8 custom calls of
+nn/int8_matvec.py for products of at most INT8_MATVEC_ROWS rows, dequantized above that.
 """
 
 import dataclasses
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -42,13 +45,64 @@ def dequantize(q, scale, dtype):
   return q.astype(dtype) * scale.astype(dtype)
 
 
+# Products with at most this many rows (batch x new tokens) go through the int8 custom calls:
+# decode steps; prefill and training-sized batches are compute-bound, where XLA's dot wins.
+INT8_MATVEC_ROWS = 16
+
+
+class Int8Kernel(NamedTuple):
+  """An int8 kernel and its float32 scale (the input axes kept as 1), not yet multiplied."""
+  q: jax.Array
+  scale: jax.Array
+
+  def matrix(self, k: int, n: int) -> "Int8Kernel":
+    """The kernel as [K, N] (its input axes lead), with its scale as [N]."""
+    return Int8Kernel(self.q.reshape(k, n), self.scale.reshape(n))
+
+
+def shape_of(w) -> tuple[int, ...]:
+  """The kernel's shape, float or `Int8Kernel`."""
+  return w.q.shape if isinstance(w, Int8Kernel) else w.shape
+
+
+def as_matrix(w, k: int, n: int):
+  """A kernel whose input axes lead, as [K, N] (an `Int8Kernel` with its scale as [N])."""
+  return w.matrix(k, n) if isinstance(w, Int8Kernel) else w.reshape(k, n)
+
+
+def project(x_BxTxK, w, dtype) -> jax.Array:
+  """x @ w for a float kernel w [K, N] or an `Int8Kernel` of it (`Int8Kernel.matrix`):
+  [B, T, N] in `dtype`."""
+  if not isinstance(w, Int8Kernel):
+    return jnp.einsum("btk,kn->btn", x_BxTxK, w.astype(dtype))
+  b, t, k = x_BxTxK.shape
+  if b * t > INT8_MATVEC_ROWS:
+    return jnp.einsum("btk,kn->btn", x_BxTxK, dequantize(w.q, w.scale[None], dtype))
+  from adaptive_jax.nn import int8_matvec  # builds the custom calls on first use
+  return int8_matvec.matvec_kxn(x_BxTxK.reshape(b * t, k), w.q, w.scale).reshape(
+      b, t, -1).astype(dtype)
+
+
+def project_rows(x_BxTxK, q_NxK, scale_Nx1, dtype) -> jax.Array:
+  """x @ (q * scale).T for an int8 table stored [N, K] with one scale per row (the tied
+  embedding as the output projection): [B, T, N] in `dtype`, through the int8 custom call for
+  at most INT8_MATVEC_ROWS rows."""
+  b, t, k = x_BxTxK.shape
+  if b * t > INT8_MATVEC_ROWS:
+    return jnp.einsum("btk,nk->btn", x_BxTxK, dequantize(q_NxK, scale_Nx1, dtype))
+  from adaptive_jax.nn import int8_matvec
+  return int8_matvec.matvec_nxk(x_BxTxK.reshape(b * t, k), q_NxK, scale_Nx1).reshape(
+      b, t, -1).astype(dtype)
+
+
 def _scale_axes(logical_axes, input_axes):
   return tuple(None if i in input_axes else a for i, a in enumerate(logical_axes))
 
 
 def kernel(module: nn.Module, name: str, init, logical_axes: tuple[str, ...], shape, cfg):
   """The kernel `name` of `module`: the float param itself, or, under int8, int8 `name` and
-  float32 `name_scale` params dequantized to the activation dtype."""
+  float32 `name_scale` params dequantized to the activation dtype (`int8_matvec` "xla") or
+  kept apart as an `Int8Kernel` ("cpu")."""
   if cfg.weight_quant == "none":
     return module.param(name, nn.with_logical_partitioning(init, logical_axes), shape,
                         cfg.weight_dtype)
@@ -58,6 +112,8 @@ def kernel(module: nn.Module, name: str, init, logical_axes: tuple[str, ...], sh
   scale_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))
   scale = module.param(name + SCALE, nn.with_logical_partitioning(
       nn.initializers.ones, _scale_axes(logical_axes, axes)), scale_shape, jnp.float32)
+  if cfg.int8_matvec == "cpu":
+    return Int8Kernel(q, scale)
   return dequantize(q, scale, cfg.activation_dtype)
 
 

@@ -30,7 +30,15 @@ from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.duo_ffn import DuoFFN
 from adaptive_jax.nn.ffn import SwiGLU
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache, causal_access
-from adaptive_jax.nn.quantize import Int8Embed, dequantize, kernel
+from adaptive_jax.nn.quantize import (
+    Int8Embed,
+    as_matrix,
+    dequantize,
+    kernel,
+    project,
+    project_rows,
+    shape_of,
+)
 
 OUTPUTS = ("logits", "last_logits", "hidden")
 
@@ -135,14 +143,18 @@ class Transformer(nn.Module):
       # The table as it is stored ([V, D], contracted on D): flax's `attend` multiplies by
       # its transpose, which XLA on CPU materialized in every decode step.
       embedding_VxD = self.embed.embedding
-      if self.cfg.weight_quant == "int8":
-        embedding_VxD = dequantize(embedding_VxD, self.embed.embedding_scale,
-                                   self.cfg.activation_dtype)
-      logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD,
-                                embedding_VxD.astype(self.cfg.activation_dtype))
+      if self.cfg.int8_matvec == "cpu":
+        logits_BxTxV = project_rows(x_BxTxD, embedding_VxD, self.embed.embedding_scale,
+                                    self.cfg.activation_dtype)
+      else:
+        if self.cfg.weight_quant == "int8":
+          embedding_VxD = dequantize(embedding_VxD, self.embed.embedding_scale,
+                                     self.cfg.activation_dtype)
+        logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD,
+                                  embedding_VxD.astype(self.cfg.activation_dtype))
     else:
-      logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD,
-                                self.unembed.astype(self.cfg.activation_dtype))
+      logits_BxTxV = project(x_BxTxD, as_matrix(self.unembed, *shape_of(self.unembed)),
+                             self.cfg.activation_dtype)
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
     return logits_BxTxV.astype(jnp.float32)
 
