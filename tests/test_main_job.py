@@ -124,6 +124,7 @@ def _tiny_config(data_dir):
   ias.control_questions, ias.design_difficulties, ias.temperatures = 8, (1, 2), (0.7,)
   ias.n_max, ias.fixed_ns, ias.ias_n_maxes, ias.orders = 4, (1, 2, 4), (2, 4), 3
   ias.qs, ias.budgets, ias.online_solved_at = (0.5, 0.99), (1.0, 2.0), (0.5,)
+  ias.online_n_maxes = (2, 4)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
   config.ias.regime.n_max_choices = (2, 4)

@@ -328,6 +328,7 @@ _TINY_FLAGS = {
             "ias.temperatures": (0.7,), "ias.n_max": 4, "ias.fixed_ns": (1, 2, 4),
             "ias.ias_n_maxes": (2, 4), "ias.orders": 3, "ias.qs": (0.5, 0.99),
             "ias.budgets": (1.0, 2.0), "ias.online_solved_at": (0.5,),
+            "ias.online_n_maxes": (2, 4),
             "regime.n_max_choices": (2, 4), "ias.per_round": 2, "ias.rows": 8, "ias.pool_rows": 16,
             "ias.max_new_tokens": 12, "ias.deepconf_warmup": 2, "ias.group_window": 4,
             "ias.bootstrap_resamples": 50, "beam.questions": 4, "beam.fixed": ((1, 2), (2, 2)),

@@ -212,7 +212,7 @@ def test_ias_study_with_a_gguf_policy(tmp_path):
   ias.design_difficulties, ias.design_questions = (1, 2), 4
   ias.validation_questions, ias.test_questions, ias.n_max, ias.fixed_ns = 4, 4, 4, (1, 2, 4)
   ias.ias_n_maxes, ias.orders, ias.qs, ias.budgets = (2, 4), 2, (0.5, 0.99), (1.0, 2.0)
-  ias.online_solved_at = (0.5,)
+  ias.online_solved_at, ias.online_n_maxes = (0.5,), (2, 4)
   config.regime.n_max_choices = (2, 4)
   ias.per_round, ias.rows, ias.pool_rows, ias.max_new_tokens = 2, 8, 16, 12
   ias.deepconf_warmup, ias.group_window, ias.bootstrap_resamples = 2, 4, 50
