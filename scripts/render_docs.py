@@ -31,6 +31,8 @@ RENDERS = (
      ("docs/label_free.md", "README.md")),
     ("docs/results/calibrate_ias/results.json", calibration_table, "calibrate_ias",
      ("docs/calibrated_prm.md",)),
+    ("docs/results/calibrate_smollm2/results.json", calibration_table, "calibrate_smollm2",
+     ("docs/pretrained.md",)),
 )
 
 
