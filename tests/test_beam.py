@@ -251,7 +251,7 @@ def test_beam_search_with_a_random_transformer(params):
   config = beam.BeamConfig(num_beams=2, expansions=2, max_steps=3, step_end_id=REAL_NL)
   prompts = [[1, 3, 4], [1, 6, 7, 3]]
   results = beam.beam_search(prompts, expand, hashed_score, lambda c: None, config=config,
-                             key=jax.random.key(4))
+                             key=jax.random.key(0))
   ends = set()
   for (prefixes, _), steps in calls:
     for prefix, step in zip(prefixes, steps):

@@ -48,9 +48,10 @@ def token_confidence(logits_BxV, k: int):
   if logits_BxV.ndim < 1:
     raise ValueError(f"logits_BxV needs a last axis V, got shape {logits_BxV.shape}")
   _check_int(k, "k", 1, logits_BxV.shape[-1])
-  logprobs_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
-  top_BxK, _ = jax.lax.top_k(logprobs_BxV, k)
-  return -jnp.mean(top_BxK, axis=-1)
+  logits_BxV = logits_BxV.astype(jnp.float32)
+  # log p = logit - logsumexp: the k largest log-probabilities are the k largest logits.
+  top_BxK, _ = jax.lax.top_k(logits_BxV, k)
+  return jax.nn.logsumexp(logits_BxV, axis=-1) - jnp.mean(top_BxK, axis=-1)
 
 
 def lowest_group_confidence(conf_BxM, lengths_B, window: int):

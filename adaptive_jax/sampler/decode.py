@@ -45,6 +45,7 @@ from adaptive_jax import routing
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.kv_cache import CacheAccess, KVCache
 from adaptive_jax.nn.transformer import Transformer, unstack_layers
+from adaptive_jax.sampler import categorical
 from adaptive_jax.sampler.confidence import token_confidence
 
 
@@ -61,12 +62,12 @@ class SamplingPolicy:
   def choose(self, key_B, logits_BxV):
     """token_B: one draw per row from its own key."""
     if self.temperature == 0:
-      return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+      return categorical.argmax(logits_BxV)
     logits_BxV = logits_BxV / self.temperature
     if self.top_p < 1:
       logits_BxV = jnp.where(_nucleus(jax.nn.softmax(logits_BxV), self.top_p), logits_BxV,
                              -jnp.inf)
-    return jax.vmap(jax.random.categorical)(key_B, logits_BxV).astype(jnp.int32)
+    return categorical.categorical(key_B, logits_BxV)
 
 
 def _nucleus(probs_BxV, top_p: float, iterations: int = 32):
@@ -181,7 +182,8 @@ def _write(dec: DecodeConfig, state: DecodeState, logits_BxV) -> DecodeState:
   """Draws token t of every running sequence from logits_BxV and records it."""
   keys_B = jax.vmap(jax.random.fold_in)(state.key_B, state.prompt_len_B + state.t)
   token_B = dec.policy.choose(keys_B, logits_BxV)
-  logprob_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BxV), token_B[:, None], -1)[:, 0]
+  logprob_B = jnp.take_along_axis(logits_BxV, token_B[:, None], -1)[:, 0] - \
+      jax.nn.logsumexp(logits_BxV, axis=-1)
   token_B = jnp.where(state.done_B, dec.pad_id, token_B)
   logprob_B = jnp.where(state.done_B, 0.0, logprob_B)
   confidence_B = jnp.where(state.done_B, 0.0, token_confidence(
