@@ -33,6 +33,7 @@ RENDERS = (
      ("docs/calibrated_prm.md",)),
     ("docs/results/calibrate_smollm2/results.json", calibration_table, "calibrate_smollm2",
      ("docs/pretrained.md",)),
+    ("docs/results/ias_smollm2/results.json", ias_table, "ias_smollm2", ("docs/pretrained.md",)),
 )
 
 
