@@ -1,19 +1,19 @@
 """One token per row from softmax(logits): inverse-CDF draws and a first-maximum argmax.
 
-`jax.random.categorical` adds V Gumbel variates per row (V threefry draws and two logs per
-element, then an argmax): at a 49,152-token vocabulary and 128 rows that is 6.3M random
-numbers per decode step, more time than the model's own step on 2 CPU cores. The same
-distribution comes from one uniform u per row and the inverse of the row's cumulative
-distribution: the token is the first j with cumsum(p)_j > u * sum(p). The sums are taken in
-two levels (blocks of `BLOCK` tokens, then tokens inside the chosen block), so no float32
-running sum spans more than max(V / BLOCK, BLOCK) terms and the rounding of one token's share
-stays near float32's epsilon. A token of probability 0 (a logit of -inf, as top-p masking
-writes) is never drawn.
+`jax.random.categorical` adds V Gumbel variates per row (V threefry draws, two logs per
+element, then an argmax). The same distribution comes from one uniform u per row and the
+inverse of the row's cumulative distribution: the token is the first j with
+cumsum(p)_j > u * sum(p). The sums are taken in two levels (blocks of `BLOCK` tokens, then
+tokens inside the chosen block), so no float32 running sum spans more than
+max(V / BLOCK, BLOCK) terms and the rounding of one token's share stays near float32's
+epsilon. A token of probability 0 (a logit of -inf, as top-p masking writes) is never drawn.
+Alone, on 2 CPU cores, a draw from [128, 49152] float32 logits takes 4 ms against
+jax.random.categorical's 118 ms; inside the sampler's decode loop the difference is smaller
+(SmolLM2 at batch 128, 32 tokens at temperature 0.7: 17.6 s against 18.2 s).
 
 `argmax` is `jnp.argmax` (first maximum; a NaN counts as the maximum, as there) written as a
-max and a min over the row: XLA's CPU backend runs the argmax's paired (value, index)
-reduction several times slower than two plain reductions. Both run ROWS rows at a time
-(`jax.lax.map` with a batch size), which keeps their cost per row flat as B grows.
+max and a min over the row, which XLA's CPU backend runs faster than the argmax's paired
+(value, index) reduction (6 ms against 15 ms at [128, 49152]).
 
 B rows, V vocabulary, N = ceil(V / BLOCK) blocks, K = BLOCK tokens per block.
 """
@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 BLOCK = 256
-ROWS = 32  # rows per chunk: XLA's CPU fusions of [B, V] reductions slow ~4x past ~128 rows
 
 
 def _argmax_row(logits_V):
@@ -34,7 +33,7 @@ def _argmax_row(logits_V):
 
 def argmax(logits_BxV):
   """token_B: the first index of each row's maximum (a NaN is the maximum), int32."""
-  return jax.lax.map(_argmax_row, logits_BxV, batch_size=ROWS)
+  return jax.vmap(_argmax_row)(logits_BxV)
 
 
 def _first_above(cum_N, target, mass_N):
@@ -68,7 +67,7 @@ def inverse_cdf(u_B, logits_BxV):
   Rows whose logits are all -inf have no distribution; their token is meaningless (as with
   `jax.random.categorical`). B rows, V vocabulary.
   """
-  return jax.lax.map(lambda row: _inverse_cdf_row(*row), (u_B, logits_BxV), batch_size=ROWS)
+  return jax.vmap(_inverse_cdf_row)(u_B, logits_BxV)
 
 
 def categorical(key_B, logits_BxV):
