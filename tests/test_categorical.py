@@ -1,4 +1,4 @@
-"""The inverse-CDF draw and the first-maximum argmax against numpy references."""
+"""The inverse-CDF draw against numpy references, by hand and by its frequencies."""
 
 import jax
 import jax.numpy as jnp
@@ -64,18 +64,9 @@ def test_frequencies_match_softmax():
 
 
 def test_rows_use_their_own_keys():
-  logits_BxV = jnp.zeros((2, 1000))
-  key = jax.random.key(0)
-  tokens_B = categorical.categorical(jnp.stack([key, key]), logits_BxV)
-  assert tokens_B[0] == tokens_B[1]
-  assert tokens_B.dtype == jnp.int32
-
-
-def test_argmax_equals_jnp_argmax_with_ties_and_nan():
-  rng = np.random.default_rng(0)
-  logits_BxV = rng.integers(0, 4, (64, 300)).astype(np.float32)  # many ties
-  logits_BxV[3, 17] = np.nan
-  logits_BxV[5, [2, 40]] = np.nan
-  got_B = np.asarray(jax.jit(categorical.argmax)(logits_BxV))
-  np.testing.assert_array_equal(got_B, np.asarray(jnp.argmax(logits_BxV, axis=-1)))
-  assert got_B[3] == 17 and got_B[5] == 2
+  logits_BxV = jnp.zeros((64, 1000))
+  key_B = jax.random.split(jax.random.key(0), 64).at[32:].set(jax.random.key(1))
+  tokens_B = np.asarray(categorical.categorical(key_B, logits_BxV))
+  assert len(set(tokens_B[:32].tolist())) > 20  # 32 keys, 1000 equally likely tokens
+  assert (tokens_B[32:] == tokens_B[32]).all()  # one key, one draw, whatever the row
+  assert tokens_B.dtype == np.int32

@@ -62,7 +62,7 @@ class SamplingPolicy:
   def choose(self, key_B, logits_BxV):
     """token_B: one draw per row from its own key."""
     if self.temperature == 0:
-      return categorical.argmax(logits_BxV)
+      return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     logits_BxV = logits_BxV / self.temperature
     if self.top_p < 1:
       logits_BxV = jnp.where(_nucleus(jax.nn.softmax(logits_BxV), self.top_p), logits_BxV,
