@@ -34,6 +34,8 @@ RENDERS = (
     ("docs/results/calibrate_smollm2/results.json", calibration_table, "calibrate_smollm2",
      ("docs/pretrained.md",)),
     ("docs/results/ias_smollm2/results.json", ias_table, "ias_smollm2", ("docs/pretrained.md",)),
+    ("docs/results/label_free_smollm2/results.json", label_free_table, "label_free_smollm2",
+     ("docs/label_free.md",)),
 )
 
 

@@ -275,3 +275,19 @@ def test_a_pool_without_confidences_replays_rules_that_read_none(pool, tmp_path,
   for name in ("drawn_Q", "answers_QxN", "truncated_QxN", "tokens_Q", "scored_tokens_Q",
                "rounds_Q", "scores_QxNxC"):
     np.testing.assert_array_equal(getattr(cut, name), getattr(full, name), err_msg=name)
+
+
+def test_call_rows_is_the_next_power_of_two_within_rows():
+  assert [draws.call_rows(p, 128) for p in (1, 8, 9, 16, 17, 64, 65, 128)] == [
+      8, 8, 16, 16, 32, 64, 128, 128]
+  assert draws.call_rows(3, 4) == 4 and draws.call_rows(200, 128) == 128
+
+
+def test_a_short_call_runs_fewer_rows_and_draws_the_pool_samples(data, pool, monkeypatch):
+  calls = _count_steps(monkeypatch)
+  question_P, slot_P = np.array([3, 0, 2]), np.array([5, 1, 0])
+  out = draws.draw_pairs(LIVE, data, question_P, slot_P, rows=64)
+  assert [len(question_B) for question_B in calls] == [8]  # not 64
+  np.testing.assert_array_equal(out["answers_B"], pool.answers_QxN[question_P, slot_P])
+  np.testing.assert_array_equal(out["tokens_BxM"], pool.tokens_QxNxM[question_P, slot_P])
+  np.testing.assert_allclose(out["scores_BxC"], pool.scores_QxNxC[question_P, slot_P], rtol=1e-5)

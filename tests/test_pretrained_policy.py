@@ -258,7 +258,14 @@ def test_label_free_smollm2_config_matches_its_calibration_run():
   settings = cfg.settings(cfg.learning_rates[0])
   assert settings.lora_spec.rank == calibrate.fine_tune.lora_rank == 16
   assert set(cfg.difficulties) <= set(calibrate.mc.difficulties)
-  assert cfg.max_new_tokens == calibrate.mc.max_new_tokens
+  assert cfg.max_new_tokens <= calibrate.mc.max_new_tokens
+  # Every gold solution of the loop's difficulties, and its end token, fits in the samples.
+  from adaptive_jax.models import gguf
+  from adaptive_jax.models.gguf_tokenizer import from_gguf
+  bpe = from_gguf(gguf.read(smollm2.gguf_path()))
+  problems = arithmetic.problems(200, cfg.loop_seed, cfg.difficulties)
+  longest = max(len(bpe.encode(format_completion(p))) for p in problems)
+  assert longest + 1 <= cfg.max_new_tokens, (longest, cfg.max_new_tokens)
 
 
 def test_matched_from_scratch_config_shares_the_smollm2_run_sizes():

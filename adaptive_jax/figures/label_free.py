@@ -40,11 +40,13 @@ def plot(results: dict, path: str) -> str:
                 capsize=3, label=LABELS.get(arm, arm).format(reward=reward),
                 ls="-" if arm in arms.LABEL_FREE else "--")
   bon = results["start"]["best_of_n"]
+  low, high = ax.get_ylim()
+  gap = 0.03 * (high - low)  # closer lines than this share one label
   labelled = []  # annotate a line only where it stands clear of those already named
   for k, acc in sorted(zip(bon["ks"], bon["verifier"]), key=lambda x: x[1]):
     ax.axhline(acc, color="gray", ls=":", lw=1)
-    if all(abs(acc - other) > 0.006 for other in labelled):
-      names = [f"{n}" for n, a in zip(bon["ks"], bon["verifier"]) if abs(a - acc) <= 0.006]
+    if all(abs(acc - other) > gap for other in labelled):
+      names = [f"{n}" for n, a in zip(bon["ks"], bon["verifier"]) if 0 <= a - acc <= gap]
       ax.annotate(f"start, {reward} best-of-{'/'.join(names)}", (cfg["rounds"] + 0.15, acc),
                   xytext=(0, 2), textcoords="offset points", fontsize=7, color="gray",
                   ha="right")

@@ -209,9 +209,11 @@ def build_pool(live: LiveDraw, data, num_questions: int, n: int, *, rows: int,
 
 
 def draw_pairs(live: LiveDraw, data, question_P, slot_P, *, rows: int) -> dict[str, np.ndarray]:
-  """Samples (question_P[i], slot_P[i]), `rows` per decode call, with no early stop: host
-  arrays answers_B, scores_BxC, confidence_BxM, lengths_B, stopped_B, tokens_BxM (B = P).
+  """Samples (question_P[i], slot_P[i]), at most `rows` per decode call, with no early stop:
+  host arrays answers_B, scores_BxC, confidence_BxM, lengths_B, stopped_B, tokens_BxM (B = P).
 
+  A call with fewer pairs left than `rows` runs `call_rows` of them (the next power of two),
+  so 16 greedy questions decode 16 rows, not `rows`, and the compiled shapes stay few.
   Sample (q, s) is a pure function of its key, so it is the one `build_pool` draws at (q, s).
   """
   pairs = np.stack([np.asarray(question_P, np.int32), np.asarray(slot_P, np.int32)], 1)
@@ -221,10 +223,17 @@ def draw_pairs(live: LiveDraw, data, question_P, slot_P, *, rows: int) -> dict[s
   out = []
   for start in range(0, len(pairs), rows):
     chunk = pairs[start:start + rows]
-    padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), 0)])
+    width = call_rows(len(chunk), rows)
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:], width - len(chunk), 0)])
     step = _pool_step(live, data, padded[:, 0], padded[:, 1])
     out.append({name: np.asarray(x)[:len(chunk)] for name, x in step.items()})
   return {name: np.concatenate([o[name] for o in out]) for name in out[0]}
+
+
+def call_rows(pairs: int, rows: int) -> int:
+  """Rows of a decode call for `pairs` samples: `rows`, or fewer where fewer are left (the
+  next power of two, at least 8 and at most `rows`)."""
+  return min(rows, max(8, 1 << (pairs - 1).bit_length()))
 
 
 def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int) -> dict:
