@@ -147,6 +147,12 @@ class SampleOutput(NamedTuple):
   truncated_B: jax.Array
 
 
+def power_of_two_rows(num: int) -> int:
+  """The smallest power of two >= num: the row buckets of decode calls, so varied batch sizes
+  reuse a few compiled decodes."""
+  return 1 << (num - 1).bit_length()
+
+
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0):
   """(prompt_BxP, prompt_len_B) int32 NumPy arrays; every sequence needs at least one token."""
   if any(len(s) == 0 for s in sequences):
@@ -358,7 +364,7 @@ def sample_rows(params, ids: Sequence[Sequence[int]], key, *, cfg: ModelConfig,
                      f"{longest} tokens (the longest row): {longest} + "
                      f"{dec.max_new_tokens} - 1 > model.max_len={cfg.max_len}")
   num = len(ids)
-  rows = [list(row) for row in ids] + [[filler_id]] * ((1 << (num - 1).bit_length()) - num)
+  rows = [list(row) for row in ids] + [[filler_id]] * (power_of_two_rows(num) - num)
   prompt_BxP, prompt_len_B = left_pad(rows, dec.pad_id)
   width = max(longest, min(-(-longest // width_multiple) * width_multiple,
                            cfg.max_len - dec.max_new_tokens + 1))

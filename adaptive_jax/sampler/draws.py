@@ -233,7 +233,7 @@ def draw_pairs(live: LiveDraw, data, question_P, slot_P, *, rows: int) -> dict[s
 def call_rows(pairs: int, rows: int) -> int:
   """Rows of a decode call for `pairs` samples: `rows`, or fewer where fewer are left (the
   next power of two, at least 8 and at most `rows`)."""
-  return min(rows, max(8, 1 << (pairs - 1).bit_length()))
+  return min(rows, max(8, decode.power_of_two_rows(pairs)))
 
 
 def _build_settings(live: LiveDraw, data, num_questions: int, n: int, rows: int) -> dict:
