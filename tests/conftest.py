@@ -1,15 +1,20 @@
-"""Shared test set-up: a persistent XLA compile cache beside the virtual environment, compiled
+"""Shared test set-up: XLA flags that compile fast (tests/compile_flags.py), a persistent XLA
+compile cache beside the virtual environment, the slowest modules scheduled first, compiled
 programs released after each test module (checking the memory maps the process holds), and a
 finished tiny stage-1 run for the studies built on it."""
 
 import os
 import sys
 
-import jax
-import pytest
+from tests.compile_flags import use_fast_compile
 
-from adaptive_jax.train.loop import train_and_evaluate
-from configs import duo_tiny
+use_fast_compile()  # before JAX creates its CPU backend
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from adaptive_jax.train.loop import train_and_evaluate  # noqa: E402
+from configs import duo_tiny  # noqa: E402
 
 # Compiled programs are cached next to the venv, so a second run of the suite compiles little.
 _CACHE = os.path.join(sys.prefix, "jax_compile_cache")
@@ -33,6 +38,28 @@ def _map_count() -> int | None:
       return sum(1 for _ in f)
   except OSError:
     return None
+
+
+# The modules that take longest (seconds, -n 2 on 2 cores, cold compile cache), run first:
+# `-n 2 --dist loadfile` (pyproject.toml) hands whole modules to the two workers in collection
+# order, so a long module started last cannot leave one worker running alone at the end.
+SLOW_MODULES_FIRST = (
+    "test_calibration_study.py",  # 130
+    "test_main_job.py",  # 124
+    "test_notebooks.py",  # 118
+    "test_pretrained_policy.py",  # 104
+    "test_label_free_study.py",  # 101
+    "test_prm_model.py",  # 64
+    "test_router_study.py",  # 56
+    "test_train.py",  # 55
+    "test_ias_study.py",  # 44
+)
+
+
+def pytest_collection_modifyitems(items):
+  """Moves SLOW_MODULES_FIRST's tests to the front, in that order (the rest keep theirs)."""
+  rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="module", autouse=True)

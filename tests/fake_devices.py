@@ -8,9 +8,11 @@ import flax
 import jax
 import numpy as np
 
+from tests.compile_flags import with_fast_compile
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-       "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+       "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=8")}
 
 
 def run_on_8_devices(script: str, *args: str, timeout: int = 600, cwd=None) -> str:

@@ -17,6 +17,7 @@ from adaptive_jax.train import mesh as mesh_lib
 from adaptive_jax.train.evaluate import evaluate
 from adaptive_jax.train.loop import train, typed_configs
 from adaptive_jax.train.metrics import read_metrics
+from tests.compile_flags import with_fast_compile
 from tests.test_train import _config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,9 +152,9 @@ def _run_processes(script: str, args, timeout: int) -> list[dict]:
   address = f"127.0.0.1:{_free_port()}"
   procs = []
   for process_id in (0, 1):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, "XLA_FLAGS": "",
-           "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2",
-           "JAX_PROCESS_ID": str(process_id)}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
+           "XLA_FLAGS": with_fast_compile(), "JAX_COORDINATOR_ADDRESS": address,
+           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(process_id)}
     procs.append(subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True))
