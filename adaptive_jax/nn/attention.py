@@ -7,8 +7,9 @@ N query heads share K = cfg.kv_heads key/value heads: query head n reads kv head
 `__call__` attends over the call's own tokens (causal, optionally inside segments); `cached`
 writes the tokens' keys and values into a `KVCache` and attends over it (prefill, decode,
 incremental scoring). `qkv` and `project_out` expose the two halves for the sequential
-oracle, which attends over a cache plus tree nodes outside it, and `cached_attention` is the
-one attention over a cache.
+oracle, which attends over a cache plus tree nodes outside it. `cached_attention` is the one
+softmax attention: over a cache, and, block by block, over the call's own tokens
+(`causal_attention`).
 
 Letters here: N query heads, K key/value heads, G = N / K query heads per kv head, H head
 width, S cache slots.
@@ -78,12 +79,7 @@ class Attention(nn.Module):
     """Causal attention; with `segment_ids_BxT` (packed rows) a token sees only earlier tokens
     of its own segment, as flax's lm1b example masks packed examples."""
     q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.qkv(x_BxTxD, positions_BxT)
-    mask_Bx1xTxT = None
-    if segment_ids_BxT is not None:
-      mask_Bx1xTxT = (segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :])
-    o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask_Bx1xTxT,
-                                             is_causal=True)
-    return self.project_out(o_BxTxNxH)
+    return self.project_out(causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT))
 
   def cached(self, x_BxTxD, positions_BxT, cache: KVCache, layer, access: CacheAccess):
     """Writes this layer's keys and values at `access.slot` .., then attends over the cache:
@@ -93,6 +89,38 @@ class Attention(nn.Module):
     k_cache_BxKxSxH, v_cache_BxKxSxH = cache.layer(layer)
     o_BxTxNxH = cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, access.mask_BxTxS)
     return self.project_out(o_BxTxNxH), cache
+
+
+def query_block(t: int) -> int:
+  """Queries per block of `causal_attention` for T tokens: 32, and T / 16 past 512 tokens (at
+  most 16 blocks, so long rows do not unroll into many small products)."""
+  return max(32, -(-t // 16))
+
+
+def causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT=None):
+  """Causal softmax attention of T tokens over themselves, in blocks of `query_block(T)`
+  queries: block [s, e) attends over keys [0, e) only (`cached_attention`, the keys as its
+  cache), so the score blocks above the diagonal are never computed. With segment ids (packed
+  rows) a token also sees only its own segment, as flax's lm1b example masks packed examples.
+
+  Equal to `jax.nn.dot_product_attention(..., is_causal=True)` to float32 rounding; on 2 CPU
+  cores 1.5x faster at duo_small's T = 128 (4 heads of 32) and 2x at T = 256 with grouped
+  queries (9 on 3 heads of 64): the full [T, T] scores spill the cache, blocks of 32 rows do
+  not (measured interleaved, median of 15).
+  """
+  b, t = q_BxTxNxH.shape[:2]
+  k_BxKxTxH, v_BxKxTxH = (jnp.swapaxes(x, 1, 2) for x in (k_BxTxKxH, v_BxTxKxH))
+  position_T = jnp.arange(t)
+  block, out = query_block(t), []
+  for start in range(0, t, block):
+    end = min(start + block, t)
+    mask_BxQxE = jnp.broadcast_to(position_T[None, :end] <= position_T[start:end, None],
+                                  (b, end - start, end))
+    if segment_ids_BxT is not None:
+      mask_BxQxE &= segment_ids_BxT[:, start:end, None] == segment_ids_BxT[:, None, :end]
+    out.append(cached_attention(q_BxTxNxH[:, start:end], k_BxKxTxH[:, :, :end],
+                                v_BxKxTxH[:, :, :end], mask_BxQxE))
+  return jnp.concatenate(out, axis=1)
 
 
 def cached_attention(q_BxTxNxH, k_cache_BxKxSxH, v_cache_BxKxSxH, mask_BxTxS,
