@@ -104,9 +104,9 @@ def causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT=None):
   rows) a token also sees only its own segment, as flax's lm1b example masks packed examples.
 
   Equal to `jax.nn.dot_product_attention(..., is_causal=True)` to float32 rounding; on 2 CPU
-  cores 1.5x faster at duo_small's T = 128 (4 heads of 32) and 2x at T = 256 with grouped
-  queries (9 on 3 heads of 64): the full [T, T] scores spill the cache, blocks of 32 rows do
-  not (measured interleaved, median of 15).
+  cores 1.8-2.1x faster at duo_small's T = 128 (4 heads of 32), 2.6x at T = 256 with grouped
+  queries (9 on 3 heads of 64), 1.2x at T = 72: the full [T, T] scores spill the cache,
+  blocks of 32 rows do not (measured interleaved, median of 15).
   """
   b, t = q_BxTxNxH.shape[:2]
   k_BxKxTxH, v_BxKxTxH = (jnp.swapaxes(x, 1, 2) for x in (k_BxTxKxH, v_BxTxKxH))
