@@ -24,7 +24,7 @@ from absl import app, flags
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.prm import fit, scoring
 from adaptive_jax.prm.cached_scoring import PrefixScorer
-from adaptive_jax.sampler import beam
+from adaptive_jax.sampler import beam, decode
 from benchmarks.timing import time_interleaved
 
 _QUESTIONS = flags.DEFINE_integer("questions", 8, "Prompts searched together.")
@@ -51,7 +51,7 @@ def full_rescoring(params):
   """The whole sequence of every candidate, bucketed to 64-token widths and power-of-2 rows."""
   def score(sequences):
     width = -(-max(map(len, sequences)) // 64) * 64
-    rows = 1 << (len(sequences) - 1).bit_length()
+    rows = decode.power_of_two_rows(len(sequences))
     tokens_NxT = np.zeros((rows, width), np.int32)
     for i, s in enumerate(sequences):
       tokens_NxT[i, :len(s)] = s

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adaptive_jax.models import smollm2
-from adaptive_jax.models.gguf_tokenizer import TaskTokenizer
+from adaptive_jax.models import gguf, smollm2
+from adaptive_jax.models.gguf_tokenizer import TaskTokenizer, from_gguf
 from adaptive_jax.nn import lora
 from adaptive_jax.nn.config import ModelConfig
 from adaptive_jax.nn.transformer import Transformer
@@ -260,8 +260,6 @@ def test_label_free_smollm2_config_matches_its_calibration_run():
   assert set(cfg.difficulties) <= set(calibrate.mc.difficulties)
   assert cfg.max_new_tokens <= calibrate.mc.max_new_tokens
   # Every gold solution of the loop's difficulties, and its end token, fits in the samples.
-  from adaptive_jax.models import gguf
-  from adaptive_jax.models.gguf_tokenizer import from_gguf
   bpe = from_gguf(gguf.read(smollm2.gguf_path()))
   problems = arithmetic.problems(200, cfg.loop_seed, cfg.difficulties)
   longest = max(len(bpe.encode(format_completion(p))) for p in problems)
